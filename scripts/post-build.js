@@ -1,0 +1,13 @@
+// Runs after tsc: plugins and the CLI are executables.
+import { chmodSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+
+const executables = ['dist/src/cli/main.js'];
+for (const dir of ['dist/examples', 'dist/test/plugins', 'dist/bench/plugins']) {
+  let names = [];
+  try { names = readdirSync(dir); } catch { continue; }
+  for (const name of names) if (name.endsWith('.js')) executables.push(path.join(dir, name));
+}
+for (const file of executables) {
+  try { chmodSync(file, 0o755); } catch { /* not built (yet) */ }
+}

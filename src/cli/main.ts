@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+/**
+ * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
+ * plugin; everything it does is `runPlugin` from the library.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
+import { stderrSink } from '../host/log.js';
+import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
+
+interface RunFlags {
+  plugin: string;
+  cpus: number;
+  disableSandbox?: boolean;
+  pluginRoot?: string;
+  pluginMount: BindMount[];
+  pluginGidMap: GidMap[];
+  seccompPolicy?: string;
+  startTimeout: number;
+  verbose?: boolean;
+}
+
+function integerIn(min: number, max: number, what: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+function collect<T>(parse: (spec: string) => T) {
+  return (value: string, previous: T[]): T[] => {
+    try {
+      return [...previous, parse(value)];
+    } catch (e) {
+      throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+    }
+  };
+}
+
+const program = new Command('plugvisor')
+  .description('A KVM virtual machine monitor driven by a plugin process (crosvm plugin protocol).')
+  .showHelpAfterError('(run with --help for usage)');
+
+program
+  .command('run')
+  .description('Create a VM and hand its control to a plugin executable.')
+  .usage('--plugin PATH [options] [-- PLUGIN_ARGS...]')
+  .requiredOption('--plugin <path>', 'the plugin executable (any language; it finds the host through CROSVM_SOCKET)')
+  .addOption(new Option('--cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
+  .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
+  .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
+  .option('--plugin-mount <src:dst[:writable]>', 'bind a host path into the jail (repeatable; writable is true or false)', collect(parseBindMount), [])
+  .option('--plugin-gid-map <inner:outer:count>', 'map host groups into the jail (repeatable)', collect(parseGidMap), [])
+  .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
+  .addOption(
+    new Option('--start-timeout <seconds>', 'fail if the plugin has not started the VM by then')
+      .default(10)
+      .argParser(integerIn(1, 86_400, '--start-timeout')),
+  )
+  .option('-v, --verbose', 'log what the host does, not only warnings and errors')
+  .argument('[plugin-args...]', 'arguments for the plugin (after --)')
+  .addHelpText(
+    'after',
+    `
+Exit status: 0 when the plugin exited 0 and nothing failed; the plugin's own
+exit code when it exited non-zero; 128+N when it was killed by signal N; 1 for
+any other failure (the reason is printed).
+
+Example:
+  plugvisor run --plugin ./my-plugin --cpus 2 -- --verbose`,
+  )
+  .action(async (pluginArgs: string[], flags: RunFlags) => {
+    const abort = new AbortController();
+    const onSignal = (): void => abort.abort();
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const options: RunOptions = {
+      plugin: flags.plugin,
+      args: pluginArgs,
+      cpus: flags.cpus,
+      sandbox: flags.disableSandbox
+        ? false
+        : {
+            mounts: flags.pluginMount,
+            gidMaps: flags.pluginGidMap,
+            ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
+            ...(flags.seccompPolicy !== undefined ? { seccompPolicyFile: flags.seccompPolicy } : {}),
+          },
+      startTimeoutMs: flags.startTimeout * 1000,
+      log: stderrSink(flags.verbose ?? false),
+      signal: abort.signal,
+    };
+    try {
+      const outcome = await runPlugin(options);
+      if (!outcome.ok) process.stderr.write(`plugvisor: ${outcome.message}\n`);
+      else if (flags.verbose) process.stderr.write(`plugvisor: ${outcome.message}\n`);
+      process.exitCode = outcome.exitCode;
+    } catch (e) {
+      if (!(e instanceof RunSetupError)) throw e;
+      process.stderr.write(`plugvisor: error: ${e.message}\n`);
+      process.exitCode = 1;
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    }
+  });
+
+await program.parseAsync(process.argv);

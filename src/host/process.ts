@@ -1,0 +1,443 @@
+/**
+ * The plugin process, host side: spawning it, its connections, the objects it
+ * creates and every MainRequest it can send (all handled in
+ * {@link PluginProcess.handleRequest}). The main loop (run.ts) drives it.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
+import type { Kvm, Vm } from '../kvm/index.js';
+import {
+  AddressSpace,
+  MainRequest,
+  MainRequest_StateSet,
+  MainResponse,
+  type MainRequest_Create,
+  type MainRequest_SetCallHint,
+} from '../protocol/gen/plugin.js';
+import { mainFailure } from '../protocol/responses.js';
+import { errno, RequestError } from '../errno.js';
+import type { Log } from './log.js';
+import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
+import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
+import { fromKernelCpuid } from './plugin-vcpu.js';
+import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
+import type { VcpuConfig } from './shared-state.js';
+
+/** The protocol's request buffer size on main connections. */
+const REQUEST_BUFFER_SIZE = 4096;
+/** Descriptors accepted with one request (only `create memory` sends one). */
+const MAX_REQUEST_FDS = 4;
+
+/** How to start the plugin: a command line, and descriptors it inherits at 4, 5, ... */
+export interface LaunchPlan {
+  file: string;
+  args: string[];
+  extraFds: number[];
+}
+
+/** How the plugin process ended, as `tryWait` reports it. */
+export type PluginStatus =
+  | { state: 'running' }
+  | { state: 'exited'; code: number }
+  | { state: 'signaled'; signal: NodeJS.Signals };
+
+export interface ProcessEvents {
+  /** The plugin called `start` and the VCPU threads are running. */
+  onStarted(): void;
+  onVcpuExit: VcpuExitHandler;
+  /** The plugin process ended (or could not be spawned). */
+  onPluginExit(status: PluginStatus, spawnError?: Error): void;
+}
+
+interface Reply {
+  response: MainResponse;
+  fds: readonly number[];
+  /** Descriptors to close once sent (those made only to be handed out). */
+  closeAfterSend: readonly number[];
+}
+
+interface Connection {
+  fd: number;
+  watcher: FdWatcher;
+}
+
+/** Getter and setter of one VM-wide kernel state, by protocol StateSet. */
+interface VmStateAccess {
+  size: number;
+  get(vm: Vm): Uint8Array;
+  set(vm: Vm, bytes: Uint8Array): void;
+}
+
+const VM_STATE_SETS: ReadonlyMap<number, VmStateAccess> = new Map([
+  [
+    MainRequest_StateSet.PIC0,
+    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_MASTER), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_MASTER, b) },
+  ],
+  [
+    MainRequest_StateSet.PIC1,
+    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_SLAVE), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_SLAVE, b) },
+  ],
+  [
+    MainRequest_StateSet.IOAPIC,
+    { size: C.SIZEOF_KVM_IOAPIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_IOAPIC), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_IOAPIC, b) },
+  ],
+  [MainRequest_StateSet.PIT, { size: C.SIZEOF_KVM_PIT_STATE2, get: (vm) => vm.getPit2(), set: (vm, b) => vm.setPit2(b) }],
+  [MainRequest_StateSet.CLOCK, { size: C.SIZEOF_KVM_CLOCK_DATA, get: (vm) => vm.getClock(), set: (vm, b) => vm.setClock(b) }],
+]);
+
+export class PluginProcess {
+  private child: ChildProcess | undefined;
+  private status: PluginStatus = { state: 'running' };
+  private readonly connections = new Map<number, Connection>();
+  private readonly objects = new Map<number, PluginObject>();
+  private readonly ranges = new ReservedRanges();
+  private callHint: MainRequest_SetCallHint | null = null;
+  private readonly vcpus: VcpuSet;
+  private readonly killEventFd: number;
+  private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE);
+  private readonly stderrDone: Promise<void>;
+  private stderrClosed: () => void = () => {};
+
+  constructor(
+    private readonly kvm: Kvm,
+    private readonly vm: Vm,
+    vcpuCount: number,
+    private readonly log: Log,
+    private readonly pluginLog: (line: string) => void,
+    private readonly events: ProcessEvents,
+  ) {
+    this.stderrDone = new Promise((resolve) => (this.stderrClosed = resolve));
+    this.killEventFd = native.eventfd(0, C.EFD_CLOEXEC);
+    try {
+      this.vcpus = new VcpuSet(vcpuCount, log);
+    } catch (e) {
+      native.close(this.killEventFd);
+      throw e;
+    }
+  }
+
+  /** Spawns the plugin with the main connection as fd 3 (CROSVM_SOCKET=3). */
+  spawn(plan: LaunchPlan): void {
+    const [hostEnd, pluginEnd] = native.seqpacketPair(true);
+    try {
+      const child = spawn(plan.file, plan.args, {
+        stdio: ['inherit', 'inherit', 'pipe', pluginEnd, ...plan.extraFds],
+        env: { ...process.env, CROSVM_SOCKET: '3' },
+        // Its own process group, so that anything it leaves behind can be killed with it.
+        detached: true,
+      });
+      this.child = child;
+      child.once('error', (e) => {
+        this.status = { state: 'exited', code: 127 };
+        this.stderrClosed();
+        this.events.onPluginExit(this.status, e);
+      });
+      child.once('exit', (code, signal) => {
+        this.status = signal ? { state: 'signaled', signal } : { state: 'exited', code: code ?? 0 };
+        this.events.onPluginExit(this.status);
+      });
+      const lines = createInterface({ input: child.stderr!, crlfDelay: Infinity });
+      lines.on('line', (line) => this.pluginLog(line));
+      lines.once('close', () => this.stderrClosed());
+      this.addConnection(hostEnd);
+    } catch (e) {
+      native.close(hostEnd);
+      throw e;
+    } finally {
+      native.close(pluginEnd);
+    }
+  }
+
+  /** Running, or how it ended. */
+  tryWait(): PluginStatus {
+    return this.status;
+  }
+
+  /** Resolves once the plugin's stderr has been read to its end. */
+  stderrEnded(): Promise<void> {
+    return this.stderrDone;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  /** Asks the plugin to exit: signals the kill eventfd and stops every VCPU. */
+  signalKill(): void {
+    native.eventfdWrite(this.killEventFd, 1);
+    this.vcpus.requestShutdown();
+  }
+
+  /** Kills the plugin's whole process group (SIGKILL). */
+  killPlugin(): void {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    for (const target of [-pid, pid]) {
+      try {
+        process.kill(target, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+  }
+
+  /** Joins the VCPU threads (bounded); returns the indexes that would not stop. */
+  joinVcpus(timeoutMs: number): Promise<number[]> {
+    return this.vcpus.join(timeoutMs);
+  }
+
+  /** Frees everything the process holds: connections, objects, VCPU pipes, the kill eventfd. */
+  close(): void {
+    for (const fd of [...this.connections.keys()]) this.dropConnection(fd);
+    for (const [id, object] of this.objects) {
+      try {
+        object.destroy(this.vm);
+      } catch (e) {
+        this.log.warn(`destroying object ${id} at shutdown: ${String(e)}`);
+      }
+    }
+    this.objects.clear();
+    this.vcpus.close();
+    native.close(this.killEventFd);
+  }
+
+  private addConnection(fd: number): void {
+    native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);
+    const watcher = native.createFdWatcher(fd, () => this.serve(fd));
+    this.connections.set(fd, { fd, watcher });
+    watcher.start(C.POLLIN);
+  }
+
+  private dropConnection(fd: number): void {
+    const connection = this.connections.get(fd);
+    if (connection === undefined) return;
+    connection.watcher.close();
+    native.close(fd);
+    this.connections.delete(fd);
+  }
+
+  /** Serves every request waiting on connection `fd`. */
+  private serve(fd: number): void {
+    for (;;) {
+      if (!this.connections.has(fd)) return;
+      let received;
+      try {
+        received = native.recvmsg(fd, this.requestBuffer, MAX_REQUEST_FDS);
+      } catch (e) {
+        this.log.warn(`connection ${fd}: receive failed (${String(e)}); dropping it`);
+        this.dropConnection(fd);
+        return;
+      }
+      if (received === null) return;
+      if (received.bytes === 0 && received.fds.length === 0) {
+        this.dropConnection(fd);
+        return;
+      }
+      let request: MainRequest;
+      try {
+        if (received.truncated) throw new Error(`request larger than ${REQUEST_BUFFER_SIZE} bytes or with too many fds`);
+        request = MainRequest.decode(this.requestBuffer.subarray(0, received.bytes));
+      } catch (e) {
+        for (const f of received.fds) native.close(f);
+        this.log.warn(`connection ${fd}: malformed request (${e instanceof Error ? e.message : String(e)}); dropping it`);
+        this.dropConnection(fd);
+        return;
+      }
+      let reply: Reply;
+      try {
+        reply = this.handleRequest(request, received.fds);
+      } finally {
+        for (const f of received.fds) native.close(f);
+      }
+      this.send(fd, reply);
+    }
+  }
+
+  private send(fd: number, reply: Reply): void {
+    const bytes = MainResponse.encode(reply.response).finish();
+    try {
+      if (native.sendmsg(fd, bytes, bytes.length, reply.fds) < 0) throw new Error('socket buffer full');
+    } catch (e) {
+      this.log.warn(`connection ${fd}: sending a response failed (${String(e)}); dropping it`);
+      this.dropConnection(fd);
+    } finally {
+      for (const f of reply.closeAfterSend) native.close(f);
+    }
+  }
+
+  /** Every MainRequest of the protocol, answered in one place. */
+  handleRequest(request: MainRequest, fds: readonly number[]): Reply {
+    const message = request.message;
+    if (message === undefined) return reply(mainFailure(errno.ENOTTY, undefined));
+    try {
+      switch (message.$case) {
+        case 'create':
+          return this.create(message.create, fds[0]);
+        case 'destroy':
+          this.destroy(message.destroy.id);
+          return ok({ $case: 'destroy', destroy: {} });
+        case 'newConnection': {
+          const [hostEnd, pluginEnd] = native.seqpacketPair(true);
+          this.addConnection(hostEnd);
+          return ok({ $case: 'newConnection', newConnection: {} }, [pluginEnd], [pluginEnd]);
+        }
+        case 'getShutdownEventfd':
+          return ok({ $case: 'getShutdownEventfd', getShutdownEventfd: {} }, [this.killEventFd]);
+        case 'checkExtension':
+          return ok({
+            $case: 'checkExtension',
+            checkExtension: { hasExtension: this.vm.checkExtension(message.checkExtension.extension) === 1 },
+          });
+        case 'getSupportedCpuid':
+          return ok({ $case: 'getSupportedCpuid', getSupportedCpuid: { entries: this.kvm.supportedCpuid().map(fromKernelCpuid) } });
+        case 'getEmulatedCpuid':
+          return ok({ $case: 'getEmulatedCpuid', getEmulatedCpuid: { entries: this.kvm.emulatedCpuid().map(fromKernelCpuid) } });
+        case 'getMsrIndexList':
+          return ok({ $case: 'getMsrIndexList', getMsrIndexList: { indices: this.kvm.msrIndexList() } });
+        case 'getNetConfig':
+          throw new RequestError(errno.ENODATA, 'plugvisor has no tap device to offer');
+        case 'reserveRange': {
+          const { space, start, length, asyncWrite } = message.reserveRange;
+          const result = this.ranges.reserve(spaceOf(space), start, length, asyncWrite);
+          if (result !== 0) throw new RequestError(result, 'reserve_range refused');
+          this.publishVcpuConfig();
+          return ok({ $case: 'reserveRange', reserveRange: {} });
+        }
+        case 'setIrq':
+          this.vm.setIrqLine(message.setIrq.irqId, message.setIrq.active);
+          return ok({ $case: 'setIrq', setIrq: {} });
+        case 'setIrqRouting':
+          this.vm.setGsiRouting(
+            message.setIrqRouting.routes.map((r) => {
+              const route = r.route;
+              if (route === undefined) throw new RequestError(errno.EINVAL, `route for irq ${r.irqId} has no kind`);
+              return route.$case === 'irqchip'
+                ? { gsi: r.irqId, kind: 'irqchip' as const, irqchip: route.irqchip.irqchip, pin: route.irqchip.pin }
+                : { gsi: r.irqId, kind: 'msi' as const, address: route.msi.address, data: route.msi.data };
+            }),
+          );
+          return ok({ $case: 'setIrqRouting', setIrqRouting: {} });
+        case 'getState': {
+          const state = vmStateAccess(message.getState.set);
+          return ok({ $case: 'getState', getState: { state: Buffer.from(state.get(this.vm)) } });
+        }
+        case 'setState': {
+          const state = vmStateAccess(message.setState.set);
+          if (message.setState.state.length !== state.size) {
+            throw new RequestError(errno.EINVAL, `state is ${message.setState.state.length} bytes, not ${state.size}`);
+          }
+          state.set(this.vm, message.setState.state);
+          return ok({ $case: 'setState', setState: {} });
+        }
+        case 'setIdentityMapAddr':
+          this.vm.setIdentityMapAddr(BigInt(message.setIdentityMapAddr.address));
+          return ok({ $case: 'setIdentityMapAddr', setIdentityMapAddr: {} });
+        case 'pauseVcpus':
+          this.vcpus.pause(message.pauseVcpus.cpuMask, message.pauseVcpus.user);
+          return ok({ $case: 'pauseVcpus', pauseVcpus: {} });
+        case 'getVcpus':
+          return ok({ $case: 'getVcpus', getVcpus: {} }, this.vcpus.pluginFds());
+        case 'start':
+          this.start();
+          return ok({ $case: 'start', start: {} });
+        case 'setCallHint': {
+          const hint = message.setCallHint;
+          this.callHint = hint.address === 0n ? null : hint;
+          this.publishVcpuConfig();
+          return ok({ $case: 'setCallHint', setCallHint: {} });
+        }
+        case 'dirtyLog': {
+          const object = this.objects.get(message.dirtyLog.id);
+          if (!(object instanceof MemoryObject) || !object.dirtyLog) {
+            throw new RequestError(errno.ENOENT, `no dirty-logged memory with id ${message.dirtyLog.id}`);
+          }
+          return ok({ $case: 'dirtyLog', dirtyLog: { bitmap: Buffer.from(object.dirtyBitmap(this.vm)) } });
+        }
+      }
+    } catch (e) {
+      if (e instanceof RequestError || isErrnoError(e)) return reply(mainFailure(e.errno, message.$case));
+      this.log.error(`request ${message.$case} failed unexpectedly: ${e instanceof Error ? e.stack : String(e)}`);
+      return reply(mainFailure(errno.EINVAL, message.$case));
+    }
+  }
+
+  private create(create: MainRequest_Create, fd: number | undefined): Reply {
+    const { id, kind } = create;
+    if (this.objects.has(id)) throw new RequestError(errno.EEXIST, `object id ${id} is taken`);
+    if (kind === undefined) throw new RequestError(errno.EINVAL, 'create names no kind of object');
+    let object: PluginObject;
+    switch (kind.$case) {
+      case 'ioEvent': {
+        const { space, address, length, datamatch } = kind.ioEvent;
+        object = IoEventObject.create(this.vm, spaceOf(space) === IOPORT, address, length, datamatch);
+        break;
+      }
+      case 'memory': {
+        const memory = kind.memory;
+        for (const other of this.objects.values()) {
+          if (other instanceof MemoryObject && other.overlaps(memory.start, memory.length)) {
+            throw new RequestError(errno.ENOSPC, 'memory overlaps an existing slot');
+          }
+        }
+        object = MemoryObject.create(this.vm, this.freeSlot(), fd, memory);
+        break;
+      }
+      case 'irqEvent':
+        object = IrqEventObject.create(this.vm, kind.irqEvent.irqId);
+        break;
+    }
+    this.objects.set(id, object);
+    return ok({ $case: 'create', create: {} }, object.fds);
+  }
+
+  private destroy(id: number): void {
+    const object = this.objects.get(id);
+    if (object === undefined) throw new RequestError(errno.ENOENT, `no object with id ${id}`);
+    this.objects.delete(id);
+    object.destroy(this.vm);
+  }
+
+  private freeSlot(): number {
+    const used = new Set<number>();
+    for (const object of this.objects.values()) if (object instanceof MemoryObject) used.add(object.slot);
+    let slot = 0;
+    while (used.has(slot)) slot++;
+    return slot;
+  }
+
+  private start(): void {
+    if (this.vcpus.started) throw new RequestError(errno.EINVAL, 'the VM was already started');
+    this.vcpus.start(this.vm, this.kvm.vcpuMmapSize(), this.vcpuConfig(), this.events.onVcpuExit);
+    this.events.onStarted();
+  }
+
+  private vcpuConfig(): VcpuConfig {
+    return { ranges: this.ranges.snapshot(), callHint: this.callHint };
+  }
+
+  private publishVcpuConfig(): void {
+    this.vcpus.publish(this.vcpuConfig());
+  }
+}
+
+function ok(message: MainResponse['message'], fds: readonly number[] = [], closeAfterSend: readonly number[] = []): Reply {
+  return { response: { errnoValue: 0, message }, fds, closeAfterSend };
+}
+
+function reply(response: MainResponse): Reply {
+  return { response, fds: [], closeAfterSend: [] };
+}
+
+function spaceOf(space: AddressSpace): typeof IOPORT | typeof MMIO {
+  if (space === AddressSpace.IOPORT) return IOPORT;
+  if (space === AddressSpace.MMIO) return MMIO;
+  throw new RequestError(errno.EINVAL, `unknown address space ${space}`);
+}
+
+function vmStateAccess(set: number): VmStateAccess {
+  const access = VM_STATE_SETS.get(set);
+  if (access === undefined) throw new RequestError(errno.EINVAL, `unknown VM state set ${set}`);
+  return access;
+}
+

@@ -1,0 +1,221 @@
+/**
+ * `runPlugin`: the whole life of one plugin-driven VM, as a library call.
+ * It creates the VM, spawns the plugin, serves it (the main loop is node's
+ * event loop: connection fds, the plugin's exit and stderr, and the VCPU
+ * threads' exits all arrive as events) and resolves to the outcome.
+ */
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { Kvm, type Vm } from '../kvm/index.js';
+import { planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
+import { createLog, stderrSink, type LogSink } from './log.js';
+import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
+
+export interface RunOptions {
+  /** Path of the plugin executable. */
+  plugin: string;
+  /** Arguments passed to the plugin. */
+  args?: string[];
+  /** Number of VCPUs (default 1). */
+  cpus?: number;
+  /** The jail for the plugin (default: the default sandbox); `false` runs it as a plain child. */
+  sandbox?: SandboxConfig | false;
+  /** How long the plugin may take to call `start` (default 10 s). */
+  startTimeoutMs?: number;
+  /** How long the plugin may take to exit once the VM shuts down (default 1 s, as crosvm). */
+  shutdownTimeoutMs?: number;
+  /** Where the host's own log lines go (default: stderr, warnings and errors). */
+  log?: LogSink;
+  /** Where each line the plugin writes to stderr goes (default: stderr, prefixed "[plugin] "). */
+  pluginStderr?: (line: string) => void;
+  /** Aborting stops the VM and the plugin. */
+  signal?: AbortSignal;
+}
+
+export interface RunOutcome {
+  /** True only when the plugin exited 0 and nothing failed. */
+  ok: boolean;
+  /** A suggested exit code for a CLI: 0, the plugin's code, 128 + signal, or 1. */
+  exitCode: number;
+  /** What happened, for a person. */
+  message: string;
+  plugin: PluginStatus;
+}
+
+/** A usage problem found before anything started (bad options, missing plugin or /dev/kvm). */
+export class RunSetupError extends Error {
+  override name = 'RunSetupError';
+}
+
+export const MAX_CPUS = 64;
+const DEFAULT_START_TIMEOUT_MS = 10_000;
+const DEFAULT_SHUTDOWN_TIMEOUT_MS = 1_000;
+/** How long to wait for VCPU threads once everything else is over. */
+const VCPU_JOIN_TIMEOUT_MS = 2_000;
+/** How long to wait for a SIGKILLed plugin to be reaped. */
+const KILL_REAP_TIMEOUT_MS = 2_000;
+/**
+ * The TSS for real mode without unrestricted guest (Intel): three pages just
+ * below the conventional 4 GiB BIOS area, where a plugin rarely puts memory.
+ */
+const TSS_ADDRESS = 0xfffbd000;
+
+/** Checks the options; throws a RunSetupError that says what is wrong and how to fix it. */
+export function validateRunOptions(options: RunOptions): void {
+  const cpus = options.cpus ?? 1;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+    throw new RunSetupError(`--cpus must be a whole number from 1 to ${MAX_CPUS} (got ${String(options.cpus)})`);
+  }
+  let isFile: boolean;
+  try {
+    isFile = statSync(options.plugin).isFile();
+  } catch {
+    throw new RunSetupError(`plugin not found: ${options.plugin}`);
+  }
+  if (!isFile) throw new RunSetupError(`plugin is not a file: ${options.plugin}`);
+  try {
+    accessSync(options.plugin, fsConstants.X_OK);
+  } catch {
+    throw new RunSetupError(`plugin is not executable: ${options.plugin} (try: chmod +x ${options.plugin})`);
+  }
+}
+
+export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
+  validateRunOptions(options);
+  const log = createLog(options.log ?? stderrSink(false));
+  const pluginStderr = options.pluginStderr ?? ((line: string) => process.stderr.write(`[plugin] ${line}\n`));
+  const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+
+  let kvm: Kvm;
+  try {
+    kvm = Kvm.open();
+  } catch (e) {
+    throw new RunSetupError(e instanceof Error ? e.message : String(e));
+  }
+  let vm: Vm | undefined;
+  let plan: (LaunchPlan & { dispose(): void }) | undefined;
+  try {
+    vm = kvm.createVm();
+    vm.setTssAddr(TSS_ADDRESS);
+    vm.createIrqchip();
+    vm.createPit2();
+ const launch =
+      options.sandbox === false
+        ? { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} }
+        : planSandboxedLaunch(options.sandbox ?? { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []);
+    plan = launch;
+    return await serve(kvm, vm, launch, options.cpus ?? 1, { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal });
+  } finally {
+    plan?.dispose();
+    vm?.close();
+    kvm.close();
+  }
+}
+
+interface ServeSettings {
+  log: ReturnType<typeof createLog>;
+  pluginStderr: (line: string) => void;
+  startTimeoutMs: number;
+  shutdownTimeoutMs: number;
+  signal: AbortSignal | undefined;
+}
+
+/** The main loop: serve the plugin until it is gone, then tear down and judge the outcome. */
+async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings: ServeSettings): Promise<RunOutcome> {
+  const { log } = settings;
+  /** The first failure, which decides the outcome's message. */
+  let failure: string | undefined;
+  let shuttingDown = false;
+  let shutdownTimer: NodeJS.Timeout | undefined;
+  let startTimer: NodeJS.Timeout | undefined;
+  let spawnError: Error | undefined;
+  let pluginGone!: () => void;
+  const pluginExited = new Promise<void>((resolve) => (pluginGone = resolve));
+  let pluginTimedOut = false;
+
+  const fail = (reason: string): void => {
+    failure ??= reason;
+    log.error(reason);
+    beginShutdown();
+  };
+
+  // After a VCPU ends or anything fails: ask the plugin to exit and give it
+  // a bounded time to do so.
+  const beginShutdown = (): void => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    clearTimeout(startTimer);
+    process_.signalKill();
+    shutdownTimer = setTimeout(() => {
+      if (process_.tryWait().state !== 'running') return;
+      pluginTimedOut = true;
+      process_.killPlugin();
+    }, settings.shutdownTimeoutMs).unref();
+  };
+
+  const process_ = new PluginProcess(kvm, vm, cpus, log, settings.pluginStderr, {
+    onStarted: () => clearTimeout(startTimer),
+    onVcpuExit: (index, reason, failed) => {
+      if (failed) fail(`vcpu ${index}: ${reason}`);
+      else {
+        log.info(`vcpu ${index}: ${reason}`);
+        beginShutdown();
+      }
+    },
+    onPluginExit: (_status, error) => {
+      spawnError = error;
+      pluginGone();
+    },
+  });
+
+  const onAbort = (): void => fail('interrupted');
+  settings.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    process_.spawn(plan);
+    startTimer = setTimeout(
+      () => fail(`the plugin did not start the VM within ${settings.startTimeoutMs / 1000} s`),
+      settings.startTimeoutMs,
+    );
+    await pluginExited;
+  } finally {
+    settings.signal?.removeEventListener('abort', onAbort);
+    clearTimeout(startTimer);
+    clearTimeout(shutdownTimer);
+  }
+
+  // The plugin is gone: stop the VCPUs, reap anything it left behind, and
+  // read its last stderr lines.
+  process_.signalKill();
+  const stuck = await process_.joinVcpus(VCPU_JOIN_TIMEOUT_MS);
+  if (stuck.length > 0) failure ??= `VCPU threads ${stuck.join(', ')} did not stop`;
+  process_.killPlugin();
+  await Promise.race([process_.stderrEnded(), delay(KILL_REAP_TIMEOUT_MS)]);
+  process_.close();
+
+  return judge(process_.tryWait(), failure, pluginTimedOut, spawnError);
+}
+
+function judge(status: PluginStatus, failure: string | undefined, timedOut: boolean, spawnError: Error | undefined): RunOutcome {
+  if (spawnError) return { ok: false, exitCode: 1, message: `could not start the plugin: ${spawnError.message}`, plugin: status };
+  if (timedOut) return { ok: false, exitCode: 1, message: 'plugin did not exit within timeout (killed)', plugin: status };
+  if (status.state === 'signaled') {
+    const number = signalNumber(status.signal);
+    const why = failure ? ` after: ${failure}` : '';
+    return { ok: false, exitCode: 128 + number, message: `plugin was killed by signal ${status.signal}${why}`, plugin: status };
+  }
+  if (status.state === 'exited' && status.code !== 0) {
+    const why = failure ? ` after: ${failure}` : '';
+    return { ok: false, exitCode: status.code, message: `plugin exited with code ${status.code}${why}`, plugin: status };
+  }
+  if (failure) return { ok: false, exitCode: 1, message: failure, plugin: status };
+  return { ok: true, exitCode: 0, message: 'plugin exited successfully', plugin: status };
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  return (osConstants.signals as Partial<Record<NodeJS.Signals, number>>)[signal] ?? 0;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}

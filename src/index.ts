@@ -1,0 +1,9 @@
+/**
+ * plugvisor as a library: run a plugin-driven VM (`runPlugin`), or use the
+ * KVM layer directly. Plugins import the SDK from 'plugvisor/plugin'.
+ */
+export { runPlugin, validateRunOptions, RunSetupError, type RunOptions, type RunOutcome } from './host/run.js';
+export type { PluginStatus } from './host/process.js';
+export type { LogLevel, LogSink } from './host/log.js';
+export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
+export { Kvm, Vm, Vcpu } from './kvm/index.js';

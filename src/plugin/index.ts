@@ -1,0 +1,71 @@
+/**
+ * The plugvisor plugin SDK (`plugvisor/plugin`): everything a plugin script
+ * needs to drive a VM from its own process. Synchronous, like crosvm's C
+ * client library: calls block until the host answers; use worker_threads
+ * with their own connection (Connection.newConnection + Connection.fromFd)
+ * for concurrency.
+ *
+ *   const conn = Connection.connect();
+ *   const mem = GuestMemory.create(0x1000);
+ *   conn.createMemory(mem, { start: 0x1000n });
+ *   conn.reserveRange(AddressSpace.IOPORT, 0x3f8n, 1n);
+ *   const vcpu = conn.getVcpu(0);
+ *   conn.start();
+ *   for (;;) { const event = vcpu.wait(); ...; vcpu.resume(); }
+ */
+import { native } from '../native/index.js';
+
+export { Connection, MAX_HINT_DETAILS } from './connection.js';
+export type {
+  CallHint,
+  IoEvent,
+  IrqEvent,
+  IrqRoute,
+  MemoryOptions,
+  MemorySlot,
+  NetConfig,
+  RegHint,
+} from './connection.js';
+export { GuestMemory } from './memory.js';
+export { Vcpu } from './vcpu.js';
+export type {
+  HypervCallEvent,
+  HypervSynicEvent,
+  InitEvent,
+  IoAccessEvent,
+  MsrEntry,
+  PausedEvent,
+  VcpuEvent,
+} from './vcpu.js';
+export { PluginError, errnoCode, errnoDescription } from './errors.js';
+
+// Protocol enums under friendly names.
+export {
+  AddressSpace,
+  MainRequest_StateSet as VmStateSet,
+  VcpuRequest_StateSet as VcpuStateSet,
+} from '../protocol/gen/plugin.js';
+export type { CpuidEntry, MainRequest, MainResponse } from '../protocol/gen/plugin.js';
+
+// Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
+export { DebugregsView, RegsView, SegmentView, SregsView } from '../kvm/structs.js';
+
+/** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */
+export function kvmConstants(): typeof native.constants {
+  return native.constants;
+}
+
+/** Adds `value` to an eventfd's counter (e.g. signal the shutdown eventfd, raise an IrqEvent). */
+export function eventfdWrite(fd: number, value = 1): void {
+  native.eventfdWrite(fd, value);
+}
+
+/** Reads and clears an eventfd's counter (blocks until non-zero unless the fd is non-blocking: then -1). */
+export function eventfdRead(fd: number): number | bigint {
+  return native.eventfdRead(fd);
+}
+
+/** Closes a descriptor the SDK handed out (shutdown eventfd, tap fd, ...). */
+export function closeFd(fd: number): void {
+  native.close(fd);
+}

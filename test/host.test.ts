@@ -1,0 +1,120 @@
+/**
+ * The host core end to end: real plugins (compiled test plugins and the
+ * demo) driving real KVM VMs through the `plugvisor` CLI.
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { constants } from 'node:os';
+import { needsKvm } from './support/kvm.js';
+import { examplePlugin, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
+
+const E = constants.errno;
+
+async function gone(pid: number, withinMs: number): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  while (processExists(pid)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return true;
+}
+
+describe('the demo (adder)', needsKvm, () => {
+  test('prints the guest\'s sum and exits 0', async () => {
+    const result = await runPluginCli(examplePlugin('adder'));
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, '9\nguest computed 2 + 7 = 9\n');
+  });
+});
+
+describe('wire errors of the main connection', needsKvm, () => {
+  test('each refused request carries the spec\'s errno and its own member', async () => {
+    const result = await runPluginCli(testPlugin('wire-errors'));
+    assert.equal(result.code, 0, result.stderr);
+    const got = JSON.parse(result.stdout) as Record<string, { errno: number; member: string | null }>;
+    assert.deepEqual(got['unsealedMemfd'], { errno: E.EPERM, member: 'create' });
+    assert.deepEqual(got['memoryPastEnd'], { errno: E.EINVAL, member: 'create' });
+    assert.deepEqual(got['memoryWithoutFd'], { errno: E.EBADF, member: 'create' });
+    assert.deepEqual(got['overlappingReservation'], { errno: E.EPERM, member: 'reserveRange' });
+    assert.deepEqual(got['unreserveNothing'], { errno: E.ENOENT, member: 'reserveRange' });
+    assert.deepEqual(got['destroyUnknown'], { errno: E.ENOENT, member: 'destroy' });
+    assert.deepEqual(got['firstCreate'], { errno: 0, member: 'create' });
+    assert.deepEqual(got['duplicateId'], { errno: E.EEXIST, member: 'create' });
+    assert.deepEqual(got['unknownRequest'], { errno: E.ENOTTY, member: null });
+    assert.deepEqual(got['firstStart'], { errno: 0, member: 'start' });
+    assert.deepEqual(got['secondStart'], { errno: E.EINVAL, member: 'start' });
+    assert.deepEqual(got['requestBeforeInit'], { errno: E.EPROTO, member: null });
+    assert.deepEqual(got['initAfterRefusal'], { errno: 0, member: 'init' });
+  });
+});
+
+describe('a plugin that fails', needsKvm, () => {
+  test('exiting non-zero makes plugvisor exit with its code and say so', async () => {
+    const result = await runPluginCli(testPlugin('exit-status'), { args: ['exit', '3'] });
+    assert.equal(result.code, 3);
+    assert.match(result.stderr, /plugin exited with code 3/);
+  });
+
+  test('dying by a signal makes plugvisor exit 128+N naming the signal', async () => {
+    const result = await runPluginCli(testPlugin('exit-status'), { args: ['signal'] });
+    assert.equal(result.code, 128 + constants.signals.SIGKILL);
+    assert.match(result.stderr, /killed by signal SIGKILL/);
+  });
+
+  test('hanging without starting the VM times out, and nothing is left running', async () => {
+    const result = await runPluginCli(testPlugin('exit-status'), { args: ['hang'], flags: ['--start-timeout', '1'], timeoutMs: 15_000 });
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /did not start the VM within 1 s/);
+    assert.ok(result.ms < 10_000, `took ${result.ms} ms`);
+    const pids = /pids (\d+) (\d+)/.exec(result.stdout);
+    assert.ok(pids, `no pids in ${JSON.stringify(result.stdout)}`);
+    // Killed processes are reaped by their parent (or by init, for the
+    // grandchild) shortly after: allow a moment before calling one a survivor.
+    for (const pid of [Number(pids[1]), Number(pids[2])]) assert.equal(await gone(pid, 2_000), true, `process ${pid} survived`);
+  });
+});
+
+describe('VCPUs', needsKvm, () => {
+  for (const cpus of [1, 2, 4]) {
+    test(`${cpus} VCPU(s) each run the guest to completion`, async () => {
+      const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus });
+      assert.equal(result.code, 0, result.stderr);
+      const expected = Array.from({ length: cpus }, (_, id) => `vcpu ${id}: ${100 + id}\n`).join('');
+      assert.equal(result.stdout, expected);
+    });
+  }
+});
+
+describe('the CLI', () => {
+  test('--help documents run and its options', async () => {
+    const result = await runCli(['run', '--help']);
+    assert.equal(result.code, 0);
+    for (const option of ['--plugin', '--cpus', '--disable-sandbox', '--plugin-root', '--plugin-mount', '--plugin-gid-map', '--seccomp-policy']) {
+      assert.ok(result.stdout.includes(option), `--help lacks ${option}`);
+    }
+  });
+
+  test('a missing plugin is a clear error', async () => {
+    const result = await runCli(['run', '--plugin', '/nonexistent/plugin', '--disable-sandbox']);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /plugin not found: \/nonexistent\/plugin/);
+  });
+
+  test('a plugin that is not executable is a clear error', async () => {
+    const result = await runCli(['run', '--plugin', new URL(import.meta.url).pathname, '--disable-sandbox']);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /plugin is not executable: .*chmod \+x/);
+  });
+
+  test('bad --cpus is refused', async () => {
+    const result = await runCli(['run', '--plugin', testPlugin('multi-vcpu'), '--cpus', 'zero']);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /--cpus must be a whole number from 1 to 64/);
+  });
+
+  test('run without --plugin is refused', async () => {
+    const result = await runCli(['run']);
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /--plugin/);
+  });
+});

@@ -1,0 +1,499 @@
+/**
+ * Tests of the native addon (native/plugvisor.c) against the real kernel.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { setTimeout as delay } from 'node:timers/promises';
+
+import { C, CONSTANT_NAMES, isErrnoError, native, type ErrnoError } from '../src/native/index.js';
+import { needsKvm } from './support/kvm.js';
+
+const indexUrl = new URL('../src/native/index.js', import.meta.url).href;
+
+function expectErrno(fn: () => unknown, code: string, errno: number, syscall: string): ErrnoError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  assert.ok(isErrnoError(caught), `expected an errno error, got ${String(caught)}`);
+  assert.equal(caught.code, code);
+  assert.equal(caught.errno, errno);
+  assert.equal(caught.syscall, syscall);
+  return caught;
+}
+
+/** Waits (without a fixed sleep) until `cond` holds, failing after `timeoutMs`. */
+async function waitFor(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(1);
+  }
+}
+
+/** Runs an ES module snippet in a child node with `native` and `C` in scope. */
+function runChild(body: string, extraArgs: string[] = []) {
+  const source = `import { native, C } from ${JSON.stringify(indexUrl)};\n${body}`;
+  return spawnSync(process.execPath, [...extraArgs, '--input-type=module', '-e', source], {
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
+}
+
+/** Starts a worker running a CommonJS snippet with `native`, `C`, `parentPort` in scope. */
+function startWorker(body: string): Worker {
+  const source = `
+    const { parentPort } = require('node:worker_threads');
+    import(${JSON.stringify(indexUrl)}).then(({ native, C }) => {
+      ${body}
+    });`;
+  return new Worker(source, { eval: true });
+}
+
+function nextMessage<T>(worker: Worker): Promise<T> {
+  return new Promise((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+}
+
+function exited(worker: Worker): Promise<number> {
+  return new Promise((resolve) => worker.once('exit', resolve));
+}
+
+const RW = () => C.PROT_READ | C.PROT_WRITE;
+
+test('constants: every name is a finite integer, and nothing else is exported', () => {
+  const keys = Object.keys(native.constants).sort();
+  assert.deepEqual(keys, [...CONSTANT_NAMES].sort());
+  for (const name of CONSTANT_NAMES) {
+    const value = native.constants[name];
+    assert.equal(typeof value, 'number', name);
+    assert.ok(Number.isSafeInteger(value) && value >= 0, `${name} = ${value}`);
+  }
+  assert.ok(Object.isFrozen(native.constants));
+});
+
+test('constants: plausible values', () => {
+  assert.equal(C.SIZEOF_KVM_REGS, 144);
+  assert.equal(C.SIZEOF_KVM_SEGMENT, 24);
+  assert.equal(C.SIZEOF_KVM_MSR_ENTRY, 16);
+  assert.equal(C.SIZEOF_KVM_CPUID_ENTRY2, 40);
+  assert.equal(C.SIZEOF_KVM_USERSPACE_MEMORY_REGION, 32);
+  assert.equal(C.SIZEOF_KVM_LAPIC_STATE, 1024);
+  assert.ok(C.SIZEOF_KVM_RUN > 256);
+  assert.ok(C.PAGE_SIZE >= 4096 && (C.PAGE_SIZE & (C.PAGE_SIZE - 1)) === 0);
+  assert.ok(C.SIGRTMIN >= 32 && C.SIGRTMIN < 64);
+  // kvm_run: 8 bytes of inputs, exit_reason at 8, the exit union at 32.
+  assert.equal(C.KVM_RUN_REQUEST_INTERRUPT_WINDOW, 0);
+  assert.equal(C.KVM_RUN_IMMEDIATE_EXIT, 1);
+  assert.equal(C.KVM_RUN_EXIT_REASON, 8);
+  assert.equal(C.KVM_RUN_IO_DIRECTION, 32);
+  assert.equal(C.KVM_RUN_IO_PORT, C.KVM_RUN_IO_SIZE + 1);
+  assert.equal(C.KVM_RUN_IO_DATA_OFFSET, C.KVM_RUN_IO_COUNT + 4);
+  assert.equal(C.KVM_RUN_MMIO_PHYS_ADDR, 32);
+  assert.equal(C.KVM_RUN_MMIO_DATA, 40);
+  assert.equal(C.KVM_RUN_HYPERV_SYNIC_CONTROL, C.KVM_RUN_HYPERV_SYNIC_MSR + 8);
+  assert.equal(C.KVM_REGS_RAX, 0);
+  assert.equal(C.KVM_REGS_RIP, 128);
+  assert.equal(C.KVM_REGS_RFLAGS, 136);
+  assert.equal(C.KVM_SREGS_CS, 0);
+  assert.equal(C.KVM_SEGMENT_BASE, 0);
+  assert.equal(C.KVM_SEGMENT_SELECTOR, 12);
+  // ioctl numbers carry the KVM magic 0xAE and exceed 2^31 when they read data.
+  assert.equal((C.KVM_RUN >>> 8) & 0xff, 0xae);
+  assert.ok(C.KVM_GET_REGS > 2 ** 31);
+  assert.equal(C.KVM_EXIT_IO, 2);
+  assert.equal(C.KVM_EXIT_HLT, 5);
+});
+
+test('errors carry errno, code and syscall', () => {
+  const e = expectErrno(() => native.close(-1), 'EBADF', 9, 'close');
+  assert.match(e.message, /^close: Bad file descriptor$/);
+  expectErrno(() => native.open('/nonexistent/plugvisor', C.O_RDONLY), 'ENOENT', 2, 'open');
+  const io = expectErrno(() => native.ioctl(-1, C.KVM_RUN, 0), 'EBADF', 9, 'ioctl');
+  assert.match(io.message, /^ioctl KVM_RUN: /);
+  const unknown = expectErrno(() => native.ioctl(-1, 0x1234, 0n), 'EBADF', 9, 'ioctl');
+  assert.match(unknown.message, /^ioctl\(0x1234\): /);
+});
+
+test('bad arguments throw TypeErrors / RangeErrors', () => {
+  const anyNative = native as unknown as Record<string, (...args: unknown[]) => unknown>;
+  assert.throws(() => anyNative.close!('3'), { name: 'TypeError', message: 'fd must be an integer' });
+  assert.throws(() => anyNative.close!(1.5), TypeError);
+  assert.throws(() => anyNative.close!(), TypeError);
+  assert.throws(() => anyNative.read!(0, 'abc', 0, 1), { name: 'TypeError', message: 'buf must be a Uint8Array' });
+  assert.throws(() => native.read(0, new Uint8Array(4), 2, 3), RangeError);
+  assert.throws(() => anyNative.ioctl!(0, 2 ** 33, 0), RangeError);
+  assert.throws(() => anyNative.createFdWatcher!(0, 'nope'), TypeError);
+  assert.throws(() => native.arrayBufferAt(0n, 1), RangeError);
+});
+
+test('pipe2, read, write and EAGAIN on a non-blocking pipe', () => {
+  const [r, w] = native.pipe2(C.O_CLOEXEC | C.O_NONBLOCK);
+  try {
+    assert.ok(native.fcntl(r, C.F_GETFD, 0) & C.FD_CLOEXEC);
+    assert.ok(native.fcntl(w, C.F_GETFL, 0) & C.O_NONBLOCK);
+    const buf = new Uint8Array(16);
+    assert.equal(native.read(r, buf, 0, 16), -1);
+    assert.equal(native.write(w, new TextEncoder().encode('xhello'), 1, 5), 5);
+    assert.equal(native.poll(r, C.POLLIN, 1000), C.POLLIN);
+    assert.equal(native.read(r, buf, 3, 10), 5);
+    assert.equal(new TextDecoder().decode(buf.subarray(3, 8)), 'hello');
+    assert.equal(native.poll(r, C.POLLIN, 0), 0);
+    assert.equal(native.read(r, buf, 0, 16), -1);
+    // Fill the pipe until write reports EAGAIN.
+    const size = native.fcntl(w, C.F_GETPIPE_SZ, 0);
+    const chunk = new Uint8Array(size);
+    let total = 0;
+    for (;;) {
+      const n = native.write(w, chunk, 0, chunk.length);
+      if (n === -1) break;
+      total += n;
+    }
+    assert.equal(total, size);
+    native.close(r);
+    expectErrno(() => native.write(w, chunk, 0, 1), 'EPIPE', 32, 'write');
+  } finally {
+    try { native.close(r); } catch { /* closed above */ }
+    native.close(w);
+  }
+});
+
+test('eventfd read and write, including 64-bit counters', () => {
+  const fd = native.eventfd(3, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
+  try {
+    assert.equal(native.eventfdRead(fd), 3);
+    assert.equal(native.eventfdRead(fd), -1);
+    native.eventfdWrite(fd, 5);
+    native.eventfdWrite(fd, 7);
+    assert.equal(native.eventfdRead(fd), 12);
+    (native.eventfdWrite as (fd: number, v: number | bigint) => void)(fd, 2n ** 60n);
+    assert.equal(native.eventfdRead(fd), 2n ** 60n);
+  } finally {
+    native.close(fd);
+  }
+});
+
+test('seqpacket: sendmsg/recvmsg pass an eventfd that works on the other side', () => {
+  const [a, b] = native.seqpacketPair(true);
+  const efd = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
+  const received: number[] = [];
+  try {
+    assert.ok(native.fcntl(a, C.F_GETFD, 0) & C.FD_CLOEXEC);
+    const payload = new Uint8Array([1, 2, 3, 4, 5]);
+    assert.equal(native.sendmsg(a, payload, 4, [efd]), 4);
+    const buf = new Uint8Array(64);
+    const msg = native.recvmsg(b, buf, 32);
+    assert.ok(msg);
+    received.push(...msg.fds);
+    assert.equal(msg.bytes, 4);
+    assert.equal(msg.truncated, false);
+    assert.deepEqual([...buf.subarray(0, 4)], [1, 2, 3, 4]);
+    assert.equal(msg.fds.length, 1);
+    const theirs = msg.fds[0]!;
+    assert.notEqual(theirs, efd);
+    assert.ok(native.fcntl(theirs, C.F_GETFD, 0) & C.FD_CLOEXEC, 'received fds are close-on-exec');
+    native.eventfdWrite(theirs, 42);
+    assert.equal(native.eventfdRead(efd), 42);
+
+    // Messages without fds, and a reply the other way.
+    assert.equal(native.sendmsg(b, payload, 5, []), 5);
+    const back = native.recvmsg(a, buf, 0);
+    assert.deepEqual(back, { bytes: 5, fds: [], truncated: false });
+
+    // Non-blocking receive with nothing queued.
+    native.fcntl(b, C.F_SETFL, native.fcntl(b, C.F_GETFL, 0) | C.O_NONBLOCK);
+    assert.equal(native.recvmsg(b, buf, 4), null);
+
+    // More than 32 fds is refused.
+    expectErrno(() => native.sendmsg(a, payload, 1, new Array(33).fill(efd)), 'EINVAL', 22, 'sendmsg');
+
+    // Peer hang-up reads as 0 bytes.
+    native.close(a);
+    assert.deepEqual(native.recvmsg(b, buf, 4), { bytes: 0, fds: [], truncated: false });
+  } finally {
+    for (const fd of received) native.close(fd);
+    try { native.close(a); } catch { /* closed above */ }
+    native.close(b);
+    native.close(efd);
+  }
+});
+
+test('recvmsg reports truncation and still returns the fds that arrived', () => {
+  const [a, b] = native.seqpacketPair(true);
+  const e1 = native.eventfd(0, C.EFD_CLOEXEC);
+  const e2 = native.eventfd(0, C.EFD_CLOEXEC);
+  try {
+    const big = new Uint8Array(100).fill(7);
+    native.sendmsg(a, big, 100, [e1, e2]);
+    const small = new Uint8Array(10);
+    const msg = native.recvmsg(b, small, 1);
+    assert.ok(msg);
+    assert.equal(msg.truncated, true);
+    assert.equal(msg.bytes, 10);
+    assert.equal(msg.fds.length, 1);
+    for (const fd of msg.fds) native.close(fd);
+
+    // Fds sent to a receiver that accepts none are dropped, and flagged.
+    native.sendmsg(a, big, 1, [e1]);
+    const none = native.recvmsg(b, small, 0);
+    assert.deepEqual(none, { bytes: 1, fds: [], truncated: true });
+  } finally {
+    native.close(a);
+    native.close(b);
+    native.close(e1);
+    native.close(e2);
+  }
+});
+
+test('memfd: size, seals', () => {
+  const fd = native.memfdCreate('plugvisor-test', C.MFD_CLOEXEC | C.MFD_ALLOW_SEALING);
+  try {
+    native.ftruncate(fd, 3 * C.PAGE_SIZE);
+    assert.equal(native.fstatSize(fd), 3 * C.PAGE_SIZE);
+    assert.equal(native.fcntl(fd, C.F_GET_SEALS, 0), 0);
+    native.fcntl(fd, C.F_ADD_SEALS, C.F_SEAL_SHRINK);
+    assert.equal(native.fcntl(fd, C.F_GET_SEALS, 0), C.F_SEAL_SHRINK);
+    expectErrno(() => native.ftruncate(fd, C.PAGE_SIZE), 'EPERM', 1, 'ftruncate');
+    native.ftruncate(fd, 4 * C.PAGE_SIZE); // growing is still allowed
+    assert.equal(native.fstatSize(fd), 4 * C.PAGE_SIZE);
+  } finally {
+    native.close(fd);
+  }
+});
+
+test('mmap a memfd: arrayBufferAt sees write(2), and addressOf', () => {
+  const fd = native.memfdCreate('plugvisor-map', C.MFD_CLOEXEC);
+  const length = 2 * C.PAGE_SIZE;
+  native.ftruncate(fd, length);
+  const address = native.mmap(length, RW(), C.MAP_SHARED, fd, 0);
+  try {
+    assert.equal(typeof address, 'bigint');
+    assert.equal(address % BigInt(C.PAGE_SIZE), 0n);
+    const view = new Uint8Array(native.arrayBufferAt(address, length));
+    assert.equal(view.byteLength, length);
+    assert.equal(view[C.PAGE_SIZE + 1], 0);
+    // write(2) at an offset: memfd writes go through the file position.
+    const pad = new Uint8Array(C.PAGE_SIZE + 1);
+    native.write(fd, pad, 0, pad.length);
+    native.write(fd, new Uint8Array([0xab, 0xcd]), 0, 2);
+    assert.equal(view[C.PAGE_SIZE + 1], 0xab);
+    assert.equal(view[C.PAGE_SIZE + 2], 0xcd);
+    // Two views of the same mapping share bytes.
+    const again = new Uint8Array(native.arrayBufferAt(address + BigInt(C.PAGE_SIZE), C.PAGE_SIZE));
+    assert.equal(again[1], 0xab);
+    again[0] = 0x5a;
+    assert.equal(view[C.PAGE_SIZE], 0x5a);
+    assert.equal(native.addressOf(view), address);
+    assert.equal(native.addressOf(view.subarray(10)), address + 10n);
+    // An ordinary buffer has a stable, non-null address.
+    const plain = new Uint8Array(64);
+    assert.ok(native.addressOf(plain) > 0n);
+  } finally {
+    native.munmap(address, length);
+    native.close(fd);
+  }
+  expectErrno(() => native.mmap(C.PAGE_SIZE, C.PROT_READ, C.MAP_SHARED, -1, 0), 'EBADF', 9, 'mmap');
+});
+
+test('fd watcher fires on readable on the main thread, then closes', async () => {
+  const [r, w] = native.pipe2(C.O_CLOEXEC | C.O_NONBLOCK);
+  const seen: number[] = [];
+  const watcher = native.createFdWatcher(r, (revents) => {
+    seen.push(revents);
+    const buf = new Uint8Array(8);
+    while (native.read(r, buf, 0, 8) > 0) { /* drain */ }
+  });
+  try {
+    watcher.start(C.POLLIN);
+    native.write(w, new Uint8Array([1]), 0, 1);
+    await waitFor(() => seen.length > 0, 'the watcher callback');
+    assert.ok(seen[0]! & C.POLLIN);
+    watcher.stop();
+    native.write(w, new Uint8Array([2]), 0, 1);
+    assert.equal(native.poll(r, C.POLLIN, 1000), C.POLLIN);
+    await delay(20); // a stopped watcher stays quiet
+    assert.equal(seen.length, 1);
+    watcher.start(C.POLLIN);
+    await waitFor(() => seen.length > 1, 'the restarted watcher');
+    // Hang-up of the write end shows up as readable (EOF).
+    native.close(w);
+    await waitFor(() => seen.length > 2, 'the hang-up');
+  } finally {
+    watcher.close();
+    watcher.close(); // idempotent
+    watcher.stop(); // harmless after close
+  }
+  assert.throws(() => watcher.start(C.POLLIN), /closed/);
+  native.close(r);
+});
+
+test('fd watcher: an active watcher keeps the loop alive, a stopped one does not', () => {
+  const alive = runChild(`
+    const [r, w] = native.pipe2(C.O_CLOEXEC | C.O_NONBLOCK);
+    const watcher = native.createFdWatcher(r, (revents) => {
+      console.log('fired', revents);
+      watcher.close();
+    });
+    watcher.start(C.POLLIN);
+    setTimeout(() => native.write(w, new Uint8Array([1]), 0, 1), 50).unref();
+  `);
+  assert.equal(alive.status, 0, alive.stderr);
+  assert.match(alive.stdout, /^fired 1$/m);
+
+  const stopped = runChild(`
+    const [r] = native.pipe2(C.O_CLOEXEC);
+    const watcher = native.createFdWatcher(r, () => {});
+    watcher.start(C.POLLIN);
+    watcher.stop();
+    console.log('done');
+  `);
+  assert.equal(stopped.signal, null, 'a stopped watcher must not keep the process alive');
+  assert.equal(stopped.status, 0, stopped.stderr);
+
+  // Stopped watchers that are dropped unclosed are reclaimed by GC without harm.
+  const dropped = runChild(`
+    for (let i = 0; i < 50; i++) {
+      const [r, w] = native.pipe2(C.O_CLOEXEC);
+      const watcher = native.createFdWatcher(r, () => watcher.stop());
+      watcher.start(C.POLLIN);
+      watcher.stop();
+      native.close(w);
+    }
+    for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((res) => setImmediate(res)); }
+    console.log('ok');
+  `, ['--expose-gc']);
+  assert.equal(dropped.status, 0, dropped.stderr);
+  assert.match(dropped.stdout, /ok/);
+});
+
+test('fd watcher works in a worker thread, and a worker may exit with one active', async () => {
+  const worker = startWorker(`
+    const [r, w] = native.pipe2(C.O_CLOEXEC | C.O_NONBLOCK);
+    const watcher = native.createFdWatcher(r, (revents) => {
+      const buf = new Uint8Array(8);
+      const n = native.read(r, buf, 0, 8);
+      watcher.close();
+      native.close(r);
+      native.close(w);
+      parentPort.postMessage({ revents, n });
+    });
+    watcher.start(C.POLLIN);
+    native.write(w, new Uint8Array([9, 9, 9]), 0, 3);
+  `);
+  const done = exited(worker);
+  const result = await nextMessage<{ revents: number; n: number }>(worker);
+  assert.deepEqual(result, { revents: C.POLLIN, n: 3 });
+  assert.equal(await done, 0, 'the worker exits once its watcher is closed');
+
+  // Terminating a worker whose watcher is still active must not abort the process.
+  const busy = startWorker(`
+    const [r] = native.pipe2(C.O_CLOEXEC | C.O_NONBLOCK);
+    const watcher = native.createFdWatcher(r, () => {});
+    watcher.start(C.POLLIN);
+    parentPort.postMessage('ready');
+  `);
+  const busyExit = exited(busy);
+  assert.equal(await nextMessage(busy), 'ready');
+  await busy.terminate();
+  assert.equal(await busyExit, 1);
+});
+
+test('kick: the handler sets immediate_exit in the target of the kicked thread', async () => {
+  native.installKickHandler();
+  native.installKickHandler(); // once per process; repeat calls are harmless
+
+  // On this thread: a kick to ourselves lands before tgkill returns.
+  const page = native.mmap(C.PAGE_SIZE, RW(), C.MAP_PRIVATE | C.MAP_ANONYMOUS, -1, 0);
+  const view = new Uint8Array(native.arrayBufferAt(page, C.PAGE_SIZE));
+  try {
+    native.setKickTarget(page);
+    native.kick(native.gettid());
+    assert.equal(view[C.KVM_RUN_IMMEDIATE_EXIT], 1);
+    view[C.KVM_RUN_IMMEDIATE_EXIT] = 0;
+    native.setKickTarget(0n);
+    native.kick(native.gettid()); // no target: nothing happens
+    assert.equal(view[C.KVM_RUN_IMMEDIATE_EXIT], 0);
+    assert.equal(view.reduce((a, b) => a + b, 0), 0, 'only immediate_exit is touched');
+  } finally {
+    native.setKickTarget(0n);
+    native.munmap(page, C.PAGE_SIZE);
+  }
+
+  expectErrno(() => native.kick(2 ** 31 - 1), 'ESRCH', 3, 'tgkill');
+
+  // In a worker: the worker registers its (fake) kvm_run, this thread kicks it.
+  const worker = startWorker(`
+    const page = native.mmap(C.PAGE_SIZE, C.PROT_READ | C.PROT_WRITE, C.MAP_PRIVATE | C.MAP_ANONYMOUS, -1, 0);
+    native.setKickTarget(page);
+    parentPort.once('message', () => {
+      const view = new Uint8Array(native.arrayBufferAt(page, C.PAGE_SIZE));
+      const seen = view[C.KVM_RUN_IMMEDIATE_EXIT];
+      native.setKickTarget(0n);
+      native.munmap(page, C.PAGE_SIZE);
+      parentPort.postMessage(seen);
+    });
+    parentPort.postMessage({ tid: native.gettid(), page });
+  `);
+  const done = exited(worker);
+  const { tid, page: workerPage } = await nextMessage<{ tid: number; page: bigint }>(worker);
+  assert.notEqual(tid, native.gettid());
+  const workerView = new Uint8Array(native.arrayBufferAt(workerPage, C.PAGE_SIZE));
+  assert.equal(workerView[C.KVM_RUN_IMMEDIATE_EXIT], 0);
+  native.kick(tid);
+  await waitFor(() => workerView[C.KVM_RUN_IMMEDIATE_EXIT] === 1, 'immediate_exit in the worker');
+  const seenByWorker = nextMessage<number>(worker);
+  worker.postMessage('check');
+  assert.equal(await seenByWorker, 1);
+  assert.equal(await done, 0);
+});
+
+test('KVM: API version, VCPU state via ioctlBuffer, and a kicked KVM_RUN throws EINTR', needsKvm, () => {
+  const kvm = native.open('/dev/kvm', C.O_RDWR | C.O_CLOEXEC);
+  const fds: number[] = [];
+  try {
+    assert.equal(native.ioctl(kvm, C.KVM_GET_API_VERSION, 0), 12);
+    assert.equal(native.ioctl(kvm, C.KVM_CHECK_EXTENSION, C.KVM_CAP_IMMEDIATE_EXIT), 1);
+    const mmapSize = native.ioctl(kvm, C.KVM_GET_VCPU_MMAP_SIZE, 0);
+    assert.ok(mmapSize >= C.SIZEOF_KVM_RUN);
+
+    const vm = native.ioctl(kvm, C.KVM_CREATE_VM, 0);
+    fds.push(vm);
+    const vcpu = native.ioctl(vm, C.KVM_CREATE_VCPU, 0);
+    fds.push(vcpu);
+
+    const regs = new Uint8Array(C.SIZEOF_KVM_REGS);
+    assert.equal(native.ioctlBuffer(vcpu, C.KVM_GET_REGS, regs), 0);
+    const r = new DataView(regs.buffer);
+    assert.equal(r.getBigUint64(C.KVM_REGS_RIP, true), 0xfff0n);
+    assert.equal(r.getBigUint64(C.KVM_REGS_RFLAGS, true), 2n);
+
+    const sregs = new Uint8Array(C.SIZEOF_KVM_SREGS);
+    native.ioctlBuffer(vcpu, C.KVM_GET_SREGS, sregs);
+    const s = new DataView(sregs.buffer);
+    assert.equal(s.getUint16(C.KVM_SREGS_CS + C.KVM_SEGMENT_SELECTOR, true), 0xf000);
+    assert.equal(s.getBigUint64(C.KVM_SREGS_CS + C.KVM_SEGMENT_BASE, true), 0xffff0000n);
+
+    const run = native.mmap(mmapSize, RW(), C.MAP_SHARED, vcpu, 0);
+    try {
+      const view = new Uint8Array(native.arrayBufferAt(run, mmapSize));
+      native.installKickHandler();
+      native.setKickTarget(run);
+      native.kick(native.gettid());
+      assert.equal(view[C.KVM_RUN_IMMEDIATE_EXIT], 1);
+      const e = expectErrno(() => native.ioctl(vcpu, C.KVM_RUN, 0), 'EINTR', 4, 'ioctl');
+      assert.equal(e.message, 'ioctl KVM_RUN: Interrupted system call');
+    } finally {
+      native.setKickTarget(0n);
+      native.munmap(run, mmapSize);
+    }
+  } finally {
+    for (const fd of fds.reverse()) native.close(fd);
+    native.close(kvm);
+  }
+});

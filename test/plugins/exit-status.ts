@@ -1,0 +1,33 @@
+#!/usr/bin/env node
+/**
+ * Test plugin that ends badly on purpose, chosen by its first argument:
+ *   exit N      connect, then exit with code N
+ *   signal      connect, then die by SIGKILL
+ *   hang        connect, start a grandchild (sleep), print both pids, and never start the VM
+ * Pids are printed as "pids <plugin> <grandchild>" so the test can check that
+ * nothing is left behind.
+ */
+import { spawn } from 'node:child_process';
+import { Connection } from '../../src/plugin/index.js';
+
+const [mode, value] = process.argv.slice(2);
+const conn = Connection.connect();
+conn.checkExtension(0);
+
+switch (mode) {
+  case 'exit':
+    process.exit(Number(value));
+    break;
+  case 'signal':
+    process.kill(process.pid, 'SIGKILL');
+    break;
+  case 'hang': {
+    const child = spawn('sleep', ['600'], { stdio: 'ignore' });
+    process.stdout.write(`pids ${process.pid} ${child.pid}\n`);
+    setInterval(() => {}, 1000);
+    break;
+  }
+  default:
+    process.stderr.write(`exit-status: unknown mode ${String(mode)}\n`);
+    process.exit(2);
+}
