@@ -95,7 +95,8 @@ export class PluginProcess {
   private callHint: MainRequest_SetCallHint | null = null;
   private readonly vcpus: VcpuSet;
   private readonly killEventFd: number;
-  private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE);
+  /** One byte more than a request may have, so that a longer one shows as `bytes > REQUEST_BUFFER_SIZE`. */
+  private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE + 1);
   private readonly stderrDone: Promise<void>;
   private stderrClosed: () => void = () => {};
 
@@ -236,7 +237,10 @@ export class PluginProcess {
       }
       let request: MainRequest;
       try {
-        if (received.truncated) throw new Error(`request larger than ${REQUEST_BUFFER_SIZE} bytes or with too many fds`);
+        // A request that does not fit is malformed. Descriptors beyond
+        // MAX_REQUEST_FDS are not: the kernel closed the extra ones, and the
+        // request is served with those that arrived (and closes them too).
+        if (received.bytes > REQUEST_BUFFER_SIZE) throw new Error(`request larger than ${REQUEST_BUFFER_SIZE} bytes`);
         request = MainRequest.decode(this.requestBuffer.subarray(0, received.bytes));
       } catch (e) {
         for (const f of received.fds) native.close(f);
@@ -343,6 +347,7 @@ export class PluginProcess {
           return ok({ $case: 'start', start: {} });
         case 'setCallHint': {
           const hint = message.setCallHint;
+          spaceOf(hint.space); // EINVAL for an unknown address space (also when clearing)
           this.callHint = hint.address === 0n ? null : hint;
           this.publishVcpuConfig();
           return ok({ $case: 'setCallHint', setCallHint: {} });

@@ -66,6 +66,9 @@ export function validateRunOptions(options: RunOptions): void {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RunSetupError(`--cpus must be a whole number from 1 to ${MAX_CPUS} (got ${String(options.cpus)})`);
   }
+  // With --plugin-root the path names the plugin inside the jail's root; the
+  // sandbox finds and checks it there.
+  if (options.sandbox !== false && options.sandbox?.pluginRoot !== undefined) return;
   let isFile: boolean;
   try {
     isFile = statSync(options.plugin).isFile();
@@ -100,16 +103,24 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
     vm.setTssAddr(TSS_ADDRESS);
     vm.createIrqchip();
     vm.createPit2();
- const launch =
-      options.sandbox === false
-        ? { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} }
-        : planSandboxedLaunch(options.sandbox ?? { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []);
+    const sandboxed = options.sandbox !== false;
+    const launch = sandboxed ? sandboxLaunch(options) : { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} };
     plan = launch;
-    return await serve(kvm, vm, launch, options.cpus ?? 1, { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal });
+    const settings = { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal, sandboxed };
+    return await serve(kvm, vm, launch, options.cpus ?? 1, settings);
   } finally {
     plan?.dispose();
     vm?.close();
     kvm.close();
+  }
+}
+
+/** The jail's launch plan; a sandbox that can't be set up is a setup error, never a fallback. */
+function sandboxLaunch(options: RunOptions): LaunchPlan & { dispose(): void } {
+  try {
+    return planSandboxedLaunch(options.sandbox || { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []);
+  } catch (e) {
+    throw new RunSetupError(e instanceof Error ? e.message : String(e));
   }
 }
 
@@ -119,6 +130,8 @@ interface ServeSettings {
   startTimeoutMs: number;
   shutdownTimeoutMs: number;
   signal: AbortSignal | undefined;
+  /** In the jail, the plugin's parent is bubblewrap, which reports a death by signal N as exit code 128 + N. */
+  sandboxed: boolean;
 }
 
 /** The main loop: serve the plugin until it is gone, then tear down and judge the outcome. */
@@ -193,10 +206,16 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
   await Promise.race([process_.stderrEnded(), delay(KILL_REAP_TIMEOUT_MS)]);
   process_.close();
 
-  return judge(process_.tryWait(), failure, pluginTimedOut, spawnError);
+  return judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
 }
 
-function judge(status: PluginStatus, failure: string | undefined, timedOut: boolean, spawnError: Error | undefined): RunOutcome {
+function judge(
+  status: PluginStatus,
+  failure: string | undefined,
+  timedOut: boolean,
+  spawnError: Error | undefined,
+  sandboxed: boolean,
+): RunOutcome {
   if (spawnError) return { ok: false, exitCode: 1, message: `could not start the plugin: ${spawnError.message}`, plugin: status };
   if (timedOut) return { ok: false, exitCode: 1, message: 'plugin did not exit within timeout (killed)', plugin: status };
   if (status.state === 'signaled') {
@@ -206,14 +225,25 @@ function judge(status: PluginStatus, failure: string | undefined, timedOut: bool
   }
   if (status.state === 'exited' && status.code !== 0) {
     const why = failure ? ` after: ${failure}` : '';
+    const signal = sandboxed ? signalName(status.code - 128) : undefined;
+    if (signal !== undefined) {
+      const message = `plugin was killed by signal ${signal} (the sandbox reported exit code ${status.code})${why}`;
+      return { ok: false, exitCode: status.code, message, plugin: status };
+    }
     return { ok: false, exitCode: status.code, message: `plugin exited with code ${status.code}${why}`, plugin: status };
   }
   if (failure) return { ok: false, exitCode: 1, message: failure, plugin: status };
   return { ok: true, exitCode: 0, message: 'plugin exited successfully', plugin: status };
 }
 
+const SIGNALS = osConstants.signals as Readonly<Record<string, number>>;
+
 function signalNumber(signal: NodeJS.Signals): number {
-  return (osConstants.signals as Partial<Record<NodeJS.Signals, number>>)[signal] ?? 0;
+  return SIGNALS[signal] ?? 0;
+}
+
+function signalName(number: number): string | undefined {
+  return number > 0 ? Object.keys(SIGNALS).find((name) => SIGNALS[name] === number) : undefined;
 }
 
 function delay(ms: number): Promise<void> {

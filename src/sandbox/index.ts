@@ -608,8 +608,12 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
     if (!path.isAbsolute(pluginPath)) {
       throw new Error(`with --plugin-root the plugin path must be absolute, as seen inside the root (got ${pluginPath})`);
     }
-    const inRoot = path.join(root, pluginPath);
-    if (!fs.existsSync(inRoot)) {
+    // The plugin may come from the root itself or from a --plugin-mount covering its path.
+    const jailPlugin = path.posix.normalize(pluginPath);
+    const inRoot = path.join(root, jailPlugin);
+    const viaMount = [...mounts].reverse().find((m) => isWithin(jailPlugin, m.target));
+    const inMount = viaMount !== undefined ? path.join(viaMount.source, path.relative(viaMount.target, jailPlugin)) : undefined;
+    if (!fs.existsSync(inRoot) && (inMount === undefined || !fs.existsSync(inMount))) {
       throw new Error(`plugin ${pluginPath} does not exist inside --plugin-root ${root} (${inRoot}); bind it with --plugin-mount`);
     }
     for (const dir of ['/proc', '/dev', ...mounts.map((m) => m.target)]) {
@@ -618,7 +622,8 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
       }
     }
     rootArgs = ['--ro-bind', root, '/'];
-    layout = { command: [pluginPath, ...pluginArgs], binds: [], unsetEnv: [] };
+    // NODE_EXTRA_CA_CERTS names a host file, which a root of the user's rarely has.
+    layout = { command: [pluginPath, ...pluginArgs], binds: [], unsetEnv: ['NODE_EXTRA_CA_CERTS'] };
   } else {
     layout = layoutPlugin(pluginPath, pluginArgs);
     if (fs.existsSync('/etc/ld.so.cache')) addReadOnly(layout.binds, '/etc/ld.so.cache');
