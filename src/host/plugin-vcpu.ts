@@ -7,6 +7,7 @@
 import { native, isErrnoError, C } from '../native/index.js';
 import type { Vcpu, CpuidEntry2 } from '../kvm/index.js';
 import { encodeDelimitedVcpuResponse } from '../protocol/framing.js';
+import { PipeReader } from '../protocol/pipe-reader.js';
 import {
   CpuidEntry,
   VcpuRequest,
@@ -58,15 +59,18 @@ const ALLOWED_VCPU_CAPABILITIES = new Set([C.KVM_CAP_HYPERV_SYNIC, C.KVM_CAP_HYP
 
 export class PluginVcpu {
   private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE);
+  private readonly requests: PipeReader;
   /** A reason the plugin must collect with `wait` before anything else (only `init`). */
   private unsentReason: WaitReason | undefined;
 
   constructor(
     private readonly vcpu: Vcpu,
-    private readonly requestFd: number,
+    requestFd: number,
     private readonly responseFd: number,
     private readonly log: Log,
-  ) {}
+  ) {
+    this.requests = new PipeReader(requestFd);
+  }
 
   /**
    * The VCPU stopped for `reason`: tell the plugin (`init` waits for the
@@ -165,7 +169,7 @@ export class PluginVcpu {
 
   /** Reads and decodes one request; undefined (after answering EINVAL) if it is malformed. */
   private readRequest(): VcpuRequest | undefined {
-    const length = native.read(this.requestFd, this.requestBuffer, 0, this.requestBuffer.length);
+    const length = this.requests.read(this.requestBuffer, 0, this.requestBuffer.length);
     // The host holds a write end of this pipe, so end-of-file only happens
     // when the host itself is tearing down: treat it as a shutdown.
     if (length <= 0) return { message: { $case: 'shutdown', shutdown: {} } };

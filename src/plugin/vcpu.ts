@@ -16,6 +16,7 @@
  * sent right after resume() before anything was received (PluginError EBUSY):
  * the host reads one request per read(2) and could merge it with the resume.
  */
+import { PipeReader } from '../protocol/pipe-reader.js';
 import { native } from '../native/index.js';
 import { DelimitedStream } from '../protocol/framing.js';
 import {
@@ -177,6 +178,7 @@ export class Vcpu {
   private readonly requestFd: number;
   /** host→plugin pipe, read end. */
   private readonly responseFd: number;
+  private readonly responses: PipeReader;
   private closed = false;
 
   private readonly readBuffer = new Uint8Array(READ_BUFFER_SIZE);
@@ -207,6 +209,7 @@ export class Vcpu {
     this.id = id;
     this.requestFd = requestFd;
     this.responseFd = responseFd;
+    this.responses = new PipeReader(responseFd);
   }
 
   /**
@@ -481,14 +484,13 @@ export class Vcpu {
       }
       let n: number;
       try {
-        n = native.read(this.responseFd, this.readBuffer, 0, this.readBuffer.length);
+        n = this.responses.read(this.readBuffer, 0, this.readBuffer.length);
       } catch (e) {
         throw transportError(request, e, `vcpu ${this.id}: read failed`);
       }
       if (n === 0) {
         throw new PluginError(request, Errno.ECONNRESET, `vcpu ${this.id}: the host closed the VCPU pipe`, { transport: true });
       }
-      if (n < 0) continue; // EAGAIN on a non-blocking fd: the pipes are blocking, but be safe.
       this.stream.push(this.readBuffer, n);
     }
   }

@@ -1,0 +1,97 @@
+#!/usr/bin/env node
+/**
+ * Test plugin: Hyper-V support on the VCPU connection. Asks check_extension
+ * first and records why a part was skipped. get_hyperv_cpuid; enable_capability
+ * with KVM_CAP_HYPERV_SYNIC (then the guest writes the SynIC control MSR,
+ * which only an active SynIC turns into a `hyperv_synic` stop); enable_capability
+ * with other capabilities (refused on the wire). Prints one JSON line.
+ */
+import { AddressSpace, Connection, GuestMemory, kvmConstants } from '../../src/plugin/index.js';
+import {
+  FAULT_PORT, MEMORY_SIZE, describe, expectReport, finish, loadProgram, realModeProgram, runPlugin, setUpRealMode,
+} from '../support/vcpu-guest.js';
+
+const REPORT = 0x510n;
+const SCONTROL = 0x4000_0080;
+const SIEFP = 0x4000_0082;
+const SIMP = 0x4000_0083;
+
+// rsi != 0: the SynIC is active, write its MSRs (each write to SCONTROL stops the VCPU).
+const BODY = `
+  test si, si
+  jz .done
+  mov ecx, ${SIEFP}
+  mov eax, 0x5000      ; event flags page (not enabled: bit 0 clear)
+  xor edx, edx
+  wrmsr
+  mov ecx, ${SIMP}
+  mov eax, 0x6000      ; message page
+  wrmsr
+  mov ecx, ${SCONTROL}
+  mov eax, 1           ; enable
+  xor edx, edx
+  wrmsr
+.done:
+  mov dx, ${REPORT}
+  mov eax, 0xd0e
+  out dx, eax
+  hlt
+`;
+
+runPlugin(() => {
+  const C = kvmConstants();
+  const conn = Connection.connect();
+  conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
+  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
+  const memory = GuestMemory.create(MEMORY_SIZE);
+  loadProgram(memory, realModeProgram(BODY));
+  conn.createMemory(memory, { start: 0n });
+  const has = {
+    hypervCpuid: conn.checkExtension(C.KVM_CAP_HYPERV_CPUID),
+    synic: conn.checkExtension(C.KVM_CAP_HYPERV_SYNIC),
+  };
+  const vcpu = conn.getVcpu(0);
+  conn.start();
+  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
+  const result: Record<string, unknown> = { has };
+
+  if (has.hypervCpuid) {
+    const entries = vcpu.getHypervCpuid();
+    const signature = entries.find((e) => e.function === 0x4000_0000);
+    const interface_ = entries.find((e) => e.function === 0x4000_0001);
+    const text = (...words: number[]): string =>
+      Buffer.concat(words.map((w) => { const b = Buffer.alloc(4); b.writeUInt32LE(w >>> 0); return b; })).toString('latin1');
+    result['hypervCpuid'] = {
+      count: entries.length,
+      vendor: signature ? text(signature.ebx, signature.ecx, signature.edx) : null,
+      interface: interface_ ? text(interface_.eax) : null,
+    };
+  }
+
+  const enable = (capability: number): { errno: number; member: string | null } => {
+    const r = vcpu.request({ message: { $case: 'enableCapability', enableCapability: { capability } } });
+    return { errno: r.errnoValue, member: r.message?.$case ?? null };
+  };
+  result['refused'] = {
+    hypervCpuid: enable(C.KVM_CAP_HYPERV_CPUID),
+    irqchip: enable(C.KVM_CAP_IRQCHIP),
+    unknown: enable(0x7fff_ffff),
+  };
+  // Where KVM lacks the feature, the kernel's refusal must come back on the wire.
+  result['enableSynic'] = enable(C.KVM_CAP_HYPERV_SYNIC);
+  if (!has.hypervCpuid) {
+    const r = vcpu.request({ message: { $case: 'getHypervCpuid', getHypervCpuid: {} } });
+    result['hypervCpuidRefused'] = { errno: r.errnoValue, member: r.message?.$case ?? null };
+  }
+
+  setUpRealMode(vcpu, { rsi: has.synic ? 1n : 0n });
+  vcpu.resume();
+  if (has.synic) {
+    const event = vcpu.wait();
+    if (event.kind !== 'hypervSynic') throw new Error(`expected a hyperv_synic stop, got ${describe(event)}`);
+    result['synicExit'] = { msr: event.msr, control: event.control, evtPage: event.evtPage, msgPage: event.msgPage };
+    vcpu.resume();
+  }
+  result['done'] = expectReport(vcpu, REPORT, { resume: false });
+  finish(result);
+});
