@@ -85,6 +85,22 @@ describe('VCPUs', needsKvm, () => {
   }
 });
 
+describe('the end of a VM', needsKvm, () => {
+  test('a guest that triple-faults ends its VCPU, and the host signals the shutdown eventfd', async () => {
+    const result = await runPluginCli(testPlugin('lifecycle'), { args: ['triple-fault'], flags: ['--verbose'] });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `first event: init\nsecond wait: errno ${E.EPROTO}\nshutdown eventfd signalled\n`);
+    assert.match(result.stderr, /vcpu 0: the guest shut down/);
+  });
+
+  test('a `shutdown` request ends that VCPU, and the host signals the shutdown eventfd', async () => {
+    const result = await runPluginCli(testPlugin('lifecycle'), { args: ['vcpu-shutdown'], flags: ['--verbose'] });
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, `first event: init\nsecond wait: errno ${E.EPROTO}\nshutdown eventfd signalled\n`);
+    assert.match(result.stderr, /vcpu 0: shut down on request/);
+  });
+});
+
 describe('the CLI', () => {
   test('--help documents run and its options', async () => {
     const result = await runCli(['run', '--help']);

@@ -75,7 +75,7 @@ class VcpuThread {
 
     let outcome = this.plugin.stop({ $case: 'init', init: {} });
     for (;;) {
-      if (outcome.kind === 'shutdown') return { reason: 'the plugin shut this VCPU down', failed: false };
+      if (outcome.kind === 'shutdown') return { reason: 'shut down on request', failed: false };
       this.resume(outcome);
       if (this.shared.shutdownRequested) return { reason: 'the VM is shutting down', failed: false };
       if (!this.vcpu.run()) {
