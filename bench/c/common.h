@@ -1,0 +1,270 @@
+/*
+ * Shared pieces of the C baselines (raw_exit.c, pipe_baseline.c): the guest
+ * image, VM set-up that mirrors what plugvisor's host does, the VCPU run loop
+ * skeleton, timing and JSON output.
+ *
+ * The guest is the same one bench/plugins/guest.ts gives the plugvisor cases,
+ * so the C numbers and the plugvisor numbers measure the same instructions.
+ *
+ * Memory layout: one 64 KiB slot at guest-physical 0xffff0000, so the VCPU's
+ * reset state (real mode, CS base 0xffff0000, IP 0xfff0) lands in it and no
+ * register has to be set up. Nothing is mapped below 0xffff0000, so a data
+ * write to DS:0x8000 (guest-physical 0x8000) is an MMIO exit.
+ *
+ * Ports (all byte/dword port IO):
+ *   0x12  read, 4 bytes: the guest asks how many measured exits to make
+ *   0x10  write, 1 byte: one measured exit (IO variant)
+ *   0x11  write, 1 byte: "done"; then the guest halts
+ * MMIO: 0x8000, 1-byte write: one measured exit (MMIO variant)
+ */
+#ifndef PLUGVISOR_BENCH_COMMON_H
+#define PLUGVISOR_BENCH_COMMON_H
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#define GUEST_MEM_BASE 0xffff0000ULL
+#define GUEST_MEM_SIZE 0x10000
+#define GUEST_CODE_OFFSET 0xff00 /* offset of the loop inside the slot / CS */
+#define GUEST_RESET_OFFSET 0xfff0
+
+#define PORT_EXIT 0x10
+#define PORT_DONE 0x11
+#define PORT_COUNT 0x12
+#define MMIO_EXIT 0x8000
+
+/* The IO-variant loop, at CS:0xff00 (16-bit real mode).
+ *
+ *   ff00  66 E5 12     in   eax, 0x12      ; eax = exit count (from the VMM)
+ *   ff03  66 89 C1     mov  ecx, eax
+ *   ff06  E6 10        out  0x10, al       ; <- the measured exit
+ *   ff08  66 49        dec  ecx
+ *   ff0a  75 FA        jnz  0xff06         ; rel8 -6 (from ff0c)
+ *   ff0c  E6 11        out  0x11, al       ; done
+ *   ff0e  F4           hlt
+ *   ff0f  EB FD        jmp  0xff0e         ; rel8 -3 (from ff11)
+ *
+ * A count of 0 would wrap ecx to 2^32-1: the VMMs never ask for 0.
+ */
+static const uint8_t GUEST_LOOP_IO[] = {
+  0x66, 0xE5, 0x12,
+  0x66, 0x89, 0xC1,
+  0xE6, 0x10,
+  0x66, 0x49,
+  0x75, 0xFA,
+  0xE6, 0x11,
+  0xF4,
+  0xEB, 0xFD,
+};
+
+/* The MMIO-variant loop, at CS:0xff00 (DS = 0 at reset, so DS:0x8000 is
+ * guest-physical 0x8000, which has no memory slot).
+ *
+ *   ff00  66 E5 12     in   eax, 0x12
+ *   ff03  66 89 C1     mov  ecx, eax
+ *   ff06  A2 00 80     mov  [0x8000], al   ; <- the measured exit (MMIO write)
+ *   ff09  66 49        dec  ecx
+ *   ff0b  75 F9        jnz  0xff06         ; rel8 -7 (from ff0d)
+ *   ff0d  E6 11        out  0x11, al
+ *   ff0f  F4           hlt
+ *   ff10  EB FD        jmp  0xff0f
+ */
+static const uint8_t GUEST_LOOP_MMIO[] = {
+  0x66, 0xE5, 0x12,
+  0x66, 0x89, 0xC1,
+  0xA2, 0x00, 0x80,
+  0x66, 0x49,
+  0x75, 0xF9,
+  0xE6, 0x11,
+  0xF4,
+  0xEB, 0xFD,
+};
+
+/* At the reset vector, CS:0xfff0 (guest-physical 0xfffffff0):
+ *
+ *   fff0  E9 0D FF     jmp  near 0xff00    ; rel16 0xff0d = -0xf3 (from fff3)
+ */
+static const uint8_t GUEST_RESET_JMP[] = { 0xE9, 0x0D, 0xFF };
+
+static inline void die(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("bench: ", stderr);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  if (errno) fprintf(stderr, ": %s", strerror(errno));
+  fputc('\n', stderr);
+  exit(1);
+}
+
+static inline double now_mono(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Wall-clock milliseconds since the epoch, sub-microsecond resolution kept
+ * (~1.7e12 with three decimals fits a double exactly enough). */
+static inline double now_unix_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+static inline double tv_sec(struct timeval tv) {
+  return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
+}
+
+struct vm {
+  int kvm, fd;
+  uint8_t *mem;
+  int run_size;
+};
+
+struct vcpu {
+  int id;
+  int fd;
+  struct kvm_run *run;
+};
+
+/* Creates the VM the way plugvisor's host does (in-kernel irqchip and PIT,
+ * TSS address set), plus the guest memory that a plugin would supply. */
+static inline void vm_create(struct vm *vm, int mmio) {
+  errno = 0;
+  vm->kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+  if (vm->kvm < 0) die("open /dev/kvm");
+  if (ioctl(vm->kvm, KVM_GET_API_VERSION, 0) != KVM_API_VERSION) die("unexpected KVM API version");
+  vm->fd = ioctl(vm->kvm, KVM_CREATE_VM, 0);
+  if (vm->fd < 0) die("KVM_CREATE_VM");
+  if (ioctl(vm->fd, KVM_SET_TSS_ADDR, 0xfffbd000UL) < 0) die("KVM_SET_TSS_ADDR");
+  if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0) die("KVM_CREATE_IRQCHIP");
+  struct kvm_pit_config pit;
+  memset(&pit, 0, sizeof pit);
+  if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0) die("KVM_CREATE_PIT2");
+  vm->run_size = ioctl(vm->kvm, KVM_GET_VCPU_MMAP_SIZE, 0);
+  if (vm->run_size <= 0) die("KVM_GET_VCPU_MMAP_SIZE");
+
+  vm->mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (vm->mem == MAP_FAILED) die("mmap guest memory");
+  if (mmio) memcpy(vm->mem + GUEST_CODE_OFFSET, GUEST_LOOP_MMIO, sizeof GUEST_LOOP_MMIO);
+  else memcpy(vm->mem + GUEST_CODE_OFFSET, GUEST_LOOP_IO, sizeof GUEST_LOOP_IO);
+  memcpy(vm->mem + GUEST_RESET_OFFSET, GUEST_RESET_JMP, sizeof GUEST_RESET_JMP);
+
+  struct kvm_userspace_memory_region region = {
+    .slot = 0,
+    .flags = 0,
+    .guest_phys_addr = GUEST_MEM_BASE,
+    .memory_size = GUEST_MEM_SIZE,
+    .userspace_addr = (uint64_t)(uintptr_t)vm->mem,
+  };
+  if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION");
+}
+
+static inline void vcpu_create(struct vm *vm, struct vcpu *v, int id) {
+  errno = 0;
+  v->id = id;
+  v->fd = ioctl(vm->fd, KVM_CREATE_VCPU, id);
+  if (v->fd < 0) die("KVM_CREATE_VCPU %d", id);
+  v->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->fd, 0);
+  if (v->run == MAP_FAILED) die("mmap kvm_run");
+  if (id > 0) {
+    /* With an in-kernel irqchip, application processors wait for INIT/SIPI;
+     * make them runnable straight from their reset state (a plugin does the
+     * same with set_state MP). */
+    struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
+    if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0) die("KVM_SET_MP_STATE");
+  }
+}
+
+/* What one exit was, as far as the benchmark cares. */
+enum exit_kind { EXIT_COUNT, EXIT_MEASURED, EXIT_DONE };
+
+/* Runs the VCPU to its next interesting exit. For the count read, stores
+ * `count` as the value read. Anything unexpected is fatal. */
+static inline enum exit_kind vcpu_next_exit(struct vcpu *v, uint32_t count) {
+  for (;;) {
+    if (ioctl(v->fd, KVM_RUN, 0) < 0) {
+      if (errno == EINTR) continue;
+      die("KVM_RUN (vcpu %d)", v->id);
+    }
+    struct kvm_run *r = v->run;
+    switch (r->exit_reason) {
+    case KVM_EXIT_IO: {
+      uint8_t *data = (uint8_t *)r + r->io.data_offset;
+      if (r->io.direction == KVM_EXIT_IO_OUT && r->io.port == PORT_EXIT) return EXIT_MEASURED;
+      if (r->io.direction == KVM_EXIT_IO_OUT && r->io.port == PORT_DONE) return EXIT_DONE;
+      if (r->io.direction == KVM_EXIT_IO_IN && r->io.port == PORT_COUNT && r->io.size == 4) {
+        memcpy(data, &count, 4);
+        return EXIT_COUNT;
+      }
+      errno = 0;
+      die("vcpu %d: unexpected port IO %s 0x%x size %d", v->id,
+          r->io.direction == KVM_EXIT_IO_OUT ? "out" : "in", r->io.port, r->io.size);
+      break;
+    }
+    case KVM_EXIT_MMIO:
+      if (r->mmio.is_write && r->mmio.phys_addr == MMIO_EXIT) return EXIT_MEASURED;
+      errno = 0;
+      die("vcpu %d: unexpected MMIO %s 0x%llx", v->id, r->mmio.is_write ? "write" : "read",
+          (unsigned long long)r->mmio.phys_addr);
+      break;
+    default:
+      errno = 0;
+      die("vcpu %d: unexpected exit reason %u", v->id, r->exit_reason);
+    }
+  }
+}
+
+/* Common command line: EXITS [--cpus N] [--mmio] plus program-specific flags
+ * handled by the caller through `extra` (returns args consumed, 0 if unknown). */
+struct options {
+  unsigned long exits; /* measured exits per VCPU */
+  int cpus;
+  int mmio;
+  long spin;
+};
+
+static inline void usage(const char *prog, const char *extra) {
+  fprintf(stderr, "usage: %s EXITS [--cpus N] [--mmio]%s\n", prog, extra);
+  exit(2);
+}
+
+static inline void parse_options(int argc, char **argv, struct options *o, int allow_spin) {
+  const char *extra = allow_spin ? " [--spin N]" : "";
+  o->exits = 0;
+  o->cpus = 1;
+  o->mmio = 0;
+  o->spin = 0;
+  for (int i = 1; i < argc; i++) {
+    char *end;
+    if (strcmp(argv[i], "--cpus") == 0 && i + 1 < argc) {
+      o->cpus = (int)strtol(argv[++i], &end, 10);
+      if (*end || o->cpus < 1 || o->cpus > 64) usage(argv[0], extra);
+    } else if (strcmp(argv[i], "--mmio") == 0) {
+      o->mmio = 1;
+    } else if (allow_spin && strcmp(argv[i], "--spin") == 0 && i + 1 < argc) {
+      o->spin = strtol(argv[++i], &end, 10);
+      if (*end || o->spin < 0) usage(argv[0], extra);
+    } else if (argv[i][0] != '-' && o->exits == 0) {
+      o->exits = strtoul(argv[i], &end, 10);
+      if (*end || o->exits == 0 || o->exits > 0xffffffffUL) usage(argv[0], extra);
+    } else {
+      usage(argv[0], extra);
+    }
+  }
+  if (o->exits == 0) usage(argv[0], extra);
+}
+
+#endif

@@ -1,0 +1,240 @@
+/*
+ * exit_loop_plugin: bench/plugins/exit-loop.ts written against the C plugin
+ * API (crosvm.h / libcrosvm_plugin), with one thread per VCPU as a C plugin
+ * would do. Same guest (common.h), same arguments, same JSON result:
+ *
+ *   plugvisor run --plugin bench/build/exit_loop_plugin [--cpus N] -- \
+ *       [--exits N] [--mmio] [--async] [--out FILE] [--hold FILE]
+ *
+ * Built by `make -C bench/c plugin` once the project's C library exists
+ * (bench/run.ts does it when it finds clients/c's header and library).
+ */
+#include "common.h"
+
+#include <crosvm.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#define MAX_CPUS 64
+
+struct options_plugin {
+  uint32_t exits;
+  int mmio, async;
+  const char *out, *hold;
+};
+
+struct worker {
+  struct crosvm_vcpu *vcpu;
+  int id;
+  uint32_t exits;
+  uint32_t measured_space;
+  uint64_t measured_address;
+  unsigned long measured;
+  double t_first, t_done, first_exit_unix_ms;
+  const char *error;
+};
+
+static void *serve_vcpu(void *arg) {
+  struct worker *w = arg;
+  struct crosvm_vcpu_event ev;
+  int r;
+  if ((r = crosvm_vcpu_wait(w->vcpu, &ev)) < 0 || ev.kind != CROSVM_VCPU_EVENT_KIND_INIT) {
+    w->error = "first event is not init";
+    return NULL;
+  }
+  if (w->id > 0) {
+    struct kvm_mp_state mp = { .mp_state = KVM_MP_STATE_RUNNABLE };
+    if (crosvm_vcpu_set_mp_state(w->vcpu, &mp) < 0) {
+      w->error = "crosvm_vcpu_set_mp_state failed";
+      return NULL;
+    }
+  }
+  if (crosvm_vcpu_resume(w->vcpu) < 0) {
+    w->error = "resume after init failed";
+    return NULL;
+  }
+  for (;;) {
+    if (crosvm_vcpu_wait(w->vcpu, &ev) < 0) {
+      w->error = "crosvm_vcpu_wait failed";
+      return NULL;
+    }
+    if (ev.kind != CROSVM_VCPU_EVENT_KIND_IO_ACCESS) {
+      w->error = "unexpected event kind";
+      return NULL;
+    }
+    uint32_t space = ev.io_access.address_space;
+    uint64_t address = ev.io_access.address;
+    if (space == w->measured_space && address == w->measured_address) {
+      w->measured++;
+      if (!ev.io_access.no_resume && crosvm_vcpu_resume(w->vcpu) < 0) {
+        w->error = "resume failed";
+        return NULL;
+      }
+    } else if (space == CROSVM_ADDRESS_SPACE_IOPORT && address == PORT_COUNT) {
+      w->t_first = now_mono();
+      w->first_exit_unix_ms = now_unix_ms();
+      if (ev.io_access.length >= 4) memcpy(ev.io_access.data, &w->exits, 4);
+      if (crosvm_vcpu_resume(w->vcpu) < 0) {
+        w->error = "resume failed";
+        return NULL;
+      }
+    } else if (space == CROSVM_ADDRESS_SPACE_IOPORT && address == PORT_DONE) {
+      /* Stay stopped: resuming would run into HLT, which ends the whole VM. */
+      w->t_done = now_mono();
+      return NULL;
+    } else {
+      w->error = "unexpected IO access";
+      return NULL;
+    }
+  }
+}
+
+static long vm_hwm_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = 0;
+  if (!f) return 0;
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+  fclose(f);
+  return kib;
+}
+
+/* CPU seconds of the parent process (the host, when it runs the plugin
+ * directly), from /proc/PPID/stat in USER_HZ (1/100 s) ticks. */
+static double host_cpu_sec(void) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)getppid());
+  FILE *f = fopen(path, "r");
+  if (!f) return -1;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')');
+  unsigned long utime, stime;
+  if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &utime, &stime) != 2) return -1;
+  return (double)(utime + stime) / 100.0;
+}
+
+static double self_cpu_sec(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return tv_sec(ru.ru_utime) + tv_sec(ru.ru_stime);
+}
+
+static void check(int r, const char *what) {
+  if (r < 0) {
+    errno = -r;
+    die("%s", what);
+  }
+}
+
+int main(int argc, char **argv) {
+  struct options_plugin o = { 10000, 0, 0, NULL, NULL };
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--exits") == 0 && i + 1 < argc) o.exits = (uint32_t)strtoul(argv[++i], NULL, 10);
+    else if (strcmp(argv[i], "--mmio") == 0) o.mmio = 1;
+    else if (strcmp(argv[i], "--async") == 0) o.async = 1;
+    else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) o.out = argv[++i];
+    else if (strcmp(argv[i], "--hold") == 0 && i + 1 < argc) o.hold = argv[++i];
+    else {
+      fprintf(stderr, "exit_loop_plugin: unknown argument %s\n", argv[i]);
+      return 2;
+    }
+  }
+  if (o.exits == 0) {
+    fprintf(stderr, "exit_loop_plugin: --exits must be at least 1\n");
+    return 2;
+  }
+
+  struct crosvm *crosvm;
+  check(crosvm_connect(&crosvm), "crosvm_connect");
+
+  errno = 0;
+  int memfd = memfd_create("exit-loop-guest", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (memfd < 0) die("memfd_create");
+  if (ftruncate(memfd, GUEST_MEM_SIZE) < 0) die("ftruncate");
+  if (fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0) die("F_ADD_SEALS");
+  uint8_t *mem = mmap(NULL, GUEST_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+  if (mem == MAP_FAILED) die("mmap");
+  if (o.mmio) memcpy(mem + GUEST_CODE_OFFSET, GUEST_LOOP_MMIO, sizeof GUEST_LOOP_MMIO);
+  else memcpy(mem + GUEST_CODE_OFFSET, GUEST_LOOP_IO, sizeof GUEST_LOOP_IO);
+  memcpy(mem + GUEST_RESET_OFFSET, GUEST_RESET_JMP, sizeof GUEST_RESET_JMP);
+  struct crosvm_memory *slot;
+  check(crosvm_create_memory(crosvm, memfd, 0, GUEST_MEM_SIZE, GUEST_MEM_BASE, false, false, &slot),
+        "crosvm_create_memory");
+
+  uint32_t space = o.mmio ? CROSVM_ADDRESS_SPACE_MMIO : CROSVM_ADDRESS_SPACE_IOPORT;
+  uint64_t address = o.mmio ? MMIO_EXIT : PORT_EXIT;
+  if (o.async) check(crosvm_reserve_async_write_range(crosvm, space, address, 1), "reserve (async)");
+  else check(crosvm_reserve_range(crosvm, space, address, 1), "reserve");
+  check(crosvm_reserve_range(crosvm, CROSVM_ADDRESS_SPACE_IOPORT, PORT_DONE, 2), "reserve done/count");
+
+  static struct worker workers[MAX_CPUS];
+  int cpus = 0;
+  for (; cpus < MAX_CPUS; cpus++) {
+    struct crosvm_vcpu *v;
+    if (crosvm_get_vcpu(crosvm, (uint32_t)cpus, &v) < 0) break;
+    workers[cpus] = (struct worker){ .vcpu = v, .id = cpus, .exits = o.exits, .measured_space = space,
+                                     .measured_address = address };
+  }
+  if (cpus == 0) {
+    errno = 0;
+    die("no VCPUs");
+  }
+  check(crosvm_start(crosvm), "crosvm_start");
+
+  /* CPU is sampled around the whole serving phase (thread start to join):
+   * close to the timed interval, set-up aside. */
+  double host_cpu0 = host_cpu_sec(), plugin_cpu0 = self_cpu_sec();
+  pthread_t threads[MAX_CPUS];
+  for (int i = 0; i < cpus; i++) {
+    errno = pthread_create(&threads[i], NULL, serve_vcpu, &workers[i]);
+    if (errno) die("pthread_create");
+  }
+  double t0 = 0, t1 = 0;
+  unsigned long total = 0;
+  for (int i = 0; i < cpus; i++) {
+    pthread_join(threads[i], NULL);
+    if (workers[i].error) {
+      errno = 0;
+      die("vcpu %d: %s", i, workers[i].error);
+    }
+    if (i == 0 || workers[i].t_first < t0) t0 = workers[i].t_first;
+    if (workers[i].t_done > t1) t1 = workers[i].t_done;
+    total += workers[i].measured;
+  }
+  if (total != (unsigned long)o.exits * (unsigned long)cpus) {
+    errno = 0;
+    die("counted %lu measured exits, expected %lu", total, (unsigned long)o.exits * (unsigned long)cpus);
+  }
+  double loop_host_cpu = host_cpu_sec() - host_cpu0, loop_plugin_cpu = self_cpu_sec() - plugin_cpu0;
+  double first_unix = workers[0].first_exit_unix_ms;
+  for (int i = 1; i < cpus; i++)
+    if (workers[i].first_exit_unix_ms < first_unix) first_unix = workers[i].first_exit_unix_ms;
+
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double secs = t1 - t0;
+  char text[1024];
+  snprintf(text, sizeof text,
+           "{\"program\":\"exit_loop_plugin.c\",\"mode\":\"%s\",\"async\":%s,\"cpus\":%d,\"exits\":%lu,"
+           "\"seconds\":%.6f,\"usPerExit\":%.4f,\"exitsPerSec\":%.1f,\"firstExitUnixMs\":%.3f,"
+           "\"loopPluginCpuSec\":%.6f,\"loopHostCpuSec\":%.6f,\"pluginCpuUserSec\":%.6f,\"pluginCpuSysSec\":%.6f,\"pluginMaxRssKiB\":%ld,\"pid\":%d}\n",
+           o.mmio ? "mmio" : "io", o.async ? "true" : "false", cpus, total, secs, secs * 1e6 / (double)o.exits,
+           (double)total / secs, first_unix, loop_plugin_cpu, loop_host_cpu, tv_sec(ru.ru_utime), tv_sec(ru.ru_stime), vm_hwm_kib(), (int)getpid());
+  if (o.out) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", o.out);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) != 0 || rename(tmp, o.out) < 0) die("write %s", o.out);
+  } else {
+    fputs(text, stdout);
+    fflush(stdout);
+  }
+  if (o.hold) {
+    struct stat st;
+    while (stat(o.hold, &st) < 0) usleep(5000);
+  }
+  _exit(0);
+}

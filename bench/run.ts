@@ -1,0 +1,845 @@
+#!/usr/bin/env node
+/**
+ * The benchmark runner: `npm run bench [-- OPTIONS]` (after `npm run build`).
+ *
+ * Builds the C programs (make -C bench/c), runs every case K times
+ * (interleaved: round 1 of every case, then round 2, ... so that a change in
+ * the machine's load hits every case alike), takes medians, prints a table
+ * (case, metric, median, baseline, ratio, mad = median absolute deviation in
+ * % of the median) and writes
+ * bench/results/latest.json.
+ *
+ * A case is one measurement with a list of metrics and, usually, a baseline
+ * case: the ratio column is this case's median over the baseline's median for
+ * the same metric (or the metric named in `baselineMetrics`). Cases whose
+ * prerequisites are missing (the host CLI, the plugin SDK, the C client
+ * library) are listed as "not available yet" with the reason; they are not
+ * failures. See bench/README.md for what each figure means.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+// ---------------------------------------------------------------------------
+// paths
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const BENCH_SRC = path.join(ROOT, 'bench');
+const C_DIR = path.join(BENCH_SRC, 'c');
+const BUILD = path.join(BENCH_SRC, 'build');
+const RAW_EXIT = path.join(BUILD, 'raw_exit');
+const PIPE_BASELINE = path.join(BUILD, 'pipe_baseline');
+const RUSAGE_EXEC = path.join(BUILD, 'rusage_exec');
+const C_PLUGIN = path.join(BUILD, 'exit_loop_plugin');
+/** The host CLI; --host replaces it (e.g. to compare with another build). */
+let HOST_CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
+const SDK = path.join(ROOT, 'dist', 'src', 'plugin', 'index.js');
+const TS_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'exit-loop.js');
+const CLIENT_INCLUDE = path.join(ROOT, 'clients', 'c', 'include');
+const CLIENT_BUILD = path.join(ROOT, 'clients', 'c', 'build');
+const DEFAULT_OUT = path.join(BENCH_SRC, 'results', 'latest.json');
+
+// ---------------------------------------------------------------------------
+// options
+
+interface Options {
+  repeat: number;
+  warmup: number;
+  scale: number;
+  spin: number[];
+  only: string[];
+  out: string;
+  list: boolean;
+  markdown: boolean;
+  timeoutSec: number;
+}
+
+const USAGE = `usage: npm run bench -- [options]
+
+  --repeat K      runs per case, medians over them (default 7)
+  --warmup W      discarded rounds before measuring (default 1)
+  --scale X       multiply every case's exit count by X (default 1)
+  --quick         --repeat 3 --warmup 0 --scale 0.2
+  --spin N[,N..]  spin bounds for the pipe_baseline --spin cases (default 200)
+  --only A[,B..]  only cases whose id contains one of these (their baselines run too)
+  --out FILE      results file (default bench/results/latest.json)
+  --markdown      also print the table as Markdown (for bench/README.md)
+  --timeout S     per-process time limit in seconds (default 180)
+  --host FILE     the host CLI to run (default dist/src/cli/main.js)
+  --list          list the cases and whether they can run, then exit`;
+
+function parseOptions(argv: string[]): Options {
+  const o: Options = {
+    repeat: 7, warmup: 1, scale: 1, spin: [200], only: [], out: DEFAULT_OUT, list: false, markdown: false, timeoutSec: 180,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const positive = (v: string, integer: boolean): number => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new Error(`${a}: bad value ${v}`);
+      return n;
+    };
+    switch (a) {
+      case '--repeat': o.repeat = Math.max(1, positive(value(), true)); break;
+      case '--warmup': o.warmup = positive(value(), true); break;
+      case '--scale': o.scale = positive(value(), false); break;
+      case '--quick': o.repeat = 3; o.warmup = 0; o.scale = 0.2; break;
+      case '--spin': o.spin = value().split(',').map((v) => positive(v, true)).filter((n) => n > 0); break;
+      case '--only': o.only = value().split(',').filter((s) => s.length > 0); break;
+      case '--out': o.out = path.resolve(value()); break;
+      case '--markdown': o.markdown = true; break;
+      case '--timeout': o.timeoutSec = positive(value(), false); break;
+      case '--list': o.list = true; break;
+      case '--host': HOST_CLI = path.resolve(value()); break;
+      case '-h': case '--help': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
+      default: throw new Error(`unknown option ${a}\n${USAGE}`);
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// processes
+
+interface ProcResult {
+  pid: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** Wall clock (epoch ms) just before spawn(). */
+  spawnUnixMs: number;
+}
+
+/** Process groups this runner started and that are still running. */
+const live = new Set<number>();
+
+function killGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    for (const pid of live) killGroup(pid);
+    process.exit(130);
+  });
+}
+
+function nowUnixMs(): number {
+  return performance.timeOrigin + performance.now();
+}
+
+/**
+ * Runs a command in its own process group (so a time-out can end it and every
+ * process it started, and nothing else) and collects its output.
+ */
+function runProcess(cmd: string, args: string[], timeoutSec: number, onSpawn?: (pid: number) => void): Promise<ProcResult> {
+  return new Promise((resolve, reject) => {
+    const spawnUnixMs = nowUnixMs();
+    const child = spawn(cmd, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const pid = child.pid;
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    let timer: NodeJS.Timeout | undefined;
+    if (pid !== undefined) {
+      live.add(pid);
+      timer = setTimeout(() => {
+        stderr += `\n[bench] timed out after ${timeoutSec} s: killed`;
+        killGroup(pid);
+      }, timeoutSec * 1000);
+      onSpawn?.(pid);
+    }
+    child.on('error', (e) => {
+      if (timer) clearTimeout(timer);
+      if (pid !== undefined) live.delete(pid);
+      reject(e);
+    });
+    child.on('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      if (pid !== undefined) live.delete(pid);
+      resolve({ pid: pid ?? -1, code, signal, stdout, stderr, spawnUnixMs });
+    });
+  });
+}
+
+function tail(text: string, lines = 8): string {
+  return text.trim().split('\n').slice(-lines).join('\n');
+}
+
+function checkExit(what: string, r: ProcResult): void {
+  if (r.code === 0) return;
+  const how = r.signal ? `killed by ${r.signal}` : `exit ${r.code}`;
+  throw new Error(`${what}: ${how}${r.stderr.trim() ? `\n${tail(r.stderr)}` : ''}`);
+}
+
+type Json = Record<string, unknown>;
+
+function lastJsonLine(what: string, text: string): Json {
+  const line = text.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  if (!line) throw new Error(`${what}: no JSON result in its output`);
+  return JSON.parse(line) as Json;
+}
+
+function readJson(file: string): Json {
+  return JSON.parse(readFileSync(file, 'utf8')) as Json;
+}
+
+function num(j: Json, key: string): number {
+  const v = j[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Error(`result has no numeric '${key}': ${JSON.stringify(j)}`);
+  return v;
+}
+
+function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'plugvisor-bench-'));
+  return fn(dir).finally(() => rmSync(dir, { recursive: true, force: true }));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** VmHWM/VmRSS (status) and Pss (smaps_rollup) of a live process, in KiB. */
+function memoryOf(pid: number): { hwmKiB: number; rssKiB: number; pssKiB: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (text: string, name: string): number => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text);
+    return m ? Number(m[1]) : NaN;
+  };
+  let pss = NaN;
+  try {
+    pss = field(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'), 'Pss');
+  } catch {
+    /* kernel without smaps_rollup */
+  }
+  return { hwmKiB: field(status, 'VmHWM'), rssKiB: field(status, 'VmRSS'), pssKiB: pss };
+}
+
+// ---------------------------------------------------------------------------
+// building and prerequisites
+
+let cBuildError: string | undefined;
+let cPluginReason: string | undefined = 'not checked';
+
+function buildC(): void {
+  const r = spawnSync('make', ['-s', '-C', C_DIR], { encoding: 'utf8' });
+  if (r.error) cBuildError = `make: ${r.error.message}`;
+  else if (r.status !== 0) cBuildError = `make -C bench/c failed:\n${tail(r.stderr || r.stdout)}`;
+}
+
+function findFile(dir: string, name: string, depth = 3): string | undefined {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return undefined;
+  }
+  if (names.includes(name)) return path.join(dir, name);
+  if (depth === 0) return undefined;
+  for (const n of names) {
+    const full = path.join(dir, n);
+    try {
+      if (statSync(full).isDirectory()) {
+        const found = findFile(full, name, depth - 1);
+        if (found) return found;
+      }
+    } catch {
+      /* vanished */
+    }
+  }
+  return undefined;
+}
+
+/** Builds bench/build/exit_loop_plugin when the project's C client library exists. */
+function buildCPlugin(): void {
+  const header = path.join(CLIENT_INCLUDE, 'crosvm.h');
+  const lib = findFile(CLIENT_BUILD, 'libcrosvm_plugin.so');
+  if (!existsSync(header)) {
+    cPluginReason = 'the C client library is not there yet (clients/c/include/crosvm.h)';
+    return;
+  }
+  if (!lib) {
+    cPluginReason = 'the C client library is not built yet (no libcrosvm_plugin.so under clients/c/build)';
+    return;
+  }
+  const r = spawnSync('make', ['-s', '-C', C_DIR, 'plugin', `CROSVM_INCLUDE=${CLIENT_INCLUDE}`, `CROSVM_LIBDIR=${path.dirname(lib)}`],
+    { encoding: 'utf8' });
+  if (r.error || r.status !== 0) cPluginReason = `building exit_loop_plugin failed:\n${tail(r.stderr || r.stdout || String(r.error))}`;
+  else cPluginReason = undefined;
+}
+
+function needC(): string | undefined {
+  return cBuildError;
+}
+
+function needPlugvisor(): string | undefined {
+  if (cBuildError) return cBuildError;
+  if (!existsSync(HOST_CLI)) return `the host CLI is not built yet (${path.relative(ROOT, HOST_CLI)})`;
+  if (!existsSync(SDK)) return 'the plugin SDK is not built yet (dist/src/plugin/index.js)';
+  if (!existsSync(TS_PLUGIN)) return 'the benchmark plugin is not built (dist/bench/plugins/exit-loop.js: npm run build)';
+  return undefined;
+}
+
+function needPlugvisorC(): string | undefined {
+  return needPlugvisor() ?? cPluginReason;
+}
+
+// ---------------------------------------------------------------------------
+// cases
+
+type Metrics = Record<string, number>;
+
+interface MetricSpec {
+  key: string;
+  unit: string;
+  /** Which way is good, for the reader (the ratio is always case / baseline). */
+  better: 'lower' | 'higher';
+}
+
+interface RunContext {
+  options: Options;
+  /** Scales a default exit count by --scale (at least 1). */
+  exits(n: number): number;
+}
+
+interface Case {
+  id: string;
+  title: string;
+  metrics: MetricSpec[];
+  baseline?: string;
+  /** This case's metric key -> the baseline case's metric key (default: the same key). */
+  baselineMetrics?: Record<string, string>;
+  /** Why the case cannot run here, or undefined when it can. */
+  unavailable(): string | undefined;
+  run(ctx: RunContext): Promise<Metrics>;
+  /** At most this many measured rounds (expensive cases). */
+  maxRepeat?: number;
+  /** Skip warm-up rounds. */
+  noWarmup?: boolean;
+}
+
+const lower = (key: string, unit: string): MetricSpec => ({ key, unit, better: 'lower' });
+const higher = (key: string, unit: string): MetricSpec => ({ key, unit, better: 'higher' });
+
+/** Round-trip metrics of the C programs (raw_exit, pipe_baseline). */
+function cExitMetrics(j: Json): Metrics {
+  return {
+    usPerExit: num(j, 'usPerExit'),
+    cpuUsPerExit: num(j, 'cpuUsPerExit'),
+    exitsPerSec: num(j, 'exitsPerSec'),
+    maxRssMiB: num(j, 'maxRssKiB') / 1024,
+  };
+}
+
+async function runC(bin: string, args: string[], ctx: RunContext): Promise<Json> {
+  const r = await runProcess(bin, args, ctx.options.timeoutSec);
+  checkExit(path.basename(bin), r);
+  return lastJsonLine(path.basename(bin), r.stdout);
+}
+
+function rawCase(id: string, title: string, exits: number, args: string[], baseline?: string): Case {
+  return {
+    id, title, baseline,
+    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
+    unavailable: needC,
+    run: async (ctx) => cExitMetrics(await runC(RAW_EXIT, [String(ctx.exits(exits)), ...args], ctx)),
+  };
+}
+
+function pipeCase(id: string, title: string, exits: number, args: string[], baseline: string): Case {
+  return {
+    id, title, baseline,
+    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
+    unavailable: needC,
+    run: async (ctx) => cExitMetrics(await runC(PIPE_BASELINE, [String(ctx.exits(exits)), ...args], ctx)),
+  };
+}
+
+function spinCase(spin: number, exits: number): Case {
+  return {
+    id: `pipe-spin${spin}.io.1cpu`,
+    title: `pipe round trip, both sides spin up to ${spin} reads before poll`,
+    baseline: 'raw.io.1cpu',
+    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s'),
+      lower('blockedPct', '%'), lower('spinWindowUs', 'µs')],
+    unavailable: needC,
+    run: async (ctx) => {
+      const j = await runC(PIPE_BASELINE, [String(ctx.exits(exits)), '--spin', String(spin)], ctx);
+      const reads = num(j, 'vmmSpinHits') + num(j, 'vmmBlocks') + num(j, 'pluginSpinHits') + num(j, 'pluginBlocks');
+      return {
+        ...cExitMetrics(j),
+        blockedPct: (100 * (num(j, 'vmmBlocks') + num(j, 'pluginBlocks'))) / Math.max(1, reads),
+        spinWindowUs: (spin * num(j, 'spinReadNs')) / 1000,
+      };
+    },
+  };
+}
+
+/** Runs `node HOST run --plugin PLUGIN ...` under rusage_exec; returns the plugin's result and the rusage. */
+async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[]):
+Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
+  return withTempDir(async (dir) => {
+    const pluginOut = path.join(dir, 'plugin.json');
+    const rusageOut = path.join(dir, 'rusage.json');
+    const proc = await runProcess(RUSAGE_EXEC, [
+      rusageOut, process.execPath, HOST_CLI, 'run', '--plugin', plugin, '--cpus', String(cpus), '--disable-sandbox',
+      '--', ...pluginArgs, '--out', pluginOut,
+    ], ctx.options.timeoutSec);
+    checkExit('plugvisor', proc);
+    if (!existsSync(pluginOut)) throw new Error(`plugvisor exited 0 but the plugin wrote no result\n${tail(proc.stderr)}`);
+    return { plugin: readJson(pluginOut), rusage: readJson(rusageOut), proc };
+  });
+}
+
+function roundTripMetrics(p: Json): Metrics {
+  const exits = num(p, 'exits');
+  const host = num(p, 'loopHostCpuSec');
+  const plugin = num(p, 'loopPluginCpuSec');
+  return {
+    usPerExit: num(p, 'usPerExit'),
+    cpuUsPerExit: ((host + plugin) * 1e6) / exits,
+    hostCpuUsPerExit: (host * 1e6) / exits,
+    pluginCpuUsPerExit: (plugin * 1e6) / exits,
+    exitsPerSec: num(p, 'exitsPerSec'),
+  };
+}
+
+function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number, exits: number, mode: 'io' | 'mmio',
+  baseline: string): Case {
+  return {
+    id, title, baseline,
+    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), lower('hostCpuUsPerExit', 'µs'),
+      lower('pluginCpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
+    baselineMetrics: { usPerExit: 'usPerExit', cpuUsPerExit: 'cpuUsPerExit', exitsPerSec: 'exitsPerSec' },
+    unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
+    run: async (ctx) => {
+      const args = ['--exits', String(ctx.exits(exits)), ...(mode === 'mmio' ? ['--mmio'] : [])];
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args);
+      return roundTripMetrics(plugin);
+    },
+  };
+}
+
+function asyncCase(kind: 'ts' | 'c', exits: number): Case {
+  return {
+    id: `plugvisor.${kind}.async`,
+    title: `async-write notifications, ${kind === 'ts' ? 'TypeScript' : 'C'} plugin, 1 VCPU`,
+    baseline: 'raw.io.1cpu',
+    metrics: [higher('notificationsPerSec', '/s'), lower('cpuUsPerNotification', 'µs')],
+    baselineMetrics: { notificationsPerSec: 'exitsPerSec', cpuUsPerNotification: 'cpuUsPerExit' },
+    unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
+    run: async (ctx) => {
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1,
+        ['--exits', String(ctx.exits(exits)), '--async']);
+      const m = roundTripMetrics(plugin);
+      return { notificationsPerSec: m.exitsPerSec!, cpuUsPerNotification: m.cpuUsPerExit! };
+    },
+  };
+}
+
+const startupMetrics = [lower('msToFirstExit', 'ms'), lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms')];
+
+function plugvisorStartupCase(kind: 'ts' | 'c'): Case {
+  return {
+    id: `plugvisor.${kind}.startup`,
+    title: `start-up to first guest exit, and a whole 1-exit run (${kind === 'ts' ? 'TypeScript' : 'C'} plugin)`,
+    baseline: 'c.startup',
+    metrics: startupMetrics,
+    unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
+    run: async (ctx) => {
+      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1, ['--exits', '1']);
+      return {
+        msToFirstExit: num(plugin, 'firstExitUnixMs') - proc.spawnUnixMs,
+        msWholeRun: num(rusage, 'wallSec') * 1000,
+        cpuMsWholeRun: (num(rusage, 'userSec') + num(rusage, 'sysSec')) * 1000,
+      };
+    },
+  };
+}
+
+/**
+ * Starts `vms` hosts at once (TypeScript plugin, `cpus` VCPUs each), waits
+ * until every plugin has run its exits and is holding its VM, reads each
+ * host's memory from /proc, then lets them all finish.
+ */
+async function holdVms(ctx: RunContext, vms: number, cpus: number): Promise<{ hosts: ReturnType<typeof memoryOf>[]; plugins: Json[] }> {
+  return withTempDir(async (dir) => {
+    const release = path.join(dir, 'release');
+    const pids: number[] = [];
+    const runs: Promise<ProcResult>[] = [];
+    for (let i = 0; i < vms; i++) {
+      runs.push(runProcess(process.execPath, [
+        HOST_CLI, 'run', '--plugin', TS_PLUGIN, '--cpus', String(cpus), '--disable-sandbox',
+        '--', '--exits', '1000', '--out', path.join(dir, `plugin-${i}.json`), '--hold', release,
+      ], ctx.options.timeoutSec, (pid) => pids.push(pid)));
+    }
+    let exited: ProcResult | undefined;
+    const watchers = runs.map((r) => r.then((res) => { exited ??= res; return res; }));
+    try {
+      const deadline = Date.now() + ctx.options.timeoutSec * 1000;
+      const outs = Array.from({ length: vms }, (_, i) => path.join(dir, `plugin-${i}.json`));
+      while (!outs.every((f) => existsSync(f))) {
+        if (exited) {
+          checkExit('plugvisor (holding a VM)', exited);
+          throw new Error('a host exited before its plugin reported');
+        }
+        if (Date.now() > deadline) throw new Error('timed out waiting for the VMs to come up');
+        await sleep(10);
+      }
+      const hosts = pids.map((pid) => memoryOf(pid));
+      const plugins = outs.map((f) => readJson(f));
+      writeFileSync(release, '');
+      for (const r of await Promise.all(watchers)) checkExit('plugvisor (after holding)', r);
+      return { hosts, plugins };
+    } finally {
+      writeFileSync(release, '');
+      for (const pid of pids) if (live.has(pid)) killGroup(pid);
+      await Promise.allSettled(runs);
+    }
+  });
+}
+
+function rssCase(id: string, title: string, vms: number, cpus: number): Case {
+  const perVm = vms > 1;
+  const base: Case = {
+    id, title, baseline: 'node.empty',
+    metrics: perVm
+      ? [lower('perVmHostPeakRssMiB', 'MiB'), lower('perVmHostPssMiB', 'MiB'), lower('totalHostPssMiB', 'MiB'),
+        lower('perVmPluginPeakRssMiB', 'MiB')]
+      : [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('pluginPeakRssMiB', 'MiB')],
+    baselineMetrics: perVm
+      ? { perVmHostPeakRssMiB: 'peakRssMiB', perVmHostPssMiB: 'pssMiB' }
+      : { hostPeakRssMiB: 'peakRssMiB', hostPssMiB: 'pssMiB' },
+    unavailable: needPlugvisor,
+    run: async (ctx): Promise<Metrics> => {
+      const { hosts, plugins } = await holdVms(ctx, vms, cpus);
+      const sum = (xs: number[]): number => xs.reduce((a, b) => a + b, 0);
+      const hwm = sum(hosts.map((h) => h.hwmKiB)) / 1024;
+      const pss = sum(hosts.map((h) => h.pssKiB)) / 1024;
+      const pluginHwm = sum(plugins.map((p) => num(p, 'pluginMaxRssKiB'))) / 1024;
+      return perVm
+        ? { perVmHostPeakRssMiB: hwm / vms, perVmHostPssMiB: pss / vms, totalHostPssMiB: pss, perVmPluginPeakRssMiB: pluginHwm / vms }
+        : { hostPeakRssMiB: hwm, hostPssMiB: pss, pluginPeakRssMiB: pluginHwm };
+    },
+  };
+  if (perVm) {
+    base.maxRepeat = 3;
+    base.noWarmup = true;
+  }
+  return base;
+}
+
+/** A node process that does nothing but report its own memory: the floor under any node host. */
+const NODE_EMPTY_SCRIPT = `
+const fs = require('fs');
+const f = (t, n) => Number((new RegExp('^' + n + ':\\\\s+(\\\\d+) kB', 'm').exec(t) || [])[1]);
+let pss = NaN;
+try { pss = f(fs.readFileSync('/proc/self/smaps_rollup', 'utf8'), 'Pss'); } catch {}
+console.log(JSON.stringify({ peakRssKiB: f(fs.readFileSync('/proc/self/status', 'utf8'), 'VmHWM'), pssKiB: pss }));
+`;
+
+function buildCases(o: Options): Case[] {
+  const cases: Case[] = [
+    // --- C floors and baselines ---
+    rawCase('raw.io.1cpu', 'KVM exit floor: port write, VMM just re-enters (C)', 50_000, []),
+    rawCase('raw.mmio.1cpu', 'KVM exit floor: MMIO write (C)', 50_000, ['--mmio'], 'raw.io.1cpu'),
+    rawCase('raw.io.2cpu', 'KVM exit floor: port write, 2 VCPUs (C, a thread each)', 50_000, ['--cpus', '2'], 'raw.io.1cpu'),
+    pipeCase('pipe.io.1cpu', 'pipe round trip per exit to a 2nd process (C)', 50_000, [], 'raw.io.1cpu'),
+    pipeCase('pipe.mmio.1cpu', 'pipe round trip per MMIO exit (C)', 50_000, ['--mmio'], 'raw.mmio.1cpu'),
+    pipeCase('pipe.io.2cpu', 'pipe round trip, 2 VCPUs, 1-thread plugin (C)', 50_000, ['--cpus', '2'], 'raw.io.2cpu'),
+    ...o.spin.map((s) => spinCase(s, 20_000)),
+    {
+      id: 'c.startup',
+      title: 'C VMM process (raw_exit 1): start to first guest exit, whole run',
+      metrics: [...startupMetrics, lower('peakRssMiB', 'MiB')],
+      unavailable: needC,
+      run: async (ctx) => withTempDir(async (dir) => {
+        const out = path.join(dir, 'rusage.json');
+        const r = await runProcess(RUSAGE_EXEC, [out, RAW_EXIT, '1'], ctx.options.timeoutSec);
+        checkExit('raw_exit', r);
+        const j = lastJsonLine('raw_exit', r.stdout);
+        const ru = readJson(out);
+        return {
+          msToFirstExit: num(j, 'firstExitUnixMs') - r.spawnUnixMs,
+          msWholeRun: num(ru, 'wallSec') * 1000,
+          cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
+          peakRssMiB: num(j, 'maxRssKiB') / 1024,
+        };
+      }),
+    },
+    {
+      id: 'node.empty',
+      title: 'an empty node process (the floor under a node host)',
+      baseline: 'c.startup',
+      metrics: [lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms'), lower('peakRssMiB', 'MiB'), lower('pssMiB', 'MiB')],
+      unavailable: needC,
+      run: async (ctx) => withTempDir(async (dir) => {
+        const out = path.join(dir, 'rusage.json');
+        const r = await runProcess(RUSAGE_EXEC, [out, process.execPath, '-e', NODE_EMPTY_SCRIPT], ctx.options.timeoutSec);
+        checkExit('node -e', r);
+        const j = lastJsonLine('node -e', r.stdout);
+        const ru = readJson(out);
+        return {
+          msWholeRun: num(ru, 'wallSec') * 1000,
+          cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
+          peakRssMiB: num(j, 'peakRssKiB') / 1024,
+          pssMiB: num(j, 'pssKiB') / 1024,
+        };
+      }),
+    },
+
+    // --- plugvisor (wired; they run once the host, the SDK and the C library exist) ---
+    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu'),
+    plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'pipe.mmio.1cpu'),
+    plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'pipe.io.2cpu'),
+    plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu'),
+    plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'pipe.mmio.1cpu'),
+    plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'pipe.io.2cpu'),
+    asyncCase('ts', 100_000),
+    asyncCase('c', 100_000),
+    plugvisorStartupCase('ts'),
+    plugvisorStartupCase('c'),
+    rssCase('plugvisor.rss.1vm.1cpu', 'host memory, 1 VM with 1 VCPU', 1, 1),
+    rssCase('plugvisor.rss.1vm.4cpu', 'host memory, 1 VM with 4 VCPUs', 1, 4),
+    rssCase('plugvisor.rss.20vms', 'host memory, 20 VMs (20 hosts) at once, per VM', 20, 1),
+  ];
+  return cases;
+}
+
+// ---------------------------------------------------------------------------
+// statistics and reporting
+
+interface MetricResult {
+  unit: string;
+  better: 'lower' | 'higher';
+  samples: number[];
+  median: number;
+  min: number;
+  max: number;
+  /** Median absolute deviation from the median, in % of the median: the noise column. */
+  madPct: number;
+  baseline?: { case: string; metric: string; median: number };
+  ratio?: number;
+}
+
+interface CaseResult {
+  id: string;
+  title: string;
+  status: 'ok' | 'unavailable' | 'failed';
+  reason?: string;
+  baseline?: string;
+  metrics: Record<string, MetricResult>;
+  /** Errors of failed runs (one is forgiven; see main). */
+  errors?: string[];
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+function madPct(xs: number[]): number {
+  const m = median(xs);
+  return m === 0 ? NaN : (100 * median(xs.map((x) => Math.abs(x - m)))) / Math.abs(m);
+}
+
+function fmt(n: number | undefined): string {
+  if (n === undefined || !Number.isFinite(n)) return '';
+  const a = Math.abs(n);
+  if (a >= 1000) return n.toFixed(0);
+  if (a >= 100) return n.toFixed(1);
+  if (a >= 10) return n.toFixed(2);
+  return n.toFixed(3);
+}
+
+function tableRows(results: CaseResult[]): string[][] {
+  const rows: string[][] = [];
+  for (const r of results) {
+    if (r.status !== 'ok') {
+      const what = r.status === 'unavailable' ? 'not available yet' : 'FAILED';
+      rows.push([r.id, what, '', '', '', '']);
+      continue;
+    }
+    for (const [key, m] of Object.entries(r.metrics)) {
+      const spread = Number.isFinite(m.madPct) ? `±${m.madPct.toFixed(1)}%` : '';
+      rows.push([
+        r.id, `${key} (${m.unit}, ${m.better})`, fmt(m.median),
+        m.baseline ? `${fmt(m.baseline.median)} ${m.baseline.case}` : '',
+        m.ratio !== undefined ? `${m.ratio.toFixed(2)}x` : '', spread,
+      ]);
+    }
+  }
+  return rows;
+}
+
+const HEADER = ['case', 'metric', 'median', 'baseline', 'ratio', 'mad'];
+
+function printTable(rows: string[][]): void {
+  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 2 || i === 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  process.stdout.write(`${line(HEADER)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+  let last = '';
+  for (const r of rows) {
+    process.stdout.write(`${line([r[0] === last ? '' : r[0]!, ...r.slice(1)])}\n`);
+    last = r[0]!;
+  }
+}
+
+function printMarkdown(rows: string[][]): void {
+  process.stdout.write(`\n| ${HEADER.join(' | ')} |\n|${HEADER.map((_, i) => (i === 2 || i === 4 ? '---:' : '---')).join('|')}|\n`);
+  for (const r of rows) process.stdout.write(`| ${r.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |\n`);
+}
+
+// ---------------------------------------------------------------------------
+// main
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv.slice(2));
+  buildC();
+  if (!cBuildError) buildCPlugin();
+  let cases = buildCases(options);
+
+  if (options.only.length > 0) {
+    const wanted = new Set(cases.filter((c) => options.only.some((w) => c.id.includes(w))).map((c) => c.id));
+    for (const c of cases) if (wanted.has(c.id) && c.baseline) wanted.add(c.baseline);
+    for (const c of cases) if (wanted.has(c.id) && c.baseline) wanted.add(c.baseline); // baselines of baselines
+    cases = cases.filter((c) => wanted.has(c.id));
+    if (cases.length === 0) throw new Error(`--only ${options.only.join(',')} matches no case`);
+  }
+
+  if (options.list) {
+    for (const c of cases) {
+      const why = c.unavailable();
+      process.stdout.write(`${c.id.padEnd(26)} ${why ? `not available yet: ${why.split('\n')[0]}` : 'ready'}\n    ${c.title}\n`);
+    }
+    return 0;
+  }
+
+  const ctx: RunContext = { options, exits: (n) => Math.max(1, Math.round(n * options.scale)) };
+  const loadBefore = os.loadavg();
+  const samples = new Map<string, Metrics[]>();
+  const failed = new Map<string, string>();
+  const errors = new Map<string, string[]>();
+  const unavailable = new Map<string, string>();
+  for (const c of cases) {
+    const why = c.unavailable();
+    if (why) unavailable.set(c.id, why);
+    else samples.set(c.id, []);
+  }
+  const runnable = cases.filter((c) => samples.has(c.id));
+  process.stderr.write(`bench: ${runnable.length} cases to run (${unavailable.size} not available yet), `
+    + `${options.warmup} warm-up + ${options.repeat} rounds, load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}\n`);
+
+  const rounds = options.warmup + options.repeat;
+  for (let round = 0; round < rounds; round++) {
+    const warm = round < options.warmup;
+    const label = warm ? `warm-up ${round + 1}/${options.warmup}` : `round ${round - options.warmup + 1}/${options.repeat}`;
+    for (const c of runnable) {
+      if (failed.has(c.id)) continue;
+      if (warm && c.noWarmup) continue;
+      if (!warm && c.maxRepeat !== undefined && round - options.warmup >= c.maxRepeat) continue;
+      try {
+        const m = await c.run(ctx);
+        if (!warm) samples.get(c.id)!.push(m);
+        const head = c.metrics[0]!;
+        process.stderr.write(`  ${label}  ${c.id.padEnd(26)} ${head.key}=${fmt(m[head.key])}\n`);
+      } catch (e) {
+        // One failure per case is forgiven (and recorded): on a machine shared
+        // with builds, a run can trip over a half-rebuilt dist/. A second
+        // failure marks the case failed and it is not run again.
+        const msg = e instanceof Error ? e.message : String(e);
+        const seen = errors.get(c.id) ?? [];
+        seen.push(msg);
+        errors.set(c.id, seen);
+        if (seen.length > 1) failed.set(c.id, msg);
+        process.stderr.write(`  ${label}  ${c.id.padEnd(26)} ${seen.length > 1 ? 'FAILED' : 'failed (will go on)'}: ${msg}\n`);
+      }
+    }
+  }
+
+  // medians, then ratios against the baselines' medians
+  const results: CaseResult[] = cases.map((c) => {
+    const base = {
+      id: c.id, title: c.title, baseline: c.baseline, metrics: {} as Record<string, MetricResult>,
+      ...(errors.has(c.id) ? { errors: errors.get(c.id) } : {}),
+    };
+    if (unavailable.has(c.id)) return { ...base, status: 'unavailable', reason: unavailable.get(c.id) };
+    if (failed.has(c.id)) return { ...base, status: 'failed', reason: failed.get(c.id) };
+    const runs = samples.get(c.id)!;
+    for (const spec of c.metrics) {
+      const xs = runs.map((m) => m[spec.key]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
+      if (xs.length === 0) continue;
+      base.metrics[spec.key] = {
+        unit: spec.unit, better: spec.better, samples: xs, median: median(xs), min: Math.min(...xs), max: Math.max(...xs),
+        madPct: madPct(xs),
+      };
+    }
+    return { ...base, status: 'ok' };
+  });
+  const byId = new Map(results.map((r) => [r.id, r]));
+  for (const c of cases) {
+    const r = byId.get(c.id)!;
+    const b = c.baseline ? byId.get(c.baseline) : undefined;
+    if (r.status !== 'ok' || !b || b.status !== 'ok') continue;
+    for (const [key, m] of Object.entries(r.metrics)) {
+      const bkey = c.baselineMetrics ? c.baselineMetrics[key] : key;
+      const bm = bkey ? b.metrics[bkey] : undefined;
+      if (!bkey || !bm) continue;
+      m.baseline = { case: b.id, metric: bkey, median: bm.median };
+      if (bm.median !== 0) m.ratio = m.median / bm.median;
+    }
+  }
+
+  const loadAfter = os.loadavg();
+  const rows = tableRows(results);
+  process.stdout.write('\n');
+  printTable(rows);
+  const notRun = results.filter((r) => r.status !== 'ok');
+  if (notRun.length > 0) {
+    process.stdout.write('\n');
+    for (const r of notRun) {
+      process.stdout.write(`${r.id}: ${r.status === 'unavailable' ? 'not available yet' : 'FAILED'}: ${r.reason ?? ''}\n`);
+    }
+  }
+  if (options.markdown) printMarkdown(rows);
+  const busy = Math.max(loadBefore[0]!, loadAfter[0]!) > os.cpus().length * 0.5;
+  if (busy) process.stdout.write(`\nnote: the machine was busy (load average up to ${Math.max(loadBefore[0]!, loadAfter[0]!).toFixed(2)} on ${os.cpus().length} CPUs): expect noise\n`);
+
+  const report = {
+    date: new Date().toISOString(),
+    machine: {
+      cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, memoryGiB: os.totalmem() / 2 ** 30,
+      kernel: os.release(), node: process.version, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter,
+    },
+    options: { repeat: options.repeat, warmup: options.warmup, scale: options.scale, spin: options.spin, only: options.only },
+    cases: results,
+  };
+  mkdirSync(path.dirname(options.out), { recursive: true });
+  writeFileSync(options.out, `${JSON.stringify(report, null, 2)}\n`);
+  process.stdout.write(`\nwrote ${path.relative(process.cwd(), options.out) || options.out}\n`);
+  return failed.size > 0 ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`bench: ${e instanceof Error ? e.message : String(e)}\n`);
+    for (const pid of live) killGroup(pid);
+    process.exit(2);
+  },
+);
