@@ -111,7 +111,7 @@ export class PluginProcess {
     this.stderrDone = new Promise((resolve) => (this.stderrClosed = resolve));
     this.killEventFd = native.eventfd(0, C.EFD_CLOEXEC);
     try {
-      this.vcpus = new VcpuSet(vcpuCount, log);
+      this.vcpus = new VcpuSet(vcpuCount, log, events.onVcpuExit);
     } catch (e) {
       native.close(this.killEventFd);
       throw e;
@@ -413,7 +413,7 @@ export class PluginProcess {
 
   private start(): void {
     if (this.vcpus.started) throw new RequestError(errno.EINVAL, 'the VM was already started');
-    this.vcpus.start(this.vm, this.kvm.vcpuMmapSize(), this.vcpuConfig(), this.events.onVcpuExit);
+    this.vcpus.start(this.vm, this.kvm.vcpuMmapSize(), this.vcpuConfig());
     this.events.onStarted();
   }
 

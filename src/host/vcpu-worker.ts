@@ -16,8 +16,6 @@ import { SharedVcpuState, type VcpuConfig } from './shared-state.js';
 
 export interface VcpuWorkerData {
   index: number;
-  vcpuFd: number;
-  mmapSize: number;
   /** Host end of the plugin->host pipe (read). */
   requestFd: number;
   /** Host end of the host->plugin pipe (write). */
@@ -25,6 +23,12 @@ export interface VcpuWorkerData {
   shared: SharedArrayBuffer;
   vcpuCount: number;
   configPort: MessagePort;
+}
+
+/** The one message the thread waits for: its VCPU, after the plugin's `start`. */
+export interface VcpuStart {
+  vcpuFd: number;
+  mmapSize: number;
   config: VcpuConfig;
 }
 
@@ -55,11 +59,14 @@ class VcpuThread {
   private pendingRead: PendingRead = NO_READ;
   private readonly log = createLog((level, message) => this.post({ type: 'log', level, message: `vcpu ${this.data.index}: ${message}` }));
 
-  constructor(private readonly data: VcpuWorkerData) {
+  constructor(
+    private readonly data: VcpuWorkerData,
+    start: VcpuStart,
+  ) {
     this.shared = new SharedVcpuState(data.shared, data.vcpuCount);
     this.configGeneration = this.shared.configGeneration;
-    this.config = data.config;
-    this.vcpu = new Vcpu(data.vcpuFd, data.mmapSize);
+    this.config = start.config;
+    this.vcpu = new Vcpu(start.vcpuFd, start.mmapSize);
     this.runBytes = Buffer.from(this.vcpu.kvmRunBytes.buffer, this.vcpu.kvmRunBytes.byteOffset, this.vcpu.kvmRunBytes.byteLength);
     this.plugin = new PluginVcpu(this.vcpu, data.requestFd, data.responseFd, this.log);
   }
@@ -267,12 +274,12 @@ function zeros(length: number): Buffer {
   return length <= ZEROS.length ? ZEROS.subarray(0, length) : Buffer.alloc(length);
 }
 
-function main(): void {
+function runVcpu(start: VcpuStart): void {
   const data = workerData as VcpuWorkerData;
   let thread: VcpuThread | undefined;
   let result: { reason: string; failed: boolean };
   try {
-    thread = new VcpuThread(data);
+    thread = new VcpuThread(data, start);
     result = thread.run();
   } catch (e) {
     result = { reason: `VCPU thread failed: ${e instanceof Error ? e.message : String(e)}`, failed: true };
@@ -283,9 +290,9 @@ function main(): void {
     thread.close();
   } else {
     parentPort?.postMessage(message);
-    native.close(data.vcpuFd);
+    native.close(start.vcpuFd);
     data.configPort.close();
   }
 }
 
-main();
+parentPort?.once('message', runVcpu);

@@ -9,7 +9,7 @@ import type { Vm } from '../kvm/index.js';
 import { VcpuRequest } from '../protocol/gen/plugin.js';
 import type { Log } from './log.js';
 import { SharedVcpuState, type VcpuConfig } from './shared-state.js';
-import type { VcpuWorkerData, VcpuWorkerMessage } from './vcpu-worker.js';
+import type { VcpuStart, VcpuWorkerData, VcpuWorkerMessage } from './vcpu-worker.js';
 
 /** The protocol's pipe size for VCPU connections. */
 const PIPE_SIZE = 0x40000;
@@ -35,11 +35,21 @@ export class VcpuSet {
   private readonly workers: Worker[] = [];
   private readonly ports: MessagePort[] = [];
   private readonly running = new Set<number>();
-  private allExited: Promise<void> = Promise.resolve();
+  private allExited: Promise<void>;
+  private isStarted = false;
+  /** Set when the host ends the threads itself (they then report nothing). */
+  private terminating = false;
 
+  /**
+   * Makes the pipes and starts every VCPU thread at once: a thread takes tens
+   * of milliseconds to boot, which then overlaps with the plugin's own
+   * start-up instead of delaying the guest after `start`. Each thread waits
+   * for {@link start} to hand it its VCPU.
+   */
   constructor(
     readonly count: number,
     private readonly log: Log,
+    onExit: VcpuExitHandler,
   ) {
     this.shared = SharedVcpuState.create(count);
     try {
@@ -48,47 +58,23 @@ export class VcpuSet {
       this.close();
       throw e;
     }
-  }
-
-  /** The plugin's ends, in VCPU order: the request write end, then the response read end. */
-  pluginFds(): number[] {
-    return this.pipes.flatMap((p) => [p.requestWrite, p.responseRead]);
-  }
-
-  get started(): boolean {
-    return this.workers.length > 0;
-  }
-
-  /** Creates every VCPU and its thread. Throws (with nothing left running) if one can't be created. */
-  start(vm: Vm, mmapSize: number, config: VcpuConfig, onExit: VcpuExitHandler): void {
-    native.installKickHandler();
-    const vcpuFds: number[] = [];
-    try {
-      for (let i = 0; i < this.count; i++) vcpuFds.push(vm.createVcpu(i));
-    } catch (e) {
-      for (const fd of vcpuFds) native.close(fd);
-      throw e;
-    }
     const exits: Promise<void>[] = [];
-    for (let index = 0; index < this.count; index++) {
+    for (let index = 0; index < count; index++) {
       const channel = new MessageChannel();
       const data: VcpuWorkerData = {
         index,
-        // The thread owns the VCPU fd from here on and closes it when it ends.
-        vcpuFd: vcpuFds[index]!,
-        mmapSize,
         requestFd: this.pipes[index]!.requestRead,
         responseFd: this.pipes[index]!.responseWrite,
         shared: this.shared.buffer,
-        vcpuCount: this.count,
+        vcpuCount: count,
         configPort: channel.port2,
-        config,
       };
       const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), {
         workerData: data,
         transferList: [channel.port2],
-        // VCPU threads run a synchronous loop; a small heap is plenty.
-        resourceLimits: { maxOldGenerationSizeMb: 64, maxYoungGenerationSizeMb: 8 },
+        // VCPU threads run a synchronous loop that allocates little: a small
+        // heap keeps each thread's memory low.
+        resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 2 },
       });
       this.running.add(index);
       let reported = false;
@@ -107,7 +93,7 @@ export class VcpuSet {
         new Promise((resolve) =>
           worker.once('exit', () => {
             this.running.delete(index);
-            if (!reported) onExit(index, 'VCPU thread ended without a report', true);
+            if (!reported && !this.terminating) onExit(index, 'VCPU thread ended without a report', true);
             resolve();
           }),
         ),
@@ -116,6 +102,33 @@ export class VcpuSet {
       this.ports.push(channel.port1);
     }
     this.allExited = Promise.all(exits).then(() => undefined);
+  }
+
+  /** The plugin's ends, in VCPU order: the request write end, then the response read end. */
+  pluginFds(): number[] {
+    return this.pipes.flatMap((p) => [p.requestWrite, p.responseRead]);
+  }
+
+  get started(): boolean {
+    return this.isStarted;
+  }
+
+  /** Creates every VCPU and hands it to its thread. Throws (with no VCPU created) if one can't be created. */
+  start(vm: Vm, mmapSize: number, config: VcpuConfig): void {
+    native.installKickHandler();
+    const vcpuFds: number[] = [];
+    try {
+      for (let i = 0; i < this.count; i++) vcpuFds.push(vm.createVcpu(i));
+    } catch (e) {
+      for (const fd of vcpuFds) native.close(fd);
+      throw e;
+    }
+    this.isStarted = true;
+    this.workers.forEach((worker, index) => {
+      // The thread owns the VCPU fd from here on and closes it when it ends.
+      const start: VcpuStart = { vcpuFd: vcpuFds[index]!, mmapSize, config };
+      worker.postMessage(start);
+    });
   }
 
   /** Hands every VCPU a new configuration, seen at its next exit. */
@@ -154,7 +167,12 @@ export class VcpuSet {
    * most `timeoutMs`. Returns the indexes of the threads still running.
    */
   async join(timeoutMs: number): Promise<number[]> {
-    if (!this.started) return [];
+    if (!this.started) {
+      // Threads that never got a VCPU are idle in their event loop.
+      this.terminating = true;
+      await Promise.all(this.workers.map((w) => w.terminate()));
+      return [];
+    }
     // Threads blocked writing to a full response pipe get EPIPE once the
     // host's copy of the plugin's read end is closed and the plugin is gone.
     this.closePluginEnds();
@@ -189,6 +207,7 @@ export class VcpuSet {
 
   /** Frees what is left: worker handles and pipes. Call after {@link join}. */
   close(): void {
+    this.terminating = true;
     for (const port of this.ports) port.close();
     for (const worker of this.workers) void worker.terminate();
     for (const p of this.pipes) for (const fd of Object.values(p)) if (fd >= 0) native.close(fd);
