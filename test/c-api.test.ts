@@ -15,7 +15,7 @@ import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { needsKvm } from './support/kvm.js';
-import { runPluginCli, type CliResult } from './support/run.js';
+import { examplePlugin, runPluginCli, type CliResult } from './support/run.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const clientDir = path.join(root, 'clients/c');
@@ -89,7 +89,7 @@ const PLUGINS: { name: string; cpus?: number; stdout: RegExp }[] = [
 ];
 
 const EXAMPLES: { name: string; cpus?: number; stdout: string }[] = [
-  { name: 'adder', stdout: '9\n' },
+  { name: 'adder', stdout: '9\nguest computed 2 + 7 = 9\n' },
   { name: 'multi_vcpu', cpus: 2, stdout: 'vcpu0: interrupt handled\nvcpu1: 6 * 7 = 42\n' },
 ];
 
@@ -203,6 +203,19 @@ for (const sandboxed of SANDBOX_MODES) {
     }
   });
 }
+
+describe('the C and TypeScript SDKs', needsKvm, () => {
+  test('run the same guest scenario (the adder) with identical results', async () => {
+    const [c, ts] = await Promise.all([
+      runPluginCli(binaries.get('adder')!, { timeoutMs: 60_000 }),
+      runPluginCli(examplePlugin('adder'), { timeoutMs: 60_000 }),
+    ]);
+    assert.equal(c.code, 0, describeResult(c));
+    assert.equal(ts.code, 0, describeResult(ts));
+    assert.equal(c.stdout, ts.stdout);
+    assert.equal(c.stdout, '9\nguest computed 2 + 7 = 9\n');
+  });
+});
 
 describe('C plugins under memcheck (valgrind, unsandboxed)', needsKvm, () => {
   for (const name of UNDER_VALGRIND) {

@@ -116,6 +116,8 @@ int main(void) {
   }
 
   fwrite(output, 1, out_len, stdout);
+  /* The same report as the TypeScript adder (examples/adder.ts). */
+  printf("guest computed 2 + 7 = %.*s\n", out_len > 0 ? (int)out_len - 1 : 0, output);
   fflush(stdout);
 
   /* Tell the host we are finished, then undo the set-up. */
