@@ -24,7 +24,7 @@ import {
   VcpuResponse,
 } from '../src/protocol/gen/plugin.js';
 import { allocateObjectId, releaseObjectId } from '../src/plugin/connection.js';
-import { encodeResumeRequest, Vcpu } from '../src/plugin/vcpu.js';
+import { Vcpu } from '../src/plugin/vcpu.js';
 import { Connection, GuestMemory, PluginError, RegsView, VmStateSet } from '../src/plugin/index.js';
 import { assemble } from './support/asm.js';
 import { needsKvm } from './support/kvm.js';
@@ -127,22 +127,6 @@ describe('object ids', () => {
 });
 
 describe('VCPU conversation (fake host on real pipes)', () => {
-  test('the resume encoder matches the protobuf encoding', () => {
-    const cases: Uint8Array[][] = [
-      [new Uint8Array(0), new Uint8Array(0), new Uint8Array(0), new Uint8Array(0)],
-      [new Uint8Array([1, 2, 3, 4]), new Uint8Array(0), new Uint8Array(0), new Uint8Array(0)],
-      [new Uint8Array(8), new Uint8Array(144).fill(7), new Uint8Array(312).fill(9), new Uint8Array(128).fill(3)],
-    ];
-    for (const [data, regs, sregs, debugregs] of cases) {
-      const { buffer, length } = encodeResumeRequest(new Uint8Array(4), data!, regs!, sregs!, debugregs!);
-      const mine = buffer.subarray(0, length);
-      const reference = VcpuRequest.encode({
-        message: { $case: 'resume', resume: { data: Buffer.from(data!), regs: Buffer.from(regs!), sregs: Buffer.from(sregs!), debugregs: Buffer.from(debugregs!) } },
-      }).finish();
-      assert.deepEqual(Buffer.from(mine), Buffer.from(reference));
-    }
-  });
-
   test('first wait sends wait; several pushed responses in one read are delivered in order', () => {
     const f = fakeVcpu(3);
     try {

@@ -16,6 +16,7 @@ import {
   type MainRequest_SetCallHint,
 } from '../protocol/gen/plugin.js';
 import { mainFailure } from '../protocol/responses.js';
+import { encodeMessage } from '../protocol/framing.js';
 import { errno, RequestError } from '../errno.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
@@ -259,7 +260,7 @@ export class PluginProcess {
   }
 
   private send(fd: number, reply: Reply): void {
-    const bytes = MainResponse.encode(reply.response).finish();
+    const bytes = encodeMessage(MainResponse, reply.response);
     try {
       if (native.sendmsg(fd, bytes, bytes.length, reply.fds) < 0) throw new Error('socket buffer full');
     } catch (e) {

@@ -6,6 +6,7 @@
  * thread gets its own with {@link Connection.newConnection} (pass the new
  * connection's fd to the worker and use {@link Connection.fromFd} there).
  */
+import { encodeMessage } from '../protocol/framing.js';
 import { threadId } from 'node:worker_threads';
 import { native } from '../native/index.js';
 import {
@@ -206,7 +207,7 @@ export class Connection {
   request(req: MainRequest, fds: readonly number[] = []): { response: MainResponse; fds: number[] } {
     const name = req.message ? snakeCase(req.message.$case) : 'request';
     this.checkOpen(name);
-    const bytes = MainRequest.encode(req).finish();
+    const bytes = encodeMessage(MainRequest, req);
     try {
       native.sendmsg(this.fd, bytes, bytes.length, fds);
     } catch (e) {

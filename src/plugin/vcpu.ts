@@ -16,6 +16,7 @@
  * sent right after resume() before anything was received (PluginError EBUSY):
  * the host reads one request per read(2) and could merge it with the resume.
  */
+import { encodeMessage } from '../protocol/framing.js';
 import { PipeReader } from '../protocol/pipe-reader.js';
 import { native } from '../native/index.js';
 import { DelimitedStream } from '../protocol/framing.js';
@@ -24,6 +25,7 @@ import {
   CpuidEntry,
   VcpuRequest,
   VcpuRequest_StateSet,
+  type VcpuRequest_Resume,
   VcpuResponse,
   VcpuResponse_Wait,
 } from '../protocol/gen/plugin.js';
@@ -91,8 +93,7 @@ export interface MsrEntry {
 }
 
 const READ_BUFFER_SIZE = 0x40000;
-/** An encoded VcpuRequest{wait: {}}: field 1, length 0. */
-const WAIT_REQUEST = new Uint8Array([0x0a, 0x00]);
+const WAIT_REQUEST = encodeMessage(VcpuRequest, { message: { $case: 'wait', wait: {} } });
 const EMPTY = new Uint8Array(0);
 
 type RequestCase = NonNullable<VcpuRequest['message']>['$case'];
@@ -100,54 +101,6 @@ type ResponseMessage = NonNullable<VcpuResponse['message']>;
 type ResponseBody<K extends ResponseMessage['$case']> = Extract<ResponseMessage, { $case: K }> extends infer M
   ? M extends Record<K, infer B> ? B : never
   : never;
-
-function varintLength(value: number): number {
-  let n = 1;
-  while (value >= 0x80) {
-    value = Math.floor(value / 128);
-    n++;
-  }
-  return n;
-}
-
-function putVarint(out: Uint8Array, pos: number, value: number): number {
-  while (value >= 0x80) {
-    out[pos++] = (value & 0x7f) | 0x80;
-    value = Math.floor(value / 128);
-  }
-  out[pos++] = value;
-  return pos;
-}
-
-/**
- * Encodes VcpuRequest{resume: {data, regs, sregs, debugregs}} into `out`
- * (grown when too small) without allocating otherwise. Empty fields are left
- * out, as protobuf does. Returns the buffer used and the message length.
- */
-export function encodeResumeRequest(
-  out: Uint8Array,
-  data: Uint8Array,
-  regs: Uint8Array,
-  sregs: Uint8Array,
-  debugregs: Uint8Array,
-): { buffer: Uint8Array; length: number } {
-  const fields = [data, regs, sregs, debugregs];
-  let inner = 0;
-  for (const f of fields) if (f.length > 0) inner += 1 + varintLength(f.length) + f.length;
-  const total = 1 + varintLength(inner) + inner;
-  if (out.length < total) out = new Uint8Array(Math.max(total, 2 * out.length));
-  out[0] = 0x12; // field 2 (resume), length-delimited
-  let pos = putVarint(out, 1, inner);
-  for (let i = 0; i < 4; i++) {
-    const f = fields[i]!;
-    if (f.length === 0) continue;
-    out[pos++] = ((i + 1) << 3) | 2;
-    pos = putVarint(out, pos, f.length);
-    out.set(f, pos);
-    pos += f.length;
-  }
-  return { buffer: out, length: pos };
-}
 
 function copyOf(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes);
@@ -183,7 +136,6 @@ export class Vcpu {
 
   private readonly readBuffer = new Uint8Array(READ_BUFFER_SIZE);
   private readonly stream = new DelimitedStream();
-  private writeBuffer: Uint8Array = new Uint8Array(256);
   private readonly hcallResult = new Uint8Array(8);
   private readonly hcallResultView = new DataView(this.hcallResult.buffer);
 
@@ -267,11 +219,15 @@ export class Vcpu {
       } else payload = EMPTY;
     }
     const d = this.deferred;
-    const { buffer, length } = encodeResumeRequest(
-      this.writeBuffer, payload, d[VcpuRequest_StateSet.REGS] ?? EMPTY, d[VcpuRequest_StateSet.SREGS] ?? EMPTY,
-      d[VcpuRequest_StateSet.DEBUGREGS] ?? EMPTY);
-    this.writeBuffer = buffer;
-    this.writeAll(buffer, length, 'resume');
+    const resume = {
+      data: payload,
+      regs: d[VcpuRequest_StateSet.REGS] ?? EMPTY,
+      sregs: d[VcpuRequest_StateSet.SREGS] ?? EMPTY,
+      debugregs: d[VcpuRequest_StateSet.DEBUGREGS] ?? EMPTY,
+    };
+    // The generated types say Buffer; the encoder only reads the bytes.
+    const bytes = encodeMessage(VcpuRequest, { message: { $case: 'resume', resume: resume as VcpuRequest_Resume } });
+    this.writeAll(bytes, bytes.length, 'resume');
     this.resumePending = true;
     d[0] = d[1] = d[3] = undefined;
     this.eventRegs[0] = this.eventRegs[1] = this.eventRegs[3] = undefined;
@@ -364,7 +320,7 @@ export class Vcpu {
       throw new PluginError(name, Errno.EBUSY,
         `vcpu ${this.id} was resumed and has not reported since: call wait() before sending it requests`);
     }
-    const bytes = VcpuRequest.encode(req).finish();
+    const bytes = encodeMessage(VcpuRequest, req);
     this.writeAll(bytes, bytes.length, name);
     for (;;) {
       const response = this.readResponse(name);
@@ -447,7 +403,7 @@ export class Vcpu {
       throw new PluginError(name, Errno.EBUSY,
         `vcpu ${this.id} was resumed and has not reported since: call wait() before sending it requests`);
     }
-    const bytes = VcpuRequest.encode({ message }).finish();
+    const bytes = encodeMessage(VcpuRequest, { message });
     this.writeAll(bytes, bytes.length, name);
     for (;;) {
       const response = this.readResponse(name);

@@ -7,11 +7,23 @@
  * The plugin->host pipe carries one VcpuRequest per write, no prefix.
  */
 import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
-import { VcpuResponse } from './gen/plugin.js';
+import { VcpuResponse, type MessageFns } from './gen/plugin.js';
+
+/**
+ * One writer per thread (each worker has its own module instance), reused for
+ * every message: making a BinaryWriter costs more than encoding a small
+ * message, and this is the VCPU exit path. finish() leaves it empty again.
+ */
+const writer = new BinaryWriter();
+
+/** Encodes `message` (with the generated `type`, e.g. MainRequest) to fresh bytes. */
+export function encodeMessage<T>(type: MessageFns<T>, message: T): Uint8Array {
+  return type.encode(message, writer).finish();
+}
 
 /** Encodes a VcpuResponse with its varint32 length prefix. */
 export function encodeDelimitedVcpuResponse(response: VcpuResponse): Uint8Array {
-  return VcpuResponse.encode(response, new BinaryWriter().fork()).join().finish();
+  return VcpuResponse.encode(response, writer.fork()).join().finish();
 }
 
 /**
