@@ -3,12 +3,12 @@
  * the ioctl, fixed-size state structs in and out, and growing CPUID buffers.
  * Not part of the public API (src/kvm/index.ts does not re-export it).
  */
+import { errno } from '../errno.js';
 import { isErrnoError, native } from '../native/index.js';
 import {
   allocBytes,
   decodeCpuid2,
   encodeCpuid2,
-  Errno,
   expectSize,
   MSR_LIST,
   viewOf,
@@ -76,7 +76,7 @@ export function queryCpuid2(fd: number, request: number, name: string, startCapa
       native.ioctlBuffer(fd, request, buf);
       return decodeCpuid2(buf);
     } catch (e) {
-      if (isErrnoError(e) && e.errno === Errno.E2BIG && capacity < QUERY_MAX) continue;
+      if (isErrnoError(e) && e.errno === errno.E2BIG && capacity < QUERY_MAX) continue;
       rethrowWithContext(e, name);
     }
   }
@@ -95,7 +95,7 @@ export function queryMsrIndexList(fd: number, request: number, name: string, sta
     try {
       native.ioctlBuffer(fd, request, buf);
     } catch (e) {
-      if (isErrnoError(e) && e.errno === Errno.E2BIG && capacity < QUERY_MAX) {
+      if (isErrnoError(e) && e.errno === errno.E2BIG && capacity < QUERY_MAX) {
         // The kernel stores the count it needs in nmsrs before failing.
         capacity = Math.max(capacity * 2, dv.getUint32(MSR_LIST.nmsrs, true));
         continue;

@@ -13,23 +13,11 @@
  * This module is shared with the plugin SDK: it imports nothing host-only
  * (only the addon's constants).
  */
-import { constants as osConstants } from 'node:os';
 import { C, type ErrnoError } from '../native/index.js';
+import { errno, errnoName } from '../errno.js';
 
 // ---------------------------------------------------------------------------
 // errno-carrying errors
-
-const errnoNames = new Map<number, string>();
-for (const [name, value] of Object.entries(osConstants.errno)) {
-  if (!errnoNames.has(value)) errnoNames.set(value, name);
-}
-
-/** Positive errno values used by this layer. */
-export const Errno = {
-  E2BIG: osConstants.errno.E2BIG,
-  EINTR: osConstants.errno.EINTR,
-  EINVAL: osConstants.errno.EINVAL,
-} as const;
 
 /**
  * An error shaped like the addon's {@link ErrnoError} (same `errno`, `code` and
@@ -39,7 +27,7 @@ export const Errno = {
  * `where` is an ioctl name, else `where`.
  */
 export function errnoError(errno: number, where: string, detail: string): ErrnoError {
-  const code = errnoNames.get(errno) ?? `errno ${errno}`;
+  const code = errnoName(errno);
   const err = new Error(`${where}: ${detail} (${code})`) as ErrnoError;
   err.errno = errno;
   err.code = code;
@@ -51,7 +39,7 @@ export function errnoError(errno: number, where: string, detail: string): ErrnoE
 export function expectSize(bytes: Uint8Array, size: number, what: string, where: string): void {
   if (!(bytes instanceof Uint8Array) || bytes.length !== size) {
     const got = bytes instanceof Uint8Array ? `${bytes.length} bytes` : typeof bytes;
-    throw errnoError(Errno.EINVAL, where, `struct ${what} is ${size} bytes, got ${got}`);
+    throw errnoError(errno.EINVAL, where, `struct ${what} is ${size} bytes, got ${got}`);
   }
 }
 

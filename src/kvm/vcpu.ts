@@ -2,6 +2,7 @@
  * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl,
  * plus allocation-free access to the exit data in its kvm_run mapping.
  */
+import { errno } from '../errno.js';
 import { C, isErrnoError, native } from '../native/index.js';
 import { getStruct, ioctlBytes, queryCpuid2, rethrowWithContext, setStruct } from './ioctl.js';
 import {
@@ -11,7 +12,6 @@ import {
   ENABLE_CAP_ARGS,
   encodeCpuid2,
   encodeMsrs,
-  Errno,
   errnoError,
   viewOf,
   type CpuidEntry2,
@@ -82,7 +82,7 @@ export class Vcpu {
       native.ioctl(this.fd, C.KVM_RUN, 0);
       return true;
     } catch (e) {
-      if (isErrnoError(e) && e.errno === Errno.EINTR) return false;
+      if (isErrnoError(e) && e.errno === errno.EINTR) return false;
       rethrowWithContext(e, 'KVM_RUN');
     }
   }
@@ -265,7 +265,7 @@ export class Vcpu {
     const n = ioctlBytes(this.fd, C.KVM_GET_MSRS, 'KVM_GET_MSRS', buf);
     if (n < indices.length) {
       throw errnoError(
-        Errno.EINVAL,
+        errno.EINVAL,
         'KVM_GET_MSRS',
         `read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
       );
@@ -289,7 +289,7 @@ export class Vcpu {
   /** KVM_ENABLE_CAP on the VCPU (e.g. KVM_CAP_HYPERV_SYNIC); at most 4 args. */
   enableCap(cap: number, flags = 0, args: readonly bigint[] = []): void {
     if (args.length > ENABLE_CAP_ARGS) {
-      throw errnoError(Errno.EINVAL, 'KVM_ENABLE_CAP', `${args.length} args given, at most ${ENABLE_CAP_ARGS}`);
+      throw errnoError(errno.EINVAL, 'KVM_ENABLE_CAP', `${args.length} args given, at most ${ENABLE_CAP_ARGS}`);
     }
     const buf = allocBytes(ENABLE_CAP.size);
     const dv = viewOf(buf);

@@ -1,12 +1,12 @@
 /**
  * A KVM virtual machine (the fd from KVM_CREATE_VM): one method per VM ioctl.
  */
+import { errno } from '../errno.js';
 import { C, native } from '../native/index.js';
 import { getStruct, ioctlBytes, ioctlValue, setStruct } from './ioctl.js';
 import {
   allocBytes,
   DIRTY_LOG,
-  Errno,
   errnoError,
   expectSize,
   IOEVENTFD,
@@ -71,7 +71,7 @@ function irqchipStateSize(chipId: number, syscall: string): number {
     case C.KVM_IRQCHIP_IOAPIC:
       return C.SIZEOF_KVM_IOAPIC_STATE;
     default:
-      throw errnoError(Errno.EINVAL, syscall, `unknown irqchip id ${chipId}`);
+      throw errnoError(errno.EINVAL, syscall, `unknown irqchip id ${chipId}`);
   }
 }
 
@@ -189,7 +189,7 @@ export class Vm {
         dv.setUint32(at + E.msiAddressHi, Number(address >> 32n), true);
         dv.setUint32(at + E.msiData, r.data >>> 0, true);
       } else {
-        throw errnoError(Errno.EINVAL, 'KVM_SET_GSI_ROUTING', `unknown route kind ${String((r as { kind: unknown }).kind)}`);
+        throw errnoError(errno.EINVAL, 'KVM_SET_GSI_ROUTING', `unknown route kind ${String((r as { kind: unknown }).kind)}`);
       }
     });
     ioctlBytes(this.fd, C.KVM_SET_GSI_ROUTING, 'KVM_SET_GSI_ROUTING', buf);
@@ -246,7 +246,7 @@ export class Vm {
    */
   getDirtyLog(slot: number, pages: number): Uint8Array<ArrayBuffer> {
     if (!Number.isSafeInteger(pages) || pages < 0) {
-      throw errnoError(Errno.EINVAL, 'KVM_GET_DIRTY_LOG', `bad page count ${pages}`);
+      throw errnoError(errno.EINVAL, 'KVM_GET_DIRTY_LOG', `bad page count ${pages}`);
     }
     const words = Math.max(1, Math.ceil(pages / 64));
     const bitmap = allocBytes(words * 8);

@@ -18,7 +18,8 @@ import {
   MainRequest_StateSet,
   MainResponse,
 } from '../protocol/gen/plugin.js';
-import { Errno, PluginError, snakeCase } from './errors.js';
+import { PluginError, snakeCase } from './errors.js';
+import { errno as Errno } from '../errno.js';
 import { GuestMemory } from './memory.js';
 import { transportError, Vcpu } from './vcpu.js';
 

@@ -7,48 +7,11 @@
  * hung up, a send failed, a malformed or mismatched answer) are PluginErrors
  * too, with `transport` set.
  */
-import os from 'node:os';
-import util from 'node:util';
+import { errnoDescription, errnoName } from '../errno.js';
 
-const codeByErrno = new Map<number, string>();
-const descriptionByErrno = new Map<number, string>();
-
-for (const [negative, [name, description]] of util.getSystemErrorMap()) {
-  if (negative < 0) {
-    codeByErrno.set(-negative, name);
-    descriptionByErrno.set(-negative, description);
-  }
-}
-for (const [name, value] of Object.entries(os.constants.errno)) {
-  if (!codeByErrno.has(value)) codeByErrno.set(value, name);
-}
-
-/** The symbolic name of a positive errno value (`EPERM`), or `E<n>` if unknown. */
-export function errnoCode(errno: number): string {
-  return codeByErrno.get(errno) ?? `E${errno}`;
-}
-
-/** A human description of a positive errno value ("Operation not permitted"). */
-export function errnoDescription(errno: number): string {
-  const text = descriptionByErrno.get(errno);
-  if (text === undefined) return `errno ${errno}`;
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
-/** Errno values the SDK itself uses. */
-export const Errno = {
-  EPERM: os.constants.errno.EPERM,
-  ENOENT: os.constants.errno.ENOENT,
-  EBADF: os.constants.errno.EBADF,
-  EBUSY: os.constants.errno.EBUSY,
-  EINVAL: os.constants.errno.EINVAL,
-  EPIPE: os.constants.errno.EPIPE,
-  ENOTCONN: os.constants.errno.ENOTCONN,
-  ECONNRESET: os.constants.errno.ECONNRESET,
-  EMSGSIZE: os.constants.errno.EMSGSIZE,
-  EPROTO: os.constants.errno.EPROTO,
-  ENOTTY: os.constants.errno.ENOTTY,
-} as const;
+/** The symbolic name of a positive errno value (`EPERM`). */
+export const errnoCode = errnoName;
+export { errnoDescription };
 
 export class PluginError extends Error {
   /** The positive errno value (what the host put on the wire, or the local cause). */

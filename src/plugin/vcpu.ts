@@ -29,7 +29,8 @@ import {
   VcpuResponse,
   VcpuResponse_Wait,
 } from '../protocol/gen/plugin.js';
-import { Errno, PluginError, snakeCase } from './errors.js';
+import { PluginError, snakeCase } from './errors.js';
+import { errno as Errno } from '../errno.js';
 
 /** The VCPU stopped before running for the first time; set it up, then resume. */
 export interface InitEvent {
