@@ -15,7 +15,7 @@ import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { needsKvm } from './support/kvm.js';
-import { examplePlugin, runPluginCli, type CliResult } from './support/run.js';
+import { SANDBOX_MODES, examplePlugin, modeName, runPluginCli, type CliResult } from './support/run.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const clientDir = path.join(root, 'clients/c');
@@ -25,18 +25,6 @@ const libDir = path.join(prefix, 'lib');
 const binDir = path.join(prefix, 'tests');
 const testsDir = path.join(clientDir, 'tests');
 const examplesDir = path.join(root, 'examples/c');
-
-/** Which sandbox settings the KVM plugin runs use (true = in the jail). */
-const SANDBOX_MODES: boolean[] = (() => {
-  switch (process.env['PLUGVISOR_TEST_SANDBOX'] ?? 'both') {
-    case 'on':
-      return [true];
-    case 'off':
-      return [false];
-    default:
-      return [false, true];
-  }
-})();
 
 const VALGRIND = [
   '/usr/bin/valgrind',
@@ -181,7 +169,7 @@ describe('the C library and header', () => {
 });
 
 for (const sandboxed of SANDBOX_MODES) {
-  const mode = sandboxed ? 'sandboxed' : 'unsandboxed';
+  const mode = modeName(sandboxed);
 
   describe(`C plugins on a real VM (${mode})`, needsKvm, () => {
     for (const p of PLUGINS) {

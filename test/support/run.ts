@@ -3,9 +3,12 @@
  * what it printed. Every run has a hard time limit so a hang fails the test
  * instead of stalling the suite.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { ASM_SCRATCH_ENV } from './asm.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -50,17 +53,98 @@ export function runCli(args: readonly string[], options: { timeoutMs?: number; e
   });
 }
 
-/** `plugvisor run --plugin PLUGIN [flags] -- [args]`, unsandboxed unless `sandboxed`. */
+/**
+ * The sandbox settings that plugin runs are tested with (true = in the jail):
+ * crosvm's harness ran every plugin both ways. PLUGVISOR_TEST_SANDBOX=both
+ * (the default), `on` (jail only) or `off` (--disable-sandbox only).
+ */
+export const SANDBOX_MODES: readonly boolean[] = (() => {
+  const setting = process.env['PLUGVISOR_TEST_SANDBOX'] ?? 'both';
+  switch (setting) {
+    case 'both':
+      return [false, true];
+    case 'on':
+      return [true];
+    case 'off':
+      return [false];
+    default:
+      throw new Error(`PLUGVISOR_TEST_SANDBOX must be both, on or off, not '${setting}'`);
+  }
+})();
+
+/** The name of a sandbox mode in test titles. */
+export function modeName(sandboxed: boolean): string {
+  return sandboxed ? 'sandboxed' : 'unsandboxed';
+}
+
+/**
+ * What a jailed plugin needs to assemble guest code with nasm (test/support/asm.ts):
+ * nasm (and any library of it that node, which the jail already has, does not
+ * use) bound read-only, and a private writable scratch directory bound at its
+ * own path and named by ASM_SCRATCH_ENV. The jail has no writable /tmp and no
+ * nasm of its own; the plugin gets nothing else.
+ */
+interface AsmJail { flags: string[]; env: NodeJS.ProcessEnv }
+let asmJail: AsmJail | undefined;
+
+function findOnPath(name: string): string | undefined {
+  for (const dir of (process.env['PATH'] ?? '').split(':')) {
+    if (dir === '' || !path.isAbsolute(dir)) continue;
+    const candidate = path.join(dir, name);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch { /* next */ }
+  }
+  return undefined;
+}
+
+/** Absolute paths of the shared libraries `ldd` lists for `binary` (none if static). */
+function sharedLibraries(binary: string): string[] {
+  let out: string;
+  try {
+    out = execFileSync('ldd', [binary], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return []; // "not a dynamic executable"
+  }
+  return [...out.matchAll(/(?:^|\s)(\/\S+) \(0x/gm)].map((m) => m[1]!);
+}
+
+function jailForAssembly(): AsmJail {
+  if (asmJail) return asmJail;
+  const nasm = findOnPath('nasm');
+  if (!nasm) throw new Error('nasm is not installed (apt-get install nasm; scripts/setup.sh does it)');
+  const scratch = mkdtempSync(path.join(tmpdir(), 'plugvisor-test-jail-scratch-'));
+  process.once('exit', () => rmSync(scratch, { recursive: true, force: true }));
+  const flags = ['--plugin-mount', `${realpathSync(nasm)}:${nasm}`, '--plugin-mount', `${scratch}:${scratch}:true`];
+  const nodeLibraries = new Set(sharedLibraries(process.execPath));
+  for (const library of sharedLibraries(nasm)) {
+    if (!nodeLibraries.has(library)) flags.push('--plugin-mount', `${realpathSync(library)}:${library}`);
+  }
+  asmJail = { flags, env: { ...process.env, [ASM_SCRATCH_ENV]: scratch } };
+  return asmJail;
+}
+
+/**
+ * `plugvisor run --plugin PLUGIN [flags] -- [args]`, unsandboxed unless
+ * `sandboxed`. `assemblesGuest`: the plugin runs nasm (test/support/asm.ts),
+ * so a jailed run gets nasm and a writable scratch directory.
+ */
 export function runPluginCli(
   plugin: string,
-  options: { cpus?: number; args?: string[]; flags?: string[]; sandboxed?: boolean; timeoutMs?: number } = {},
+  options: { cpus?: number; args?: string[]; flags?: string[]; sandboxed?: boolean; assemblesGuest?: boolean; timeoutMs?: number } = {},
 ): Promise<CliResult> {
   const argv = ['run', '--plugin', plugin];
   if (options.cpus !== undefined) argv.push('--cpus', String(options.cpus));
   if (!options.sandboxed) argv.push('--disable-sandbox');
+  const jail = options.sandboxed && options.assemblesGuest ? jailForAssembly() : undefined;
+  if (jail) argv.push(...jail.flags);
   argv.push(...(options.flags ?? []));
   if (options.args) argv.push('--', ...options.args);
-  return runCli(argv, options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {});
+  return runCli(argv, {
+    ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    ...(jail ? { env: jail.env } : {}),
+  });
 }
 
 /** True while a process with this pid exists (zombies included). */
