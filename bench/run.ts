@@ -145,10 +145,16 @@ function nowUnixMs(): number {
  * Runs a command in its own process group (so a time-out can end it and every
  * process it started, and nothing else) and collects its output.
  */
-function runProcess(cmd: string, args: string[], timeoutSec: number, onSpawn?: (pid: number) => void): Promise<ProcResult> {
+function runProcess(
+  cmd: string,
+  args: string[],
+  timeoutSec: number,
+  onSpawn?: (pid: number) => void,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<ProcResult> {
   return new Promise((resolve, reject) => {
     const spawnUnixMs = nowUnixMs();
-    const child = spawn(cmd, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { cwd: ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env });
     const pid = child.pid;
     let stdout = '';
     let stderr = '';
@@ -390,7 +396,8 @@ function spinCase(spin: number, exits: number): Case {
 }
 
 /** Runs `node HOST run --plugin PLUGIN ...` under rusage_exec; returns the plugin's result and the rusage. */
-async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[]):
+/** `spinUs` sets PLUGVISOR_SPIN_US for the host and the plugin (default: theirs). */
+async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[], spinUs?: number):
 Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
   return withTempDir(async (dir) => {
     const pluginOut = path.join(dir, 'plugin.json');
@@ -398,7 +405,7 @@ Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
     const proc = await runProcess(RUSAGE_EXEC, [
       rusageOut, process.execPath, HOST_CLI, 'run', '--plugin', plugin, '--cpus', String(cpus), '--disable-sandbox',
       '--', ...pluginArgs, '--out', pluginOut,
-    ], ctx.options.timeoutSec);
+    ], ctx.options.timeoutSec, undefined, spinUs === undefined ? process.env : { ...process.env, PLUGVISOR_SPIN_US: String(spinUs) });
     checkExit('plugvisor', proc);
     if (!existsSync(pluginOut)) throw new Error(`plugvisor exited 0 but the plugin wrote no result\n${tail(proc.stderr)}`);
     return { plugin: readJson(pluginOut), rusage: readJson(rusageOut), proc };
@@ -419,7 +426,7 @@ function roundTripMetrics(p: Json): Metrics {
 }
 
 function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number, exits: number, mode: 'io' | 'mmio',
-  baseline: string): Case {
+  baseline: string, spinUs?: number): Case {
   return {
     id, title, baseline,
     metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), lower('hostCpuUsPerExit', 'µs'),
@@ -428,7 +435,7 @@ function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
       const args = ['--exits', String(ctx.exits(exits)), ...(mode === 'mmio' ? ['--mmio'] : [])];
-      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args);
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args, spinUs);
       return roundTripMetrics(plugin);
     },
   };
@@ -603,12 +610,16 @@ function buildCases(o: Options): Case[] {
     },
 
     // --- plugvisor (wired; they run once the host, the SDK and the C library exist) ---
-    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu'),
-    plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'pipe.mmio.1cpu'),
-    plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'pipe.io.2cpu'),
-    plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu'),
-    plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'pipe.mmio.1cpu'),
-    plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'pipe.io.2cpu'),
+    // Default settings (bounded spin on the VCPU pipes): against the kernel's floor.
+    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', 'raw.io.1cpu'),
+    plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
+    plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'raw.io.2cpu'),
+    plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', 'raw.io.1cpu'),
+    plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
+    plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'raw.io.2cpu'),
+    // crosvm's design exactly (blocking pipe reads, no spin): against the C pipe baseline.
+    plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
+    plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
     asyncCase('ts', 100_000),
     asyncCase('c', 100_000),
     plugvisorStartupCase('ts'),
