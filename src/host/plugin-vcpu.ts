@@ -68,8 +68,9 @@ export class PluginVcpu {
     requestFd: number,
     private readonly responseFd: number,
     private readonly log: Log,
+    spinUs: number,
   ) {
-    this.requests = new PipeReader(requestFd);
+    this.requests = new PipeReader(requestFd, spinUs);
   }
 
   /**

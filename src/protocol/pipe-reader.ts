@@ -13,10 +13,21 @@
  * spinning). Both the host and the TypeScript SDK read it, each in its own
  * process.
  */
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { C, native } from '../native/index.js';
 
 export const DEFAULT_SPIN_US = 50;
+
+/**
+ * The host's budget for `vcpuCount` VCPU threads. Spinning only pays while
+ * the other side has a core to run on: with as many VCPU threads as cores,
+ * spinning threads would take the plugin's core and delay the very answer
+ * they wait for, so the host then sleeps at once.
+ */
+export function hostSpinBudgetUs(vcpuCount: number, env: NodeJS.ProcessEnv = process.env): number {
+  return vcpuCount < availableParallelism() ? spinBudgetUs(env) : 0;
+}
 
 /** The spin budget from the environment, in microseconds. */
 export function spinBudgetUs(env: NodeJS.ProcessEnv = process.env): number {
