@@ -17,7 +17,17 @@ import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { C, native } from '../native/index.js';
 
-export const DEFAULT_SPIN_US = 50;
+/**
+ * Why 1 ms: on virtualized hosts a wake-up costs far more than the answer
+ * takes (nested KVM: a sleeping reader makes the writer's write(2) take
+ * ~40-60 µs, and the C pipe round trip goes from ~15 µs spinning to ~90 µs
+ * sleeping). A budget shorter than the other side's worst turnaround is
+ * self-defeating: a miss makes the next write slow, which makes the other
+ * side miss too, and the pair can stay in that state for thousands of exits
+ * (JIT warm-up does exactly this with a 50 µs budget). The bound per message
+ * still keeps an idle VM free.
+ */
+export const DEFAULT_SPIN_US = 1000;
 
 /**
  * The host's budget for `vcpuCount` VCPU threads. Spinning only pays while
