@@ -13,7 +13,7 @@ import { createLog, type LogLevel } from './log.js';
 import { PluginVcpu, applyResumeRegisters, type ServeOutcome } from './plugin-vcpu.js';
 import { lookupRange, IOPORT, MMIO, type Space } from './ranges.js';
 import { SharedVcpuState, type VcpuConfig } from './shared-state.js';
-import { hostSpinBudgetUs } from '../protocol/pipe-reader.js';
+import { spinBudgetForVcpus } from '../protocol/pipe-reader.js';
 
 export interface VcpuWorkerData {
   index: number;
@@ -69,7 +69,7 @@ class VcpuThread {
     this.config = start.config;
     this.vcpu = new Vcpu(start.vcpuFd, start.mmapSize);
     this.runBytes = Buffer.from(this.vcpu.kvmRunBytes.buffer, this.vcpu.kvmRunBytes.byteOffset, this.vcpu.kvmRunBytes.byteLength);
-    this.plugin = new PluginVcpu(this.vcpu, data.requestFd, data.responseFd, this.log, hostSpinBudgetUs(data.vcpuCount));
+    this.plugin = new PluginVcpu(this.vcpu, data.requestFd, data.responseFd, this.log, spinBudgetForVcpus(data.vcpuCount));
   }
 
   /** Runs until the VCPU ends; returns why, and whether that is a failure. */

@@ -30,12 +30,13 @@ import { C, native } from '../native/index.js';
 export const DEFAULT_SPIN_US = 1000;
 
 /**
- * The host's budget for `vcpuCount` VCPU threads. Spinning only pays while
- * the other side has a core to run on: with as many VCPU threads as cores,
- * spinning threads would take the plugin's core and delay the very answer
- * they wait for, so the host then sleeps at once.
+ * The budget of a side that runs one spinning thread per VCPU (the host's
+ * VCPU threads; the C client library applies the same rule to a plugin's
+ * threads). Spinning pays only while every VCPU thread still has a core beside
+ * the spinners: with as many VCPUs as cores, spinning threads take the cores
+ * that the other side needs to produce the very message they wait for.
  */
-export function hostSpinBudgetUs(vcpuCount: number, env: NodeJS.ProcessEnv = process.env): number {
+export function spinBudgetForVcpus(vcpuCount: number, env: NodeJS.ProcessEnv = process.env): number {
   return vcpuCount < availableParallelism() ? spinBudgetUs(env) : 0;
 }
 
@@ -51,29 +52,28 @@ export class PipeReader {
   private readonly spinMs: number;
 
   /**
-   * Puts `fd` (a read end that only this process reads) in non-blocking mode.
-   * O_NONBLOCK belongs to the open file, which the other process may share
-   * through a duplicate; only readers look at it, and there is one reader.
+   * With a budget, puts `fd` (a read end that only this process reads) in
+   * non-blocking mode. O_NONBLOCK belongs to the open file, which the other
+   * process may share through a duplicate; only readers look at it, and there
+   * is one reader. Without a budget the fd stays blocking, as in crosvm.
    */
   constructor(
     readonly fd: number,
     spinUs: number = spinBudgetUs(),
   ) {
     this.spinMs = spinUs / 1000;
-    native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);
+    if (this.spinMs > 0) native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);
   }
 
   /** Reads what is there (at least one byte, or 0 at end of file), spinning, then sleeping, until then. */
   read(buffer: Uint8Array, offset: number, length: number): number {
     let n = native.read(this.fd, buffer, offset, length);
-    if (n >= 0) return n;
-    if (this.spinMs > 0) {
-      const deadline = performance.now() + this.spinMs;
-      do {
-        n = native.read(this.fd, buffer, offset, length);
-        if (n >= 0) return n;
-      } while (performance.now() < deadline);
-    }
+    if (n >= 0 || this.spinMs === 0) return n;
+    const deadline = performance.now() + this.spinMs;
+    do {
+      n = native.read(this.fd, buffer, offset, length);
+      if (n >= 0) return n;
+    } while (performance.now() < deadline);
     for (;;) {
       native.poll(this.fd, C.POLLIN, -1);
       n = native.read(this.fd, buffer, offset, length);

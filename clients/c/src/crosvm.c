@@ -15,12 +15,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "crosvm.h"
@@ -51,6 +54,7 @@ struct reg_cache {
 struct crosvm_vcpu {
   int req_fd;  /* plugin -> host pipe (write end) */
   int resp_fd; /* host -> plugin pipe (read end) */
+  bool spin;   /* read_spinning spins before sleeping (spin_pays) */
   bool wait_sent;
 
   /* Undecoded bytes read from resp_fd: [recv_start, recv_end). */
@@ -298,6 +302,68 @@ static void connection_free(struct crosvm *c) {
   free(c);
 }
 
+
+/*
+ * A bounded spin before sleeping, as the host and the TypeScript SDK do
+ * (src/protocol/pipe-reader.ts): after a resume the next VCPU exit usually
+ * comes within microseconds, while waking a sleeping reader costs more than
+ * the exit itself on virtualized hosts. PLUGVISOR_SPIN_US sets the budget
+ * (default 1000; 0 = crosvm's plain blocking read). An idle VM costs at most
+ * one budget per read.
+ */
+#define DEFAULT_SPIN_US 1000
+static long spin_budget_ns;
+static long online_cores;
+static pthread_once_t spin_budget_once = PTHREAD_ONCE_INIT;
+
+static void read_spin_budget(void) {
+  const char *env = getenv("PLUGVISOR_SPIN_US");
+  char *end;
+  long us = env && *env ? strtol(env, &end, 10) : DEFAULT_SPIN_US;
+  if (env && *env && (*end != '\0' || us < 0)) us = DEFAULT_SPIN_US;
+  spin_budget_ns = us * 1000;
+  online_cores = sysconf(_SC_NPROCESSORS_ONLN);
+}
+
+/*
+ * Spinning pays only while every VCPU thread of the host still has a core
+ * beside the spinners: with as many VCPUs as cores, a spinning plugin thread
+ * takes the core a VCPU needs to reach its next exit. (The host applies the
+ * same rule to its VCPU threads.)
+ */
+static bool spin_pays(uint32_t vcpu_count) {
+  pthread_once(&spin_budget_once, read_spin_budget);
+  return spin_budget_ns > 0 && (long)vcpu_count < online_cores;
+}
+
+static long long now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/*
+ * read(2) that returns only with data, EOF or an error. With `spin` the fd is
+ * non-blocking and the read spins, then sleeps in poll(2); without, the fd
+ * blocks as in crosvm.
+ */
+static ssize_t read_spinning(int fd, void *buf, size_t len, bool spin) {
+  if (!spin) return read(fd, buf, len);
+  ssize_t n = read(fd, buf, len);
+  if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+  long long deadline = now_ns() + spin_budget_ns;
+  do {
+    n = read(fd, buf, len);
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+  } while (now_ns() < deadline);
+  for (;;) {
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    if (poll(&p, 1, -1) < 0 && errno != EINTR) return -1;
+    n = read(fd, buf, len);
+    if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return n;
+  }
+}
+
 /* Asks for every VCPU's pipes and builds the shared VCPU set. */
 static int fetch_vcpus(struct crosvm *c) {
   MainGetVcpus get = PLUGVISOR__PLUGIN__MAIN_REQUEST__GET_VCPUS__INIT;
@@ -329,6 +395,12 @@ static int fetch_vcpus(struct crosvm *c) {
   for (uint32_t i = 0; i < set->count; i++) {
     vcpus[i].req_fd = fds[2 * i];
     vcpus[i].resp_fd = fds[2 * i + 1];
+    vcpus[i].spin = spin_pays(set->count);
+    if (vcpus[i].spin) {
+      /* A spinning read must not block (read_spinning). */
+      int flags = fcntl(vcpus[i].resp_fd, F_GETFL);
+      if (flags < 0 || fcntl(vcpus[i].resp_fd, F_SETFL, flags | O_NONBLOCK) < 0) vcpus[i].spin = false;
+    }
   }
   c->vcpus = set;
   return 0;
@@ -1027,6 +1099,7 @@ static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req) {
   return rc;
 }
 
+
 /*
  * Reads the next length-delimited VcpuResponse. Several may have arrived in
  * one read; the rest stay buffered for the next call.
@@ -1075,8 +1148,8 @@ static int vcpu_recv(struct crosvm_vcpu *vcpu, VcpuResponse **out) {
       vcpu->recv_buf = grown;
       vcpu->recv_cap = cap;
     }
-    ssize_t n = read(vcpu->resp_fd, vcpu->recv_buf + vcpu->recv_end,
-                     vcpu->recv_cap - vcpu->recv_end);
+    ssize_t n = read_spinning(vcpu->resp_fd, vcpu->recv_buf + vcpu->recv_end,
+                              vcpu->recv_cap - vcpu->recv_end, vcpu->spin);
     if (n < 0) {
       if (errno == EINTR) continue;
       return -errno;
