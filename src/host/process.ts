@@ -161,10 +161,6 @@ export class PluginProcess {
     return this.stderrDone;
   }
 
-  get pid(): number | undefined {
-    return this.child?.pid;
-  }
-
   /** Asks the plugin to exit: signals the kill eventfd and stops every VCPU. */
   signalKill(): void {
     native.eventfdWrite(this.killEventFd, 1);

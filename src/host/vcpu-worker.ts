@@ -58,7 +58,7 @@ class VcpuThread {
   private config: VcpuConfig;
   private configGeneration: number;
   private pendingRead: PendingRead = NO_READ;
-  private readonly log = createLog((level, message) => this.post({ type: 'log', level, message: `vcpu ${this.data.index}: ${message}` }));
+  private readonly log = createLog((level, message) => this.report({ type: 'log', level, message: `vcpu ${this.data.index}: ${message}` }));
 
   constructor(
     private readonly data: VcpuWorkerData,
@@ -90,7 +90,7 @@ class VcpuThread {
         this.vcpu.clearImmediateExit();
         if (this.shared.shutdownRequested) return { reason: 'the VM is shutting down', failed: false };
         const user = this.shared.takePause(index);
-        outcome = user === undefined ? noStop() : this.plugin.stop({ $case: 'user', user: { user } });
+        outcome = user === undefined ? RUN_AGAIN : this.plugin.stop({ $case: 'user', user: { user } });
         continue;
       }
       const exit = this.handleExit();
@@ -152,7 +152,7 @@ class VcpuThread {
       }
       default:
         this.log.warn(`unhandled exit reason ${reason}; continuing`);
-        return noStop();
+        return RUN_AGAIN;
     }
   }
 
@@ -172,7 +172,7 @@ class VcpuThread {
     const range = lookupRange(this.config.ranges[space], address);
     if (range === undefined || (range.asyncWrite && !isWrite)) {
       if (!isWrite) this.runBytes.fill(0, dataOffset, dataOffset + length);
-      return noStop();
+      return RUN_AGAIN;
     }
     const data = isWrite ? this.runBytes.subarray(dataOffset, dataOffset + length) : zeros(length);
     const io: VcpuResponse_Wait_Io = {
@@ -187,7 +187,7 @@ class VcpuThread {
     };
     if (range.asyncWrite) {
       this.plugin.pushWait({ $case: 'io', io });
-      return noStop();
+      return RUN_AGAIN;
     }
     this.addHintedRegisters(io);
     if (!isWrite) this.pendingRead = { kind: 'data', offset: dataOffset, length };
@@ -238,7 +238,7 @@ class VcpuThread {
       });
     }
     this.log.warn(`unhandled Hyper-V exit type ${type}; continuing`);
-    return noStop();
+    return RUN_AGAIN;
   }
 
   /** Takes the newest configuration if the main thread published one since the last look. */
@@ -251,7 +251,8 @@ class VcpuThread {
     }
   }
 
-  private post(message: VcpuWorkerMessage): void {
+  /** Sends a log line or the exit report to the main thread. */
+  report(message: VcpuWorkerMessage): void {
     parentPort?.postMessage(message);
   }
 
@@ -259,16 +260,9 @@ class VcpuThread {
     this.vcpu.close();
     this.data.configPort.close();
   }
-
-  report(message: VcpuWorkerMessage): void {
-    this.post(message);
-  }
 }
 
 /** Resumed without a stop: run again. */
-function noStop(): ServeOutcome {
-  return RUN_AGAIN;
-}
 const RUN_AGAIN: ServeOutcome = { kind: 'resume', resume: { data: EMPTY, regs: EMPTY, sregs: EMPTY, debugregs: EMPTY } };
 
 function zeros(length: number): Buffer {
