@@ -17,11 +17,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { CLI, examplePlugin, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
-import { PROJECT_ROOT, planSandboxedLaunch } from '../src/sandbox/index.js';
+import { planSandboxedLaunch } from '../src/sandbox/index.js';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 
 const PROBE = testPlugin('jail-probe');
 const ADDER = examplePlugin('adder');
-const HOST_README = path.join(PROJECT_ROOT, 'README.md');
+const HOST_README = path.join(PACKAGE_ROOT, 'README.md');
 /** The jail's view of the test's read-only mount (the addon and a data file) and writable one. */
 const RO = '/probe-ro';
 const RW = '/probe-rw';
@@ -247,7 +248,7 @@ describe('--plugin-root', () => {
     // /lib, /lib64, /bin: copied symlinks on a merged-/usr system, else bound),
     // the loader cache, plugvisor itself and the probe's directories.
     const root = path.join(tmp, 'root');
-    const binds = ['/usr', '/etc/ld.so.cache', PROJECT_ROOT, RO, RW];
+    const binds = ['/usr', '/etc/ld.so.cache', PACKAGE_ROOT, RO, RW];
     for (const top of ['/lib', '/lib64', '/bin']) {
       let st: fs.Stats;
       try { st = fs.lstatSync(top); } catch { continue; }
@@ -288,7 +289,7 @@ describe('--plugin-root', () => {
     const root = path.join(tmp, 'bare-root');
     fs.mkdirSync(root);
     // The plugin comes from a --plugin-mount, so the first thing missing is /proc.
-    const run = await runCli(['run', '--plugin', PROBE, '--plugin-root', root, '--plugin-mount', `${PROJECT_ROOT}:${PROJECT_ROOT}`, '--', 'policy', ADDON_IN_JAIL]);
+    const run = await runCli(['run', '--plugin', PROBE, '--plugin-root', root, '--plugin-mount', `${PACKAGE_ROOT}:${PACKAGE_ROOT}`, '--', 'policy', ADDON_IN_JAIL]);
     assert.notEqual(run.code, 0, show(run));
     assert.match(run.stderr, new RegExp(`--plugin-root ${root} has no /proc`), show(run));
     assert.doesNotMatch(run.stdout, /guest done/);

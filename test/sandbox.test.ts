@@ -12,14 +12,15 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  DEFAULT_SECCOMP_POLICY_PATH, JAIL_HOSTNAME, PLUGIN_NOFILE_LIMIT, PROJECT_ROOT, UNPRIVILEGED_ID,
+  DEFAULT_SECCOMP_POLICY_PATH, JAIL_HOSTNAME, PLUGIN_NOFILE_LIMIT, UNPRIVILEGED_ID,
   compileSeccompPolicy, formatIdMap, jailGidMap, jailIdentity, parseBindMount, parseGidMap,
   helperCandidates, planSandboxedLaunch, pluginNofileLimit, sharedLibraries,
   type LaunchPlan, type SandboxConfig,
 } from '../src/sandbox/index.js';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 
 const isRoot = process.geteuid!() === 0;
-const NODE_PROBE = path.join(PROJECT_ROOT, 'dist', 'test', 'plugins', 'sandbox-probe.js');
+const NODE_PROBE = path.join(PACKAGE_ROOT, 'dist', 'test', 'plugins', 'sandbox-probe.js');
 const noConfig = (): SandboxConfig => ({ mounts: [], gidMaps: [] });
 /** 32768, unless this process's hard limit is lower and cannot be raised (no CAP_SYS_RESOURCE). */
 const NOFILE = pluginNofileLimit();
@@ -158,7 +159,7 @@ before(() => {
   try { fs.accessSync(NODE_PROBE, fs.constants.X_OK); } catch { fs.chmodSync(NODE_PROBE, 0o755); }
   if (!helperCandidates('plugvisor-seccomp-compile').some((c) => fs.existsSync(c)) ||
       !helperCandidates('plugvisor-jail-exec').some((c) => fs.existsSync(c))) {
-    const make = spawnSync('make', ['-C', path.join(PROJECT_ROOT, 'native', 'seccomp')], { encoding: 'utf8' });
+    const make = spawnSync('make', ['-C', path.join(PACKAGE_ROOT, 'native', 'seccomp')], { encoding: 'utf8' });
     assert.equal(make.status, 0, `building the seccomp compiler failed:\n${make.stdout}${make.stderr}`);
   }
   fs.writeFileSync(path.join(tmp, 'probe.c'), C_PROBE);
@@ -279,9 +280,9 @@ describe('launch plan', () => {
       assert.notEqual(gid, 0);
       const node = fs.realpathSync(process.execPath);
       assert.ok(has('--ro-bind', node, node), 'the node binary');
-      const dist = path.join(fs.realpathSync(PROJECT_ROOT), 'dist');
+      const dist = path.join(fs.realpathSync(PACKAGE_ROOT), 'dist');
       assert.ok(has('--ro-bind', dist, dist), 'plugvisor dist/');
-      assert.ok(!a.includes(path.join(fs.realpathSync(PROJECT_ROOT), 'src')), 'no sources');
+      assert.ok(!a.includes(path.join(fs.realpathSync(PACKAGE_ROOT), 'src')), 'no sources');
       const command = a.slice(a.lastIndexOf('--') + 1);
       assert.deepEqual(command, [node, fs.realpathSync(NODE_PROBE), 'a', 'b']);
       // Every bind comes before the final remount of / read-only.
@@ -378,7 +379,7 @@ describe('launch plan', () => {
 
 describe('inside the jail', () => {
   test('a Node plugin: unprivileged, alone, no devices, minimal read-only root', async () => {
-    const hostFiles = ['/etc/hostname', '/etc/passwd', path.join(PROJECT_ROOT, 'tsconfig.json'), path.join(PROJECT_ROOT, 'package.json')];
+    const hostFiles = ['/etc/hostname', '/etc/passwd', path.join(PACKAGE_ROOT, 'tsconfig.json'), path.join(PACKAGE_ROOT, 'package.json')];
     const plan = planSandboxedLaunch(noConfig(), NODE_PROBE, [String(process.pid), ...hostFiles]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
@@ -397,8 +398,8 @@ describe('inside the jail', () => {
     assert.equal(report.kvm, 'ENOENT');
     assert.equal(report.hostFiles['/etc/hostname'], 'ENOENT');
     assert.equal(report.hostFiles['/etc/passwd'], 'ENOENT');
-    assert.equal(report.hostFiles[path.join(PROJECT_ROOT, 'tsconfig.json')], 'ENOENT');
-    assert.equal(report.hostFiles[path.join(PROJECT_ROOT, 'package.json')], 'ok', 'the SDK package.json is bound');
+    assert.equal(report.hostFiles[path.join(PACKAGE_ROOT, 'tsconfig.json')], 'ENOENT');
+    assert.equal(report.hostFiles[path.join(PACKAGE_ROOT, 'package.json')], 'ok', 'the SDK package.json is bound');
     // bwrap's init is pid 1, the plugin pid 2: nothing of the host.
     assert.deepEqual(report.procPids, [1, 2]);
     assert.equal(report.pid, 2);
@@ -413,12 +414,12 @@ describe('inside the jail', () => {
     assert.deepEqual(report.netInterfaces, ['lo']);
     assert.equal(report.env, '3');
     assert.equal(r.stderr, '', 'nothing on stderr (e.g. no warning about NODE_EXTRA_CA_CERTS)');
-    const addonOutside = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(path.join(PROJECT_ROOT, 'dist/src/native/index.js'))})`]);
+    const addonOutside = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(path.join(PACKAGE_ROOT, 'dist/src/native/index.js'))})`]);
     if (addonOutside.status === 0) assert.equal(report.addon, 'ok', 'the native addon loads inside the jail');
   });
 
   test('a C plugin: ids, rlimit, devices, host processes and files, denied syscalls, fds', async () => {
-    const plan = planSandboxedLaunch(noConfig(), cProbe, ['report', String(process.pid), path.join(PROJECT_ROOT, 'tsconfig.json')]);
+    const plan = planSandboxedLaunch(noConfig(), cProbe, ['report', String(process.pid), path.join(PACKAGE_ROOT, 'tsconfig.json')]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
     const kv = keyValues(r.stdout);

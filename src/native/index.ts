@@ -9,8 +9,8 @@
  * compiler from <linux/kvm.h>, so TypeScript never hard-codes them.
  */
 import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.js';
 
 /** An error from a system call: `errno` is the positive errno value. */
 export interface ErrnoError extends Error {
@@ -182,9 +182,8 @@ export interface Native {
   kick(tid: number): void;
 }
 
-const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const require = createRequire(import.meta.url);
 
 /** The loaded addon. Loading it is cheap and happens once per thread. */
-export const native: Native = require(path.join(packageRoot, 'build/Release/plugvisor.node')) as Native;
+export const native: Native = require(path.join(PACKAGE_ROOT, 'build/Release/plugvisor.node')) as Native;
 export const C: Constants = native.constants;

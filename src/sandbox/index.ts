@@ -17,7 +17,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../package-root.js';
 
 export interface BindMount { source: string; target: string; writable: boolean }
 export interface GidMap { inner: number; outer: number; count: number }
@@ -44,22 +44,7 @@ export const JAIL_HOSTNAME = 'plugvisor-plugin';
 const FIRST_EXTRA_FD = 4;
 const MAX_ID = 0xffffffff; // (uid_t)-1 is never a valid id
 
-function findProjectRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    try {
-      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown };
-      if (pkg.name === 'plugvisor') return dir;
-    } catch { /* keep looking */ }
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('sandbox: cannot find the plugvisor package root above ' + fileURLToPath(import.meta.url));
-    dir = up;
-  }
-}
-
-/** plugvisor's own installation (holds package.json, dist/, node_modules/, build/). */
-export const PROJECT_ROOT: string = findProjectRoot();
-export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PROJECT_ROOT, 'src', 'sandbox', 'plugin-seccomp.policy');
+export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PACKAGE_ROOT, 'src', 'sandbox', 'plugin-seccomp.policy');
 
 // ---------------------------------------------------------------------------
 // Option parsing
@@ -250,8 +235,8 @@ export type HelperName = 'plugvisor-seccomp-compile' | 'plugvisor-jail-exec';
 export function helperCandidates(name: HelperName): string[] {
   const list: string[] = [];
   if (process.env.PLUGVISOR_HELPER_DIR) list.push(path.join(process.env.PLUGVISOR_HELPER_DIR, name));
-  list.push(path.join(PROJECT_ROOT, 'build', 'Release', name));
-  list.push(path.join(PROJECT_ROOT, 'native', 'seccomp', 'build', name));
+  list.push(path.join(PACKAGE_ROOT, 'build', 'Release', name));
+  list.push(path.join(PACKAGE_ROOT, 'native', 'seccomp', 'build', name));
   return list;
 }
 
@@ -448,7 +433,7 @@ function addElfWithLibraries(binds: Bind[], elfReal: string): void {
 
 /** The plugvisor runtime a Node plugin loads: the SDK (dist/), its dependencies and the native addon. */
 function addPlugvisorRuntime(binds: Bind[]): void {
-  const root = fs.realpathSync(PROJECT_ROOT);
+  const root = fs.realpathSync(PACKAGE_ROOT);
   for (const name of ['package.json', 'dist', 'node_modules']) {
     const p = path.join(root, name);
     if (fs.existsSync(p)) addReadOnly(binds, p);
@@ -501,7 +486,7 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): PluginLayout {
     unsetEnv.push('NODE_EXTRA_CA_CERTS');
     addPlugvisorRuntime(binds);
     const pkgRoot = nearestPackageRoot(path.dirname(real));
-    const ownRoot = fs.realpathSync(PROJECT_ROOT);
+    const ownRoot = fs.realpathSync(PACKAGE_ROOT);
     if (pkgRoot !== undefined && pkgRoot !== '/' && !isWithin(pkgRoot, ownRoot)) {
       addReadOnly(binds, pkgRoot); // the plugin's own package: its modules and node_modules
     } else if (pkgRoot === undefined) {
