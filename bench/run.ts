@@ -35,8 +35,8 @@ const PIPE_BASELINE = path.join(BUILD, 'pipe_baseline');
 const RUSAGE_EXEC = path.join(BUILD, 'rusage_exec');
 const C_PLUGIN = path.join(BUILD, 'exit_loop_plugin');
 /** The host CLI; --host replaces it (e.g. to compare with another build). */
-let HOST_CLI = path.join(ROOT, 'dist', 'src', 'cli', 'main.js');
-const SDK = path.join(ROOT, 'dist', 'src', 'plugin', 'index.js');
+let HOST_CLI = path.join(ROOT, 'dist', 'bundle', 'plugvisor.js');
+const SDK = path.join(ROOT, 'dist', 'bundle', 'plugin.js');
 const TS_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'exit-loop.js');
 const CLIENT_INCLUDE = path.join(ROOT, 'clients', 'c', 'include');
 const CLIENT_BUILD = path.join(ROOT, 'clients', 'c', 'build');
@@ -68,7 +68,7 @@ const USAGE = `usage: npm run bench -- [options]
   --out FILE      results file (default bench/results/latest.json)
   --markdown      also print the table as Markdown (for bench/README.md)
   --timeout S     per-process time limit in seconds (default 180)
-  --host FILE     the host CLI to run (default dist/src/cli/main.js)
+  --host FILE     the host CLI to run (default dist/bundle/plugvisor.js)
   --list          list the cases and whether they can run, then exit`;
 
 function parseOptions(argv: string[]): Options {

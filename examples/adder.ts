@@ -19,7 +19,7 @@ import {
   SregsView,
   eventfdWrite,
   type VcpuEvent,
-} from '../src/plugin/index.js';
+} from 'plugvisor/plugin';
 
 const SERIAL_PORT = 0x3f8n;
 const KILL_PORT = 0x3f9n;

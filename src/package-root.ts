@@ -1,7 +1,7 @@
 /**
  * Where plugvisor is installed: the directory of its package.json. The code
  * runs from several places — dist/src/** as compiled by tsc, and the bundled
- * CLI in dist/bin/ — so files that ship beside it (the native addon, the
+ * CLI in dist/bundle/ — so files that ship beside it (the native addon, the
  * seccomp tools, the default policy) are found from the package root, never
  * from a fixed number of `..` above the running file.
  */

@@ -32,7 +32,7 @@
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { AddressSpace, Connection, GuestMemory, VcpuStateSet } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, GuestMemory, VcpuStateSet } from 'plugvisor/plugin';
 import { GUEST_MEM_BASE, GUEST_MEM_SIZE, MMIO_EXIT, PORT_COUNT, PORT_DONE, PORT_EXIT, writeGuest } from '../guest.js';
 
 /** KVM_MP_STATE_RUNNABLE, as a struct kvm_mp_state. */

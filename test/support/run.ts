@@ -13,7 +13,7 @@ import { ASM_SCRATCH_ENV } from './asm.js';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
 /** The compiled CLI. */
-export const CLI = path.join(root, 'dist/bin/plugvisor.js');
+export const CLI = path.join(root, 'dist/bundle/plugvisor.js');
 
 /** The compiled test plugin `name` (test/plugins/NAME.ts). */
 export function testPlugin(name: string): string {
