@@ -458,6 +458,32 @@ function asyncCase(kind: 'ts' | 'c', exits: number): Case {
   };
 }
 
+/**
+ * Steady state of a long 1-VCPU round-trip run: the plugin times the exits
+ * after each VCPU's first `warmupExits` apart (V8 still interprets the host's
+ * VCPU loop and the TypeScript plugin's for the first few thousand exits),
+ * and reports the warm-up's one-time cost on top of steady state.
+ */
+function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number): Case {
+  return {
+    id: `plugvisor.${kind}.io.1cpu.steady`,
+    title: `plugvisor round trip, port write, ${kind === 'ts' ? 'TypeScript' : 'C'} plugin: steady state after warm-up`,
+    baseline: 'raw.io.1cpu',
+    metrics: [lower('usPerExitSteady', 'µs'), lower('cpuUsPerExitSteady', 'µs'), lower('warmupExtraMs', 'ms')],
+    baselineMetrics: { usPerExitSteady: 'usPerExit', cpuUsPerExitSteady: 'cpuUsPerExit' },
+    unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
+    run: async (ctx) => {
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1,
+        ['--exits', String(ctx.exits(exits)), '--warmup-exits', String(ctx.exits(warmupExits))]);
+      return {
+        usPerExitSteady: num(plugin, 'usPerExitSteady'),
+        cpuUsPerExitSteady: num(plugin, 'cpuUsPerExitSteady'),
+        warmupExtraMs: num(plugin, 'warmupExtraMs'),
+      };
+    },
+  };
+}
+
 const startupMetrics = [lower('msToFirstExit', 'ms'), lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms')];
 
 function plugvisorStartupCase(kind: 'ts' | 'c'): Case {
@@ -620,6 +646,9 @@ function buildCases(o: Options): Case[] {
     // crosvm's design exactly (blocking pipe reads, no spin): against the C pipe baseline.
     plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
     plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
+    // Long runs with the JIT warm-up timed apart: steady state per exit, and the one-time warm-up cost.
+    steadyCase('ts', 100_000, 20_000),
+    steadyCase('c', 100_000, 20_000),
     asyncCase('ts', 100_000),
     asyncCase('c', 100_000),
     plugvisorStartupCase('ts'),

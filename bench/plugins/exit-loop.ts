@@ -15,8 +15,22 @@
  *                  from /proc/PPID/stat, 10 ms resolution)
  *   pluginCpuUserSec, pluginCpuSysSec, pluginMaxRssKiB, pid
  *
+ * With --warmup-exits W (W > 0), also the steady state after the first W
+ * measured exits of each VCPU (the first few thousand exits run while V8
+ * still interprets the host's VCPU loop and this plugin's loop, 2-5x slower):
+ *
+ *   warmupExits       W, per VCPU
+ *   usPerExitSteady   (last done - tSteady) / (exits per VCPU - W), where
+ *                     tSteady is when the last VCPU to get there made its
+ *                     W-th measured exit
+ *   warmupExtraMs     (tSteady - first count read) - W x usPerExitSteady:
+ *                     the one-time cost of warming up, on top of steady state
+ *   steadyPluginCpuSec, steadyHostCpuSec, cpuUsPerExitSteady  CPU time over
+ *                     [tSteady, last done], as for loop*CpuSec, and their sum
+ *                     per measured exit (all VCPUs) in that window
+ *
  * Usage (as a plugin): plugvisor run --plugin exit-loop.js [--cpus N] -- \
- *     [--exits N] [--mmio] [--async] [--out FILE] [--hold FILE]
+ *     [--exits N] [--warmup-exits W] [--mmio] [--async] [--out FILE] [--hold FILE]
  *
  *   --mmio   the measured exit is an MMIO write instead of a port write
  *   --async  the measured range is reserved with async_write: the VCPU does
@@ -41,6 +55,8 @@ const MP_STATE_RUNNABLE = new Uint8Array(4);
 // ---- arguments ----
 interface Options {
   exits: number;
+  /** Measured exits per VCPU counted as warm-up; 0: no steady-state figures. */
+  warmupExits: number;
   mmio: boolean;
   async: boolean;
   out?: string;
@@ -48,7 +64,7 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { exits: 10000, mmio: false, async: false };
+  const o: Options = { exits: 10000, warmupExits: 0, mmio: false, async: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -57,6 +73,7 @@ function parseArgs(argv: string[]): Options {
       return v;
     };
     if (a === '--exits') o.exits = Number(value());
+    else if (a === '--warmup-exits') o.warmupExits = Number(value());
     else if (a === '--mmio') o.mmio = true;
     else if (a === '--async') o.async = true;
     else if (a === '--out') o.out = value();
@@ -64,6 +81,10 @@ function parseArgs(argv: string[]): Options {
     else throw new Error(`unknown argument ${a}`);
   }
   if (!Number.isInteger(o.exits) || o.exits < 1 || o.exits > 0xffffffff) throw new Error('--exits must be 1..2^32-1');
+  // At least one exit must be left for the steady window.
+  if (!Number.isInteger(o.warmupExits) || o.warmupExits < 0 || o.warmupExits >= o.exits) {
+    throw new Error('--warmup-exits must be 0..(--exits - 1)');
+  }
   return o;
 }
 
@@ -124,6 +145,15 @@ function main(): void {
   let tLast = 0;
   let hostCpu0 = 0;
   let pluginCpu0 = 0;
+  // Steady state: measured exits per VCPU (indexed by id; counted only with
+  // --warmup-exits), how many VCPUs made their W-th, and the time and CPU
+  // counters when the last of them did.
+  const warmup = opts.warmupExits;
+  const measuredBy = new Array<number>(vcpus.length).fill(0);
+  let warmedVcpus = 0;
+  let tSteady = 0;
+  let hostCpuSteady = 0;
+  let pluginCpuSteady = 0;
   const active = vcpus.slice();
   while (active.length > 0) {
     for (let i = 0; i < active.length; ) {
@@ -133,6 +163,11 @@ function main(): void {
       const io = event;
       if (io.space === measuredSpace && io.address === measuredAddress) {
         measured++;
+        if (warmup > 0 && ++measuredBy[vcpu.id] === warmup && ++warmedVcpus === vcpus.length) {
+          tSteady = performance.now();
+          hostCpuSteady = hostCpuSec();
+          pluginCpuSteady = pluginCpuSec();
+        }
         vcpu.resume(); // a no-op for async (noResume) notifications
       } else if (io.space === AddressSpace.IOPORT && io.address === PORT_COUNT) {
         if (tFirst < 0) {
@@ -155,11 +190,30 @@ function main(): void {
     }
   }
 
-  const loopHostCpuSec = hostCpuSec() - hostCpu0;
-  const loopPluginCpuSec = pluginCpuSec() - pluginCpu0;
+  const hostCpuEnd = hostCpuSec();
+  const pluginCpuEnd = pluginCpuSec();
+  const loopHostCpuSec = hostCpuEnd - hostCpu0;
+  const loopPluginCpuSec = pluginCpuEnd - pluginCpu0;
   const expected = opts.exits * vcpus.length;
   if (measured !== expected) throw new Error(`counted ${measured} measured exits, expected ${expected}`);
   const seconds = (tLast - tFirst) / 1000;
+  // Every VCPU made all its exits (checked above) and W < exits, so each
+  // passed its W-th: tSteady and the CPU counters at it are set.
+  let steady: Record<string, number> = {};
+  if (warmup > 0) {
+    const steadyExits = opts.exits - warmup;
+    const usPerExitSteady = ((tLast - tSteady) * 1000) / steadyExits;
+    const steadyHostCpuSec = hostCpuEnd - hostCpuSteady;
+    const steadyPluginCpuSec = pluginCpuEnd - pluginCpuSteady;
+    steady = {
+      warmupExits: warmup,
+      usPerExitSteady,
+      warmupExtraMs: tSteady - tFirst - (warmup * usPerExitSteady) / 1000,
+      steadyPluginCpuSec,
+      steadyHostCpuSec,
+      cpuUsPerExitSteady: ((steadyHostCpuSec + steadyPluginCpuSec) * 1e6) / (steadyExits * vcpus.length),
+    };
+  }
   const cpu = process.cpuUsage();
   const result = {
     program: 'exit-loop.ts',
@@ -177,6 +231,7 @@ function main(): void {
     pluginCpuSysSec: cpu.system / 1e6,
     pluginMaxRssKiB: vmHwmKiB(),
     pid: process.pid,
+    ...steady,
   };
   const text = JSON.stringify(result) + '\n';
   if (opts.out) {

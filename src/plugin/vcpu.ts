@@ -2,9 +2,9 @@
  * One VCPU's conversation with the host, over its two pipes (synchronous).
  *
  * The hot path is one exit = one {@link Vcpu.wait} + one {@link Vcpu.resume}:
- * the read buffer is reused, `wait` and `resume` are encoded by hand into a
- * reused buffer, and several pushed responses that arrive in one read are
- * split with a DelimitedStream.
+ * the read buffer is reused, `wait` is encoded once, `resume` goes through
+ * the thread's one reused protobuf writer (see framing.ts), and several pushed
+ * responses that arrive in one read are split with a DelimitedStream.
  *
  * A Vcpu belongs to one thread (worker threads get their own Connection and
  * their own Vcpu objects via getVcpus()).
