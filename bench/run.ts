@@ -295,13 +295,18 @@ function needC(): string | undefined {
 function needPlugvisor(): string | undefined {
   if (cBuildError) return cBuildError;
   if (!existsSync(HOST_CLI)) return `the host CLI is not built yet (${path.relative(ROOT, HOST_CLI)})`;
-  if (!existsSync(SDK)) return 'the plugin SDK is not built yet (dist/src/plugin/index.js)';
+  if (!existsSync(SDK)) return 'the plugin SDK is not built yet (dist/bundle/plugin.js)';
   if (!existsSync(TS_PLUGIN)) return 'the benchmark plugin is not built (dist/bench/plugins/exit-loop.js: npm run build)';
   return undefined;
 }
 
 function needPlugvisorC(): string | undefined {
   return needPlugvisor() ?? cPluginReason;
+}
+
+function needJailedPlugvisorC(): string | undefined {
+  const bwrap = spawnSync('bwrap', ['--version'], { stdio: 'ignore' });
+  return needPlugvisorC() ?? (bwrap.error || bwrap.status !== 0 ? 'bubblewrap (bwrap), the jail, is not installed' : undefined);
 }
 
 // ---------------------------------------------------------------------------
@@ -395,17 +400,26 @@ function spinCase(spin: number, exits: number): Case {
   };
 }
 
+interface HostRunOptions {
+  /** PLUGVISOR_SPIN_US for the host and the plugin (default: theirs). */
+  spinUs?: number;
+  /** Run the plugin in plugvisor's jail (the CLI's default) instead of with --disable-sandbox. */
+  sandboxed?: boolean;
+}
+
 /** Runs `node HOST run --plugin PLUGIN ...` under rusage_exec; returns the plugin's result and the rusage. */
-/** `spinUs` sets PLUGVISOR_SPIN_US for the host and the plugin (default: theirs). */
-async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[], spinUs?: number):
+async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[], opts: HostRunOptions = {}):
 Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
   return withTempDir(async (dir) => {
     const pluginOut = path.join(dir, 'plugin.json');
     const rusageOut = path.join(dir, 'rusage.json');
+    // In the jail the plugin sees only what is bound: give it the result directory, writable.
+    const sandboxArgs = opts.sandboxed ? ['--plugin-mount', `${dir}:${dir}:true`] : ['--disable-sandbox'];
+    const env = opts.spinUs === undefined ? process.env : { ...process.env, PLUGVISOR_SPIN_US: String(opts.spinUs) };
     const proc = await runProcess(RUSAGE_EXEC, [
-      rusageOut, process.execPath, HOST_CLI, 'run', '--plugin', plugin, '--cpus', String(cpus), '--disable-sandbox',
+      rusageOut, process.execPath, HOST_CLI, 'run', '--plugin', plugin, '--cpus', String(cpus), ...sandboxArgs,
       '--', ...pluginArgs, '--out', pluginOut,
-    ], ctx.options.timeoutSec, undefined, spinUs === undefined ? process.env : { ...process.env, PLUGVISOR_SPIN_US: String(spinUs) });
+    ], ctx.options.timeoutSec, undefined, env);
     checkExit('plugvisor', proc);
     if (!existsSync(pluginOut)) throw new Error(`plugvisor exited 0 but the plugin wrote no result\n${tail(proc.stderr)}`);
     return { plugin: readJson(pluginOut), rusage: readJson(rusageOut), proc };
@@ -435,7 +449,7 @@ function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
       const args = ['--exits', String(ctx.exits(exits)), ...(mode === 'mmio' ? ['--mmio'] : [])];
-      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args, spinUs);
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args, { spinUs });
       return roundTripMetrics(plugin);
     },
   };
@@ -480,7 +494,7 @@ function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinUs
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
       const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1,
-        ['--exits', String(ctx.exits(exits)), '--warmup-exits', String(ctx.exits(warmupExits))], spinUs);
+        ['--exits', String(ctx.exits(exits)), '--warmup-exits', String(ctx.exits(warmupExits))], { spinUs });
       return {
         usPerExitSteady: num(plugin, 'usPerExitSteady'),
         cpuUsPerExitSteady: num(plugin, 'cpuUsPerExitSteady'),
@@ -492,15 +506,17 @@ function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinUs
 
 const startupMetrics = [lower('msToFirstExit', 'ms'), lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms')];
 
-function plugvisorStartupCase(kind: 'ts' | 'c'): Case {
+function plugvisorStartupCase(kind: 'ts' | 'c', sandboxed = false): Case {
+  const lang = kind === 'ts' ? 'TypeScript' : 'C';
+  const needCPlugin = sandboxed ? needJailedPlugvisorC : needPlugvisorC;
   return {
-    id: `plugvisor.${kind}.startup`,
-    title: `start-up to first guest exit, and a whole 1-exit run (${kind === 'ts' ? 'TypeScript' : 'C'} plugin)`,
+    id: `plugvisor.${kind}.startup${sandboxed ? '.sandboxed' : ''}`,
+    title: `start-up to first guest exit, and a whole 1-exit run (${lang} plugin${sandboxed ? ', in the jail: the CLI default' : ''})`,
     baseline: 'c.startup',
     metrics: startupMetrics,
-    unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
+    unavailable: kind === 'ts' ? needPlugvisor : needCPlugin,
     run: async (ctx) => {
-      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1, ['--exits', '1']);
+      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1, ['--exits', '1'], { sandboxed });
       return {
         msToFirstExit: num(plugin, 'firstExitUnixMs') - proc.spawnUnixMs,
         msWholeRun: num(rusage, 'wallSec') * 1000,
@@ -661,6 +677,7 @@ function buildCases(o: Options): Case[] {
     asyncCase('c', 100_000),
     plugvisorStartupCase('ts'),
     plugvisorStartupCase('c'),
+    plugvisorStartupCase('c', true),
     rssCase('plugvisor.rss.1vm.1cpu', 'host memory, 1 VM with 1 VCPU', 1, 1),
     rssCase('plugvisor.rss.1vm.4cpu', 'host memory, 1 VM with 4 VCPUs', 1, 4),
     rssCase('plugvisor.rss.20vms', 'host memory, 20 VMs (20 hosts) at once, per VM', 20, 1),
