@@ -319,6 +319,28 @@ describe('bad --plugin-mount specs are CLI errors', () => {
   });
 });
 
+describe('a jail bubblewrap cannot build: a clear error', () => {
+  // A bwrap that fails the way a real one does where user namespaces are
+  // forbidden: one line on stderr, exit status 1, nothing run.
+  let dir: string;
+  let env: NodeJS.ProcessEnv;
+  before(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-fake-bwrap-'));
+    fs.writeFileSync(path.join(dir, 'bwrap'), '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n', { mode: 0o755 });
+    env = { ...process.env, PATH: `${dir}:${process.env.PATH ?? ''}` };
+  });
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('plugvisor run says bubblewrap cannot create the namespaces, with its reason, and exits 1', async () => {
+    const run = await runCli(['run', '--plugin', ADDER], { env });
+    assert.equal(run.code, 1, show(run));
+    assert.match(run.stderr,
+      /^plugvisor: (error: )?cannot sandbox the plugin: bubblewrap cannot create the plugin's namespaces: bwrap: setting up uid map: Permission denied/m,
+      show(run));
+    assert.equal(run.stdout, '', 'the plugin never ran');
+  });
+});
+
 describe('no bubblewrap: a clear error, never an unsandboxed plugin', () => {
   const env = { ...process.env, PATH: path.join(os.tmpdir(), 'plugvisor-no-such-dir') };
 

@@ -7,7 +7,7 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Kvm, type Vm } from '../kvm/index.js';
-import { planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
+import { diagnoseSandbox, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
 
@@ -146,6 +146,8 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
   let pluginGone!: () => void;
   const pluginExited = new Promise<void>((resolve) => (pluginGone = resolve));
   let pluginTimedOut = false;
+  /** Whether the plugin got as far as `start`. */
+  let started = false;
 
   const fail = (reason: string): void => {
     failure ??= reason;
@@ -168,7 +170,10 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
   };
 
   const process_ = new PluginProcess(kvm, vm, cpus, log, settings.pluginStderr, {
-    onStarted: () => clearTimeout(startTimer),
+    onStarted: () => {
+      started = true;
+      clearTimeout(startTimer);
+    },
     onVcpuExit: (index, reason, failed) => {
       if (failed) fail(`vcpu ${index}: ${reason}`);
       else {
@@ -206,7 +211,13 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
   await Promise.race([process_.stderrEnded(), delay(KILL_REAP_TIMEOUT_MS)]);
   process_.close();
 
-  return judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
+  const outcome = judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
+  if (!outcome.ok && settings.sandboxed && !started) {
+    // A jail bubblewrap cannot build looks like a plugin that failed early: say which it was.
+    const problem = diagnoseSandbox();
+    if (problem !== null) return { ...outcome, exitCode: 1, message: problem };
+  }
+  return outcome;
 }
 
 function judge(
