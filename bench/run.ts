@@ -21,12 +21,12 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 
 // ---------------------------------------------------------------------------
 // paths
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const ROOT = PACKAGE_ROOT;
 const BENCH_SRC = path.join(ROOT, 'bench');
 const C_DIR = path.join(BENCH_SRC, 'c');
 const BUILD = path.join(BENCH_SRC, 'build');

@@ -13,11 +13,11 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 import { needsKvm } from './support/kvm.js';
 import { SANDBOX_MODES, examplePlugin, modeName, runPluginCli, type CliResult } from './support/run.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const root = PACKAGE_ROOT;
 const clientDir = path.join(root, 'clients/c');
 const prefix = path.join(clientDir, 'build');
 const includeDir = path.join(prefix, 'include');

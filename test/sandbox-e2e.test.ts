@@ -12,11 +12,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLI, examplePlugin, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import { CLI, examplePlugin, runCli, runCommand, runPluginCli, testPlugin, type CliResult } from './support/run.js';
 import { planSandboxedLaunch } from '../src/sandbox/index.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 
@@ -95,23 +95,7 @@ after(() => {
  * node on the CLI, so the last argument is the pid of plugvisor itself.
  */
 function runCliWithOwnPid(args: readonly string[], timeoutMs = 30_000): Promise<CliResult & { pid: number }> {
-  const started = Date.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn('/bin/sh', ['-c', 'exec "$@" "$$"', 'sh', process.execPath, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`plugvisor ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, pid: child.pid! });
-    });
-  });
+  return runCommand('/bin/sh', ['-c', 'exec "$@" "$$"', 'sh', process.execPath, CLI, ...args], { timeoutMs });
 }
 
 /** The probe's JSON lines on stdout. */

@@ -142,7 +142,8 @@ export function formatIdMap(maps: GidMap[]): string {
 // ---------------------------------------------------------------------------
 // Host tools and kernel support
 
-function findOnPath(name: string): string | undefined {
+/** The first executable file called `name` on PATH. */
+export function findOnPath(name: string): string | undefined {
   for (const dir of (process.env.PATH ?? '').split(':')) {
     if (dir === '') continue;
     const candidate = path.join(dir, name);

@@ -3,14 +3,15 @@
  * what it printed. Every run has a hard time limit so a hang fails the test
  * instead of stalling the suite.
  */
-import { execFileSync, spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import { PACKAGE_ROOT } from '../../src/package-root.js';
+import { findOnPath, sharedLibraries } from '../../src/sandbox/index.js';
 import { ASM_SCRATCH_ENV } from './asm.js';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const root = PACKAGE_ROOT;
 
 /** The compiled CLI. */
 export const CLI = path.join(root, 'dist/bundle/plugvisor.js');
@@ -34,21 +35,34 @@ export interface CliResult {
 }
 
 export function runCli(args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  return runCommand(process.execPath, [CLI, ...args], options);
+}
+
+/**
+ * Runs `file argv...` to its end, collecting its output; rejects (after
+ * SIGKILL) if it runs longer than `timeoutMs`. `pid` is the child's.
+ */
+export function runCommand(
+  file: string,
+  argv: readonly string[],
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult & { pid: number }> {
   const started = Date.now();
+  const timeoutMs = options.timeoutMs ?? 30_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`plugvisor ${args.join(' ')} did not finish within ${options.timeoutMs ?? 30000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, options.timeoutMs ?? 30_000);
+      reject(new Error(`${file} ${argv.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, timeoutMs);
     child.once('error', reject);
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, pid: child.pid! });
     });
   });
 }
@@ -86,29 +100,6 @@ export function modeName(sandboxed: boolean): string {
  */
 interface AsmJail { flags: string[]; env: NodeJS.ProcessEnv }
 let asmJail: AsmJail | undefined;
-
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    if (dir === '' || !path.isAbsolute(dir)) continue;
-    const candidate = path.join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch { /* next */ }
-  }
-  return undefined;
-}
-
-/** Absolute paths of the shared libraries `ldd` lists for `binary` (none if static). */
-function sharedLibraries(binary: string): string[] {
-  let out: string;
-  try {
-    out = execFileSync('ldd', [binary], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
-  } catch {
-    return []; // "not a dynamic executable"
-  }
-  return [...out.matchAll(/(?:^|\s)(\/\S+) \(0x/gm)].map((m) => m[1]!);
-}
 
 function jailForAssembly(): AsmJail {
   if (asmJail) return asmJail;
