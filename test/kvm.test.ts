@@ -155,6 +155,33 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     }
   });
 
+  test('KVM_CREATE_VM is retried when a signal interrupts it', { timeout: 60_000 }, async () => {
+    // A worker sends this thread the kick signal every ~20 µs while it
+    // creates VMs. Without the retry in createVm most attempts fail with
+    // EINTR here (the kernel gives up registering the VM's MMU notifier when
+    // a signal is pending); the spacing leaves the thread time to run.
+    native.installKickHandler();
+    const stop = new SharedArrayBuffer(4);
+    const worker = new Worker(SIGNAL_STORM_WORKER, {
+      eval: true,
+      workerData: { tid: native.gettid(), stop, nativeUrl: new URL('../src/native/index.js', import.meta.url).href },
+    });
+    const sent = new Promise<number>((resolve, reject) => {
+      worker.on('message', (m: { sent: number }) => resolve(m.sent));
+      worker.on('error', reject);
+    });
+    const kvm = Kvm.open();
+    try {
+      // Let the storm begin before the first attempt.
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 20; i++) kvm.createVm().close();
+    } finally {
+      Atomics.store(new Int32Array(stop), 0, 1);
+      kvm.close();
+    }
+    assert.ok((await sent) > 100, 'the worker sent too few signals for the test to mean anything');
+  });
+
   test('kernel errors carry the errno and name the ioctl', () => {
     const kvm = Kvm.open();
     const vm = kvm.createVm();
@@ -584,6 +611,26 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
 // The worker: wraps the VCPU fd made by the main thread, sets it up, registers
 // itself as the kick target, then runs twice: once kicked while in the guest,
 // once kicked before it even entered KVM_RUN (immediate_exit already set).
+/** Kicks thread workerData.tid every ~20 µs until workerData.stop is set; reports how many signals it sent. */
+const SIGNAL_STORM_WORKER = `
+const { parentPort, workerData } = require('node:worker_threads');
+import(workerData.nativeUrl).then(({ native }) => {
+  const stop = new Int32Array(workerData.stop);
+  let sent = 0;
+  while (Atomics.load(stop, 0) === 0) {
+    try {
+      native.kick(workerData.tid);
+      sent++;
+    } catch {
+      // EAGAIN: the queue of real-time signals is full.
+    }
+    const until = performance.now() + 0.02;
+    while (performance.now() < until);
+  }
+  parentPort.postMessage({ sent });
+});
+`;
+
 const KICK_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 (async () => {
