@@ -9,14 +9,22 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-function findPackageRoot(start: string): string {
+interface Package {
+  root: string;
+  version: string;
+}
+
+function findPackage(start: string): Package {
   for (let dir = start; ; dir = path.dirname(dir)) {
     try {
-      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown };
-      if (pkg.name === 'plugvisor') return dir;
+      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      if (pkg.name === 'plugvisor') return { root: dir, version: String(pkg.version) };
     } catch { /* no readable package.json here: keep looking */ }
     if (path.dirname(dir) === dir) throw new Error(`cannot find the plugvisor package root above ${start}`);
   }
 }
 
-export const PACKAGE_ROOT: string = findPackageRoot(path.dirname(fileURLToPath(import.meta.url)));
+const found = findPackage(path.dirname(fileURLToPath(import.meta.url)));
+export const PACKAGE_ROOT: string = found.root;
+/** plugvisor's version, from the same package.json. */
+export const PACKAGE_VERSION: string = found.version;

@@ -6,7 +6,10 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../src/package-root.js';
 import { needsKvm } from './support/kvm.js';
 import { SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
 
@@ -83,6 +86,35 @@ for (const sandboxed of SANDBOX_MODES) {
     });
   });
 
+  describe(`a host short of file descriptors (${mode})`, needsKvm, () => {
+    test('running out at any step of setting up is a one-line error, never a crash or a hang', { timeout: 180_000 }, async () => {
+      // Start at the lowest limit under which node itself gets going, then
+      // raise it one at a time until a run succeeds: each limit runs out at a
+      // later step (the VM, the VCPU pipes and threads, the jail's preparation,
+      // the plugin's socket, the spawn, the plugin itself).
+      let limit = 16;
+      while ((await runCli(['--version'], { fdLimit: limit })).code !== 0) {
+        limit++;
+        assert.ok(limit < 64, 'the CLI does not start even with 64 open files');
+      }
+      const failures: string[] = [];
+      for (;; limit++) {
+        assert.ok(limit < 160, `no run succeeded; failures: ${failures.join(' / ')}`);
+        const result = await runPluginCli(testPlugin('multi-vcpu'), { sandboxed, fdLimit: limit });
+        if (result.code === 0) break;
+        assert.equal(result.signal, null, `limit ${limit}: the host was killed by ${result.signal}`);
+        const hostLines = result.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('[plugin] '));
+        assert.ok(hostLines.length > 0, `limit ${limit}: exit ${result.code} without a word`);
+        for (const line of hostLines) assert.match(line, /^plugvisor: /, `limit ${limit}: not a message of the host's:\n${result.stderr}`);
+        failures.push(hostLines.join(' / '));
+      }
+      assert.ok(
+        failures.some((line) => /Too many open files|EMFILE/.test(line)),
+        `no run failed for want of fds: ${failures.join(' / ')}`,
+      );
+    });
+  });
+
   describe(`VCPUs (${mode})`, needsKvm, () => {
     for (const cpus of [1, 2, 4]) {
       test(`${cpus} VCPU(s) each run the guest to completion`, async () => {
@@ -118,6 +150,13 @@ describe('the CLI', () => {
     for (const option of ['--plugin', '--cpus', '--disable-sandbox', '--plugin-root', '--plugin-mount', '--plugin-gid-map', '--seccomp-policy']) {
       assert.ok(result.stdout.includes(option), `--help lacks ${option}`);
     }
+  });
+
+  test('--version prints the package version', async () => {
+    const result = await runCli(['--version']);
+    assert.equal(result.code, 0);
+    const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(result.stdout, `${pkg.version}\n`);
   });
 
   test('a missing plugin is a clear error', async () => {

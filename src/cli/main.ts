@@ -7,6 +7,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
 import { stderrSink } from '../host/log.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
+import { PACKAGE_VERSION } from '../package-root.js';
 
 interface RunFlags {
   plugin: string;
@@ -40,6 +41,7 @@ function collect<T>(parse: (spec: string) => T) {
 
 const program = new Command('plugvisor')
   .description('A KVM virtual machine monitor driven by a plugin process (crosvm plugin protocol).')
+  .version(PACKAGE_VERSION)
   .showHelpAfterError('(run with --help for usage)');
 
 program

@@ -139,9 +139,13 @@ export class PluginProcess {
         this.status = signal ? { state: 'signaled', signal } : { state: 'exited', code: code ?? 0 };
         this.events.onPluginExit(this.status);
       });
-      const lines = createInterface({ input: child.stderr!, crlfDelay: Infinity });
-      lines.on('line', (line) => this.pluginLog(line));
-      lines.once('close', () => this.stderrClosed());
+      // Without fds left (EMFILE), node makes no stdio pipes and reports the
+      // failure through 'error' only.
+      if (child.stderr) {
+        const lines = createInterface({ input: child.stderr, crlfDelay: Infinity });
+        lines.on('line', (line) => this.pluginLog(line));
+        lines.once('close', () => this.stderrClosed());
+      }
       this.addConnection(hostEnd);
     } catch (e) {
       native.close(hostEnd);

@@ -42,9 +42,29 @@ export interface RunOutcome {
   plugin: PluginStatus;
 }
 
-/** A usage problem found before anything started (bad options, missing plugin or /dev/kvm). */
+/**
+ * A problem found before the plugin started: bad options, a missing plugin or
+ * /dev/kvm, a jail that can't be planned, or a VM the kernel would not set up
+ * (e.g. out of file descriptors). Nothing is left behind when it is thrown.
+ */
 export class RunSetupError extends Error {
   override name = 'RunSetupError';
+}
+
+/** `e` as a RunSetupError, its message prefixed with what was being done. */
+function setupError(doing: string | undefined, e: unknown): RunSetupError {
+  if (e instanceof RunSetupError) return e;
+  const reason = e instanceof Error ? e.message : String(e);
+  return new RunSetupError(doing === undefined ? reason : `${doing}: ${reason}`);
+}
+
+/** Runs one step of setting up; a failure becomes a {@link setupError}. */
+function setUp<T>(doing: string | undefined, step: () => T): T {
+  try {
+    return step();
+  } catch (e) {
+    throw setupError(doing, e);
+  }
 }
 
 export const MAX_CPUS = 64;
@@ -90,21 +110,17 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
 
-  let kvm: Kvm;
-  try {
-    kvm = Kvm.open();
-  } catch (e) {
-    throw new RunSetupError(e instanceof Error ? e.message : String(e));
-  }
+  // Kvm.open's message already says what is missing and how to fix it.
+  const kvm = setUp(undefined, () => Kvm.open());
   let vm: Vm | undefined;
   let plan: (LaunchPlan & { dispose(): void }) | undefined;
   try {
-    vm = kvm.createVm();
-    vm.setTssAddr(TSS_ADDRESS);
-    vm.createIrqchip();
-    vm.createPit2();
+    vm = setUp('cannot set up the VM', () => createMachine(kvm));
     const sandboxed = options.sandbox !== false;
-    const launch = sandboxed ? sandboxLaunch(options) : { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} };
+    // A jail that can't be planned is a setup error, never a fallback to no jail.
+    const launch = sandboxed
+      ? setUp(undefined, () => planSandboxedLaunch(options.sandbox || { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []))
+      : { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} };
     plan = launch;
     const settings = { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal, sandboxed };
     return await serve(kvm, vm, launch, options.cpus ?? 1, settings);
@@ -115,12 +131,17 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   }
 }
 
-/** The jail's launch plan; a sandbox that can't be set up is a setup error, never a fallback. */
-function sandboxLaunch(options: RunOptions): LaunchPlan & { dispose(): void } {
+/** The VM every plugin starts from: a TSS, the in-kernel irqchip and PIT. Nothing is left open on failure. */
+function createMachine(kvm: Kvm): Vm {
+  const vm = kvm.createVm();
   try {
-    return planSandboxedLaunch(options.sandbox || { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []);
+    vm.setTssAddr(TSS_ADDRESS);
+    vm.createIrqchip();
+    vm.createPit2();
+    return vm;
   } catch (e) {
-    throw new RunSetupError(e instanceof Error ? e.message : String(e));
+    vm.close();
+    throw e;
   }
 }
 
@@ -169,7 +190,7 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
     }, settings.shutdownTimeoutMs).unref();
   };
 
-  const process_ = new PluginProcess(kvm, vm, cpus, log, settings.pluginStderr, {
+  const process_ = setUp('cannot set up the VM', () => new PluginProcess(kvm, vm, cpus, log, settings.pluginStderr, {
     onStarted: () => {
       started = true;
       clearTimeout(startTimer);
@@ -185,12 +206,17 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
       spawnError = error;
       pluginGone();
     },
-  });
+  }));
+  try {
+    process_.spawn(plan);
+  } catch (e) {
+    process_.close();
+    throw setupError('could not start the plugin', e);
+  }
 
   const onAbort = (): void => fail('interrupted');
   settings.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    process_.spawn(plan);
     startTimer = setTimeout(
       () => fail(`the plugin did not start the VM within ${settings.startTimeoutMs / 1000} s`),
       settings.startTimeoutMs,

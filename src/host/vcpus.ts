@@ -87,7 +87,9 @@ export class VcpuSet {
       });
       worker.on('error', (e) => {
         reported = true;
-        onExit(index, `VCPU thread crashed: ${e.message}`, true);
+        // After close() the owner is gone: a thread that then fails to boot
+        // (e.g. out of fds, when set-up failed for the same reason) is moot.
+        if (!this.terminating) onExit(index, `VCPU thread crashed: ${e.message}`, true);
       });
       exits.push(
         new Promise((resolve) =>

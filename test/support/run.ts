@@ -34,8 +34,14 @@ export interface CliResult {
   ms: number;
 }
 
-export function runCli(args: readonly string[], options: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
-  return runCommand(process.execPath, [CLI, ...args], options);
+export function runCli(
+  args: readonly string[],
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; fdLimit?: number } = {},
+): Promise<CliResult> {
+  if (options.fdLimit === undefined) return runCommand(process.execPath, [CLI, ...args], options);
+  // A shell lowers the limit of open files (RLIMIT_NOFILE), then becomes the CLI.
+  const script = 'ulimit -n "$0" && exec "$@"';
+  return runCommand('/bin/sh', ['-c', script, String(options.fdLimit), process.execPath, CLI, ...args], options);
 }
 
 /**
@@ -123,7 +129,16 @@ function jailForAssembly(): AsmJail {
  */
 export function runPluginCli(
   plugin: string,
-  options: { cpus?: number; args?: string[]; flags?: string[]; sandboxed?: boolean; assemblesGuest?: boolean; timeoutMs?: number } = {},
+  options: {
+    cpus?: number;
+    args?: string[];
+    flags?: string[];
+    sandboxed?: boolean;
+    assemblesGuest?: boolean;
+    timeoutMs?: number;
+    /** The CLI's limit of open files. */
+    fdLimit?: number;
+  } = {},
 ): Promise<CliResult> {
   const argv = ['run', '--plugin', plugin];
   if (options.cpus !== undefined) argv.push('--cpus', String(options.cpus));
@@ -134,6 +149,7 @@ export function runPluginCli(
   if (options.args) argv.push('--', ...options.args);
   return runCli(argv, {
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+    ...(options.fdLimit !== undefined ? { fdLimit: options.fdLimit } : {}),
     ...(jail ? { env: jail.env } : {}),
   });
 }
