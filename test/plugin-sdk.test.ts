@@ -11,7 +11,7 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { C, native } from '../src/native/index.js';
 import { encodeDelimitedVcpuResponse } from '../src/protocol/framing.js';
@@ -25,7 +25,8 @@ import {
 } from '../src/protocol/gen/plugin.js';
 import { allocateObjectId, releaseObjectId } from '../src/plugin/connection.js';
 import { Vcpu } from '../src/plugin/vcpu.js';
-import { Connection, GuestMemory, PluginError, RegsView, VmStateSet } from '../src/plugin/index.js';
+import { spinBudgetUs } from '../src/protocol/pipe-reader.js';
+import { Connection, GuestMemory, PluginError, RegsView, VmStateSet, type VcpuOptions } from '../src/plugin/index.js';
 import { assemble } from './support/asm.js';
 import { needsKvm } from './support/kvm.js';
 import { examplePlugin, runPluginCli } from './support/run.js';
@@ -37,7 +38,7 @@ import { examplePlugin, runPluginCli } from './support/run.js';
 function fakeVcpu(id = 0): { vcpu: Vcpu; toPlugin: number; fromPlugin: number; close(): void } {
   const [requestRead, requestWrite] = native.pipe2(C.O_CLOEXEC);
   const [responseRead, responseWrite] = native.pipe2(C.O_CLOEXEC);
-  const vcpu = new Vcpu(id, requestWrite, responseRead);
+  const vcpu = new Vcpu(id, requestWrite, responseRead, spinBudgetUs());
   return {
     vcpu,
     toPlugin: responseWrite,
@@ -396,6 +397,32 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
       for (const fd of [r1, w1, r2, w2]) native.close(fd);
       native.close(host);
     }
+  });
+
+  test('threadPerVcpu: VCPU reads spin (non-blocking fds) only with fewer VCPUs than cores, as the host\'s', () => {
+    // A VCPU that spins reads its response pipe non-blocking (PipeReader);
+    // one that sleeps in read(2), as crosvm, keeps it blocking.
+    const cores = availableParallelism();
+    const on = spinBudgetUs() > 0; // PLUGVISOR_SPIN_US=0 turns every spin off
+    const spins = (count: number, options?: VcpuOptions): boolean[] => {
+      const { conn, host } = pair();
+      const pipes = Array.from({ length: count }, () => [...native.pipe2(C.O_CLOEXEC), ...native.pipe2(C.O_CLOEXEC)]);
+      try {
+        // Per VCPU: the request pipe's write end, then the response pipe's read end.
+        answer(host, { errnoValue: 0, message: { $case: 'getVcpus', getVcpus: {} } }, pipes.flatMap(([, w1, r2]) => [w1!, r2!]));
+        assert.equal(conn.getVcpus(options).length, count);
+        received(host);
+        // O_NONBLOCK belongs to the open file, which the plugin's copy shares with r2.
+        return pipes.map(([, , r2]) => (native.fcntl(r2!, C.F_GETFL, 0) & C.O_NONBLOCK) !== 0);
+      } finally {
+        conn.close();
+        for (const fd of pipes.flat()) native.close(fd);
+        native.close(host);
+      }
+    };
+    assert.deepEqual(spins(cores), Array(cores).fill(on), 'one thread serving every VCPU spins');
+    assert.deepEqual(spins(cores, { threadPerVcpu: true }), Array(cores).fill(false), 'a thread per VCPU, as many as cores: no spin');
+    if (cores > 1) assert.deepEqual(spins(cores - 1, { threadPerVcpu: true }), Array(cores - 1).fill(on), 'fewer VCPUs than cores: spin');
   });
 
   test('a host that hung up gives a clear transport error', () => {

@@ -22,6 +22,7 @@ import { PluginError, snakeCase } from './errors.js';
 import { errno as Errno } from '../errno.js';
 import { GuestMemory } from './memory.js';
 import { transportError, Vcpu } from './vcpu.js';
+import { spinBudgetForVcpus, spinBudgetUs } from '../protocol/pipe-reader.js';
 
 /** Responses can be large (a dirty bitmap); the protocol says 256 KiB. */
 const RECEIVE_BUFFER_SIZE = 0x40000;
@@ -103,6 +104,19 @@ export interface CallHint {
 
 /** As in the C API (CROSVM_MAX_HINT_DETAIL_COUNT). */
 export const MAX_HINT_DETAILS = 32;
+
+/** How the plugin serves its VCPUs, for {@link Connection.getVcpus}. */
+export interface VcpuOptions {
+  /**
+   * Each VCPU has a thread of its own (a worker_thread with its own
+   * connection), as a C plugin has. A VCPU's reads then spin before sleeping
+   * (PLUGVISOR_SPIN_US) only while the VM has fewer VCPUs than the machine
+   * has cores, the host's rule: as many spinners as cores would take the
+   * cores the host needs. By default one thread serves every VCPU, a single
+   * spinner, which pays even with as many VCPUs as cores (bench/README.md).
+   */
+  threadPerVcpu?: boolean;
+}
 
 export interface MemoryOptions {
   /** Offset into the file (default 0). */
@@ -373,9 +387,10 @@ export class Connection {
 
   /**
    * The VM's VCPUs, in order. Fetched once per connection (the handles own
-   * their pipe descriptors and are closed with the connection).
+   * their pipe descriptors and are closed with the connection); `options`
+   * apply when they are made, at the first call.
    */
-  getVcpus(): Vcpu[] {
+  getVcpus(options: VcpuOptions = {}): Vcpu[] {
     if (this.vcpus) return this.vcpus;
     const { fds } = this.call({ $case: 'getVcpus', getVcpus: {} }, { fdCount: -1 });
     if (fds.length % 2 !== 0) {
@@ -383,14 +398,16 @@ export class Connection {
       throw new PluginError('get_vcpus', Errno.EPROTO, `odd number of VCPU pipe descriptors (${fds.length})`, { transport: true });
     }
     const vcpus: Vcpu[] = [];
-    for (let i = 0; i < fds.length; i += 2) vcpus.push(new Vcpu(i / 2, fds[i]!, fds[i + 1]!));
+    const count = fds.length / 2;
+    const spinUs = options.threadPerVcpu ? spinBudgetForVcpus(count) : spinBudgetUs();
+    for (let i = 0; i < count; i++) vcpus.push(new Vcpu(i, fds[2 * i]!, fds[2 * i + 1]!, spinUs));
     this.vcpus = vcpus;
     return vcpus;
   }
 
   /** One VCPU by index (PluginError ENOENT past the last one). */
-  getVcpu(id: number): Vcpu {
-    const vcpu = this.getVcpus()[id];
+  getVcpu(id: number, options: VcpuOptions = {}): Vcpu {
+    const vcpu = this.getVcpus(options)[id];
     if (!vcpu) throw new PluginError('get_vcpu', Errno.ENOENT, `no VCPU ${id}`);
     return vcpu;
   }

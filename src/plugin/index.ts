@@ -25,6 +25,7 @@ export type {
   MemorySlot,
   NetConfig,
   RegHint,
+  VcpuOptions,
 } from './connection.js';
 export { GuestMemory } from './memory.js';
 export { Vcpu } from './vcpu.js';

@@ -157,14 +157,12 @@ export class Vcpu {
   /** Deferred register writes, sent with the next real resume. Indexed by StateSet (REGS, SREGS, -, DEBUGREGS). */
   private deferred: (Uint8Array | undefined)[] = [undefined, undefined, undefined, undefined];
 
-  /** @internal Connection.getVcpus creates these. */
-  constructor(id: number, requestFd: number, responseFd: number) {
+  /** @internal Connection.getVcpus creates these; `spinUs` is the read spin budget (see VcpuOptions). */
+  constructor(id: number, requestFd: number, responseFd: number, spinUs: number) {
     this.id = id;
     this.requestFd = requestFd;
     this.responseFd = responseFd;
-    // A TypeScript plugin usually serves its VCPUs from one thread: one
-    // spinner, which pays even with as many VCPUs as cores (measured).
-    this.responses = new PipeReader(responseFd);
+    this.responses = new PipeReader(responseFd, spinUs);
   }
 
   /**

@@ -65,15 +65,20 @@ export class PipeReader {
     if (this.spinMs > 0) native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);
   }
 
-  /** Reads what is there (at least one byte, or 0 at end of file), spinning, then sleeping, until then. */
+  /**
+   * Reads what is there (at least one byte, or 0 at end of file), spinning,
+   * then sleeping, until then. Without a budget the fd may still be
+   * non-blocking: another handle on the same pipe in this process (another
+   * connection's VCPU objects) may spin, so EAGAIN is always waited out.
+   */
   read(buffer: Uint8Array, offset: number, length: number): number {
     let n = native.read(this.fd, buffer, offset, length);
-    if (n >= 0 || this.spinMs === 0) return n;
+    if (n >= 0) return n;
     const deadline = performance.now() + this.spinMs;
-    do {
+    while (performance.now() < deadline) {
       n = native.read(this.fd, buffer, offset, length);
       if (n >= 0) return n;
-    } while (performance.now() < deadline);
+    }
     for (;;) {
       native.poll(this.fd, C.POLLIN, -1);
       n = native.read(this.fd, buffer, offset, length);
