@@ -439,8 +439,9 @@ function roundTripMetrics(p: Json): Metrics {
   };
 }
 
+/** `spinUs`: PLUGVISOR_SPIN_US for both sides; `pluginArgs`: more arguments for the plugin (e.g. --threads). */
 function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number, exits: number, mode: 'io' | 'mmio',
-  baseline: string, spinUs?: number): Case {
+  baseline: string, opts: { spinUs?: number; pluginArgs?: string[] } = {}): Case {
   return {
     id, title, baseline,
     metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), lower('hostCpuUsPerExit', 'µs'),
@@ -448,8 +449,8 @@ function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number
     baselineMetrics: { usPerExit: 'usPerExit', cpuUsPerExit: 'cpuUsPerExit', exitsPerSec: 'exitsPerSec' },
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
-      const args = ['--exits', String(ctx.exits(exits)), ...(mode === 'mmio' ? ['--mmio'] : [])];
-      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args, { spinUs });
+      const args = ['--exits', String(ctx.exits(exits)), ...(mode === 'mmio' ? ['--mmio'] : []), ...(opts.pluginArgs ?? [])];
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, args, { spinUs: opts.spinUs });
       return roundTripMetrics(plugin);
     },
   };
@@ -662,12 +663,14 @@ function buildCases(o: Options): Case[] {
     plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', 'raw.io.1cpu'),
     plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
     plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'raw.io.2cpu'),
+    plugvisorCase('plugvisor.ts.io.2cpu.threads', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin, worker thread per VCPU',
+      'ts', 2, 20_000, 'io', 'raw.io.2cpu', { pluginArgs: ['--threads'] }),
     plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', 'raw.io.1cpu'),
     plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
     plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'raw.io.2cpu'),
     // crosvm's design exactly (blocking pipe reads, no spin): against the C pipe baseline.
-    plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
-    plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', 0),
+    plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
+    plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
     // Long runs with the JIT warm-up timed apart: steady state per exit, and the one-time warm-up cost.
     steadyCase('ts', 100_000, 20_000),
     steadyCase('c', 100_000, 20_000),

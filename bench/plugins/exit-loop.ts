@@ -30,23 +30,34 @@
  *                     per measured exit (all VCPUs) in that window
  *
  * Usage (as a plugin): plugvisor run --plugin exit-loop.js [--cpus N] -- \
- *     [--exits N] [--warmup-exits W] [--mmio] [--async] [--out FILE] [--hold FILE]
+ *     [--exits N] [--warmup-exits W] [--mmio] [--async] [--threads] [--out FILE] [--hold FILE]
  *
- *   --mmio   the measured exit is an MMIO write instead of a port write
- *   --async  the measured range is reserved with async_write: the VCPU does
- *            not stop, the plugin only counts notifications
- *   --hold F after writing the result, wait (VM still alive, VCPUs stopped at
- *            "done") until file F exists, then exit: lets the runner read the
- *            host's memory use while the VM is up
+ *   --mmio    the measured exit is an MMIO write instead of a port write
+ *   --async   the measured range is reserved with async_write: the VCPU does
+ *             not stop, the plugin only counts notifications
+ *   --threads a worker_thread per VCPU (see below) instead of one thread
+ *   --hold F  after writing the result, wait (VM still alive, VCPUs stopped at
+ *             "done") until file F exists, then exit: lets the runner read the
+ *             host's memory use while the VM is up
  *
- * One thread serves every VCPU, round-robin (each VCPU has at most one
- * pending exit, so this never deadlocks). VCPUs other than 0 are made
- * runnable with set_state(MP, RUNNABLE) at their init event: with the
- * in-kernel irqchip they would otherwise wait for INIT/SIPI.
+ * By default one thread serves every VCPU, round-robin (each VCPU has at most
+ * one pending exit, so this never deadlocks). With --threads, as the C plugin
+ * does with pthreads, every VCPU has its own worker_thread (this same file,
+ * started with isMainThread false) on its own connection (newConnection in
+ * the main thread, fromFd and getVcpus({ threadPerVcpu: true }) in the
+ * worker, so that the reads spin by the host's rule); the main thread starts
+ * the VM once every worker holds its VCPU, then only waits. Each serving
+ * thread runs the same loop (serve) and notes its own times and CPU
+ * counters; the main thread combines them into the figures above (times are
+ * absolute, performance.timeOrigin + now(), since each thread has its own
+ * time origin). VCPUs other than 0 are made runnable with
+ * set_state(MP, RUNNABLE) at their init event: with the in-kernel irqchip
+ * they would otherwise wait for INIT/SIPI.
  */
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { AddressSpace, Connection, GuestMemory, VcpuStateSet } from 'plugvisor/plugin';
+import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { AddressSpace, Connection, GuestMemory, Vcpu, VcpuStateSet } from 'plugvisor/plugin';
 import { GUEST_MEM_BASE, GUEST_MEM_SIZE, MMIO_EXIT, PORT_COUNT, PORT_DONE, PORT_EXIT, writeGuest } from '../guest.js';
 
 /** KVM_MP_STATE_RUNNABLE, as a struct kvm_mp_state. */
@@ -59,12 +70,13 @@ interface Options {
   warmupExits: number;
   mmio: boolean;
   async: boolean;
+  threads: boolean;
   out?: string;
   hold?: string;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { exits: 10000, warmupExits: 0, mmio: false, async: false };
+  const o: Options = { exits: 10000, warmupExits: 0, mmio: false, async: false, threads: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): string => {
@@ -76,6 +88,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--warmup-exits') o.warmupExits = Number(value());
     else if (a === '--mmio') o.mmio = true;
     else if (a === '--async') o.async = true;
+    else if (a === '--threads') o.threads = true;
     else if (a === '--out') o.out = value();
     else if (a === '--hold') o.hold = value();
     else throw new Error(`unknown argument ${a}`);
@@ -108,28 +121,54 @@ function hostCpuSec(): number {
   }
 }
 
+/** CPU seconds of this whole process (every thread, also from a worker). */
 function pluginCpuSec(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;
+}
+
+/** Wall clock in epoch ms, comparable across threads (each has its own performance.timeOrigin). */
+function nowMs(): number {
+  return performance.timeOrigin + performance.now();
 }
 
 function sleepMs(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-function main(): void {
-  const opts = parseArgs(process.argv.slice(2));
-  const conn = Connection.connect();
-  const memory = GuestMemory.create(GUEST_MEM_SIZE);
-  writeGuest(memory.bytes, opts.mmio);
-  conn.createMemory(memory, { start: GUEST_MEM_BASE, length: BigInt(GUEST_MEM_SIZE) });
+// ---- serving VCPUs ----
+
+/** A moment: the time (epoch ms) and the CPU counters then. */
+interface Sample {
+  t: number;
+  hostCpu: number;
+  pluginCpu: number;
+}
+
+function sample(): Sample {
+  return { t: nowMs(), hostCpu: hostCpuSec(), pluginCpu: pluginCpuSec() };
+}
+
+/** What one serving thread saw of its VCPUs (plain data: workers post it). */
+interface Tally {
+  /** Measured exits, its VCPUs together. */
+  measured: number;
+  /** At the first count read. */
+  first: Sample;
+  /** When the last of its VCPUs made its W-th measured exit (only with --warmup-exits). */
+  steady?: Sample;
+  /** The time of the last done; CPU counters read right after it. */
+  end: Sample;
+}
+
+/**
+ * Serves `vcpus` from this thread, round-robin, from their init event to
+ * their done (where they stay stopped), and returns what it saw. The main
+ * thread passes every VCPU, a --threads worker its own one.
+ */
+function serve(vcpus: readonly Vcpu[], opts: Options): Tally {
   const measuredSpace = opts.mmio ? AddressSpace.MMIO : AddressSpace.IOPORT;
   const measuredAddress = opts.mmio ? MMIO_EXIT : PORT_EXIT;
-  conn.reserveRange(measuredSpace, measuredAddress, 1n, { asyncWrite: opts.async });
-  conn.reserveRange(AddressSpace.IOPORT, PORT_DONE, 2n); // 0x11 done, 0x12 count
-  const vcpus = conn.getVcpus();
-  conn.start();
-
   for (const vcpu of vcpus) {
     const event = vcpu.wait();
     if (event.kind !== 'init') throw new Error(`vcpu ${vcpu.id}: expected init, got ${event.kind}`);
@@ -140,47 +179,34 @@ function main(): void {
   const count = new Uint8Array(4);
   new DataView(count.buffer).setUint32(0, opts.exits, true);
   let measured = 0;
-  let tFirst = -1;
-  let firstExitUnixMs = 0;
+  let first: Sample | undefined;
   let tLast = 0;
-  let hostCpu0 = 0;
-  let pluginCpu0 = 0;
-  // Steady state: measured exits per VCPU (indexed by id; counted only with
-  // --warmup-exits), how many VCPUs made their W-th, and the time and CPU
-  // counters when the last of them did.
+  // Steady state: measured exits per VCPU (indexed like `vcpus`; counted only
+  // with --warmup-exits), how many VCPUs made their W-th, and the moment the
+  // last of them did.
   const warmup = opts.warmupExits;
-  const measuredBy = new Array<number>(vcpus.length).fill(0);
+  const measuredBy = vcpus.map(() => 0);
   let warmedVcpus = 0;
-  let tSteady = 0;
-  let hostCpuSteady = 0;
-  let pluginCpuSteady = 0;
-  const active = vcpus.slice();
+  let steady: Sample | undefined;
+  const active = vcpus.map((_, index) => index);
   while (active.length > 0) {
     for (let i = 0; i < active.length; ) {
-      const vcpu = active[i]!;
+      const index = active[i]!;
+      const vcpu = vcpus[index]!;
       const event = vcpu.wait();
       if (event.kind !== 'io') throw new Error(`vcpu ${vcpu.id}: unexpected ${event.kind} event`);
       const io = event;
       if (io.space === measuredSpace && io.address === measuredAddress) {
         measured++;
-        if (warmup > 0 && ++measuredBy[vcpu.id] === warmup && ++warmedVcpus === vcpus.length) {
-          tSteady = performance.now();
-          hostCpuSteady = hostCpuSec();
-          pluginCpuSteady = pluginCpuSec();
-        }
+        if (warmup > 0 && ++measuredBy[index]! === warmup && ++warmedVcpus === vcpus.length) steady = sample();
         vcpu.resume(); // a no-op for async (noResume) notifications
       } else if (io.space === AddressSpace.IOPORT && io.address === PORT_COUNT) {
-        if (tFirst < 0) {
-          tFirst = performance.now();
-          firstExitUnixMs = performance.timeOrigin + tFirst;
-          hostCpu0 = hostCpuSec();
-          pluginCpu0 = pluginCpuSec();
-        }
+        first ??= sample();
         vcpu.resume(count);
       } else if (io.space === AddressSpace.IOPORT && io.address === PORT_DONE) {
         // Leave this VCPU stopped: resuming would run it into HLT, which ends
         // the VM for every VCPU.
-        tLast = performance.now();
+        tLast = nowMs();
         active.splice(i, 1);
         continue;
       } else {
@@ -189,51 +215,147 @@ function main(): void {
       i++;
     }
   }
+  const end = { t: tLast, hostCpu: hostCpuSec(), pluginCpu: pluginCpuSec() };
+  if (first === undefined) throw new Error('no VCPU read the exit count');
+  return { measured, first, steady, end };
+}
 
-  const hostCpuEnd = hostCpuSec();
-  const pluginCpuEnd = pluginCpuSec();
-  const loopHostCpuSec = hostCpuEnd - hostCpu0;
-  const loopPluginCpuSec = pluginCpuEnd - pluginCpu0;
-  const expected = opts.exits * vcpus.length;
+/** The tallies of several threads as one: the earliest first sample, the latest steady and end samples. */
+function combine(tallies: readonly Tally[]): Tally {
+  const earliest = (a: Sample, b: Sample): Sample => (b.t < a.t ? b : a);
+  const latest = (a: Sample, b: Sample): Sample => (b.t > a.t ? b : a);
+  const steadies = tallies.flatMap((t) => (t.steady ? [t.steady] : []));
+  return {
+    measured: tallies.reduce((sum, t) => sum + t.measured, 0),
+    first: tallies.map((t) => t.first).reduce(earliest),
+    steady: steadies.length === tallies.length ? steadies.reduce(latest) : undefined,
+    end: tallies.map((t) => t.end).reduce(latest),
+  };
+}
+
+/** The JSON result (see the header). */
+function report(opts: Options, cpus: number, tally: Tally): Record<string, unknown> {
+  const { measured, first, end } = tally;
+  const expected = opts.exits * cpus;
   if (measured !== expected) throw new Error(`counted ${measured} measured exits, expected ${expected}`);
-  const seconds = (tLast - tFirst) / 1000;
+  const seconds = (end.t - first.t) / 1000;
   // Every VCPU made all its exits (checked above) and W < exits, so each
-  // passed its W-th: tSteady and the CPU counters at it are set.
+  // passed its W-th: the steady sample is there.
   let steady: Record<string, number> = {};
+  const warmup = opts.warmupExits;
   if (warmup > 0) {
+    const tSteady = tally.steady!;
     const steadyExits = opts.exits - warmup;
-    const usPerExitSteady = ((tLast - tSteady) * 1000) / steadyExits;
-    const steadyHostCpuSec = hostCpuEnd - hostCpuSteady;
-    const steadyPluginCpuSec = pluginCpuEnd - pluginCpuSteady;
+    const usPerExitSteady = ((end.t - tSteady.t) * 1000) / steadyExits;
+    const steadyHostCpuSec = end.hostCpu - tSteady.hostCpu;
+    const steadyPluginCpuSec = end.pluginCpu - tSteady.pluginCpu;
     steady = {
       warmupExits: warmup,
       usPerExitSteady,
-      warmupExtraMs: tSteady - tFirst - (warmup * usPerExitSteady) / 1000,
+      warmupExtraMs: tSteady.t - first.t - (warmup * usPerExitSteady) / 1000,
       steadyPluginCpuSec,
       steadyHostCpuSec,
-      cpuUsPerExitSteady: ((steadyHostCpuSec + steadyPluginCpuSec) * 1e6) / (steadyExits * vcpus.length),
+      cpuUsPerExitSteady: ((steadyHostCpuSec + steadyPluginCpuSec) * 1e6) / (steadyExits * cpus),
     };
   }
   const cpu = process.cpuUsage();
-  const result = {
+  return {
     program: 'exit-loop.ts',
     mode: opts.mmio ? 'mmio' : 'io',
     async: opts.async,
-    cpus: vcpus.length,
+    cpus,
     exits: measured,
     seconds,
     usPerExit: (seconds * 1e6) / opts.exits,
     exitsPerSec: measured / seconds,
-    firstExitUnixMs,
-    loopPluginCpuSec,
-    loopHostCpuSec,
+    firstExitUnixMs: first.t,
+    loopPluginCpuSec: end.pluginCpu - first.pluginCpu,
+    loopHostCpuSec: end.hostCpu - first.hostCpu,
     pluginCpuUserSec: cpu.user / 1e6,
     pluginCpuSysSec: cpu.system / 1e6,
     pluginMaxRssKiB: vmHwmKiB(),
     pid: process.pid,
     ...steady,
   };
-  const text = JSON.stringify(result) + '\n';
+}
+
+// ---- --threads: a worker per VCPU ----
+
+interface WorkerInput {
+  opts: Options;
+  /** The VCPU this worker serves (its index in getVcpus()). */
+  index: number;
+  /** The worker's own connection, from newConnection(). */
+  fd: number;
+  /** An Int32 the main thread sets to 1 (and notifies) once the VM is started. */
+  started: SharedArrayBuffer;
+}
+
+type WorkerMessage = { kind: 'ready' } | { kind: 'tally'; tally: Tally };
+
+/** In a worker: take the VCPU, say so, serve it once the VM is started, post the tally. */
+function workerMain({ opts, index, fd, started }: WorkerInput): void {
+  const vcpu = Connection.fromFd(fd).getVcpus({ threadPerVcpu: true })[index];
+  if (vcpu === undefined) throw new Error(`no VCPU ${index}`);
+  const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
+  post({ kind: 'ready' });
+  // Wait for the start here rather than in vcpu.wait(): process.exit joins
+  // the workers, and a worker blocked in a native read of a VCPU that never
+  // starts (another worker failed) would keep the plugin from exiting.
+  Atomics.wait(new Int32Array(started), 0, 0);
+  post({ kind: 'tally', tally: serve([vcpu], opts) });
+}
+
+/** Starts the worker for one VCPU: `ready` once it holds its VCPU, `tally` once the VCPU is done. */
+function spawnWorker(input: WorkerInput): { ready: Promise<void>; tally: Promise<Tally> } {
+  const worker = new Worker(new URL(import.meta.url), { workerData: input });
+  let onReady!: () => void;
+  let onTally!: (tally: Tally) => void;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  const tally = new Promise<Tally>((resolve) => (onTally = resolve));
+  worker.on('message', (m: WorkerMessage) => (m.kind === 'ready' ? onReady() : onTally(m.tally)));
+  // A throw in the worker, or its end before it posted the tally, fails both.
+  const failed = new Promise<never>((_, reject) => {
+    worker.on('error', reject);
+    worker.on('exit', (code) => reject(new Error(`the worker of vcpu ${input.index} exited (code ${code}) before it reported`)));
+  });
+  return { ready: Promise.race([ready, failed]), tally: Promise.race([tally, failed]) };
+}
+
+async function serveInWorkers(conn: Connection, cpus: number, opts: Options): Promise<Tally> {
+  const started = new SharedArrayBuffer(4);
+  const workers = Array.from({ length: cpus }, (_, index) =>
+    spawnWorker({ opts, index, fd: conn.newConnection().fd, started }));
+  await Promise.all(workers.map((w) => w.ready));
+  conn.start();
+  const flag = new Int32Array(started);
+  Atomics.store(flag, 0, 1);
+  Atomics.notify(flag, 0);
+  return combine(await Promise.all(workers.map((w) => w.tally)));
+}
+
+// ---- main ----
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  const conn = Connection.connect();
+  const memory = GuestMemory.create(GUEST_MEM_SIZE);
+  writeGuest(memory.bytes, opts.mmio);
+  conn.createMemory(memory, { start: GUEST_MEM_BASE, length: BigInt(GUEST_MEM_SIZE) });
+  const measuredSpace = opts.mmio ? AddressSpace.MMIO : AddressSpace.IOPORT;
+  const measuredAddress = opts.mmio ? MMIO_EXIT : PORT_EXIT;
+  conn.reserveRange(measuredSpace, measuredAddress, 1n, { asyncWrite: opts.async });
+  conn.reserveRange(AddressSpace.IOPORT, PORT_DONE, 2n); // 0x11 done, 0x12 count
+  const vcpus = conn.getVcpus(); // with --threads only counted here: each worker takes its own
+  let tally: Tally;
+  if (opts.threads) {
+    tally = await serveInWorkers(conn, vcpus.length, opts);
+  } else {
+    conn.start();
+    tally = serve(vcpus, opts);
+  }
+
+  const text = JSON.stringify(report(opts, vcpus.length, tally)) + '\n';
   if (opts.out) {
     // Write then rename, so a runner polling for the file never reads half of it.
     writeFileSync(`${opts.out}.tmp`, text);
@@ -248,9 +370,11 @@ function main(): void {
   process.exit(0);
 }
 
-try {
-  main();
-} catch (e) {
-  process.stderr.write(`exit-loop: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exit(1);
+if (isMainThread) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`exit-loop: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  });
+} else {
+  workerMain(workerData as WorkerInput); // a throw here rejects the main thread's spawnWorker promises
 }
