@@ -53,9 +53,10 @@ export class PipeReader {
 
   /**
    * With a budget, puts `fd` (a read end that only this process reads) in
-   * non-blocking mode. O_NONBLOCK belongs to the open file, which the other
-   * process may share through a duplicate; only readers look at it, and there
-   * is one reader. Without a budget the fd stays blocking, as in crosvm.
+   * non-blocking mode. O_NONBLOCK belongs to the open file, which every
+   * duplicate of the fd shares; only readers look at it, and each reader
+   * copes with it (see read). Without a budget the fd is left as it is:
+   * blocking, as in crosvm, unless another reader here spins.
    */
   constructor(
     readonly fd: number,
