@@ -10,6 +10,8 @@ import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import { runPlugin } from '../src/host/run.js';
+import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
 import { SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
 
@@ -142,6 +144,25 @@ for (const sandboxed of SANDBOX_MODES) {
     });
   });
 }
+
+describe('the library (runPlugin)', needsKvm, () => {
+  test('a plugin that writes to stderr without newlines reaches the log in lines of bounded length', async () => {
+    // Before, the host held such a "line" whole until its newline: a plugin
+    // writing ~512 MiB without one made the host throw and die.
+    const length = 3 * MAX_LINE_CHARS + 5;
+    const lines: string[] = [];
+    const outcome = await runPlugin({
+      plugin: testPlugin('exit-status'),
+      args: ['stderr', String(length)],
+      sandbox: false,
+      pluginStderr: (line) => lines.push(line),
+      log: () => {},
+    });
+    assert.equal(outcome.ok, true, outcome.message);
+    assert.deepEqual(lines.map((line) => line.length), [MAX_LINE_CHARS, MAX_LINE_CHARS, MAX_LINE_CHARS, 5, 3]);
+    assert.equal(lines.join(''), `${'x'.repeat(length)}end`);
+  });
+});
 
 describe('the CLI', () => {
   test('--help documents run and its options', async () => {

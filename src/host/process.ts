@@ -4,7 +4,6 @@
  * {@link PluginProcess.handleRequest}). The main loop (run.ts) drives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
 import type { Kvm, Vm } from '../kvm/index.js';
 import {
@@ -18,6 +17,7 @@ import {
 import { mainFailure } from '../protocol/responses.js';
 import { encodeMessage } from '../protocol/framing.js';
 import { errno, RequestError } from '../errno.js';
+import { forEachLine } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
 import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
@@ -141,11 +141,7 @@ export class PluginProcess {
       });
       // Without fds left (EMFILE), node makes no stdio pipes and reports the
       // failure through 'error' only.
-      if (child.stderr) {
-        const lines = createInterface({ input: child.stderr, crlfDelay: Infinity });
-        lines.on('line', (line) => this.pluginLog(line));
-        lines.once('close', () => this.stderrClosed());
-      }
+      if (child.stderr) forEachLine(child.stderr, (line) => this.pluginLog(line), () => this.stderrClosed());
       this.addConnection(hostEnd);
     } catch (e) {
       native.close(hostEnd);

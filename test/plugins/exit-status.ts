@@ -4,6 +4,7 @@
  *   exit N      connect, then exit with code N
  *   signal      connect, then die by SIGKILL
  *   hang        connect, start a grandchild (sleep), print both pids, and never start the VM
+ *   stderr N    connect, write N "x" to stderr without a newline, then "\nend\n", and exit 0
  * Pids are printed as "pids <plugin> <grandchild>" so the test can check that
  * nothing is left behind.
  */
@@ -27,6 +28,11 @@ switch (mode) {
     setInterval(() => {}, 1000);
     break;
   }
+  case 'stderr':
+    process.stderr.write('x'.repeat(Number(value)));
+    process.stderr.write('\nend\n');
+    process.exit(0);
+    break;
   default:
     process.stderr.write(`exit-status: unknown mode ${String(mode)}\n`);
     process.exit(2);
