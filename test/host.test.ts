@@ -6,6 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
@@ -13,7 +14,7 @@ import { PACKAGE_ROOT } from '../src/package-root.js';
 import { runPlugin } from '../src/host/run.js';
 import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
+import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
 
 const E = constants.errno;
 
@@ -144,6 +145,41 @@ for (const sandboxed of SANDBOX_MODES) {
     });
   });
 }
+
+// Unsandboxed only: the test checks host pids the plugin prints (see HANG_SKIP).
+describe('a host told to stop', needsKvm, () => {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    test(`${signal} ends the run with exit 1, and nothing is left running`, async () => {
+      const cli = spawn(process.execPath, [CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'hang'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((resolve) => cli.once('exit', (code) => resolve(code)));
+      // The plugin hangs (never starts the VM) once it has printed its pids.
+      const pids = await new Promise<RegExpExecArray>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no pids within 10 s; stderr: ${stderr}`)), 10_000);
+        cli.stdout.on('data', (d: Buffer) => {
+          stdout += d.toString();
+          const m = /pids (\d+) (\d+)/.exec(stdout);
+          if (m) {
+            clearTimeout(timer);
+            resolve(m);
+          }
+        });
+      });
+      const sent = Date.now();
+      cli.kill(signal);
+      const code = await exited;
+      assert.equal(code, 1);
+      assert.match(stderr, /plugvisor: error: interrupted/);
+      // The plugin ignores the shutdown eventfd: it is killed after the 1 s grace.
+      assert.ok(Date.now() - sent < 5_000, `took ${Date.now() - sent} ms to stop`);
+      for (const pid of [Number(pids[1]), Number(pids[2])]) assert.equal(await gone(pid, 2_000), true, `process ${pid} survived`);
+    });
+  }
+});
 
 describe('the library (runPlugin)', needsKvm, () => {
   test('a plugin that writes to stderr without newlines reaches the log in lines of bounded length', async () => {
