@@ -6,7 +6,7 @@
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
@@ -29,6 +29,43 @@ async function gone(pid: number, withinMs: number): Promise<boolean> {
     await new Promise((r) => setTimeout(r, 20));
   }
   return true;
+}
+
+/** A node process started with piped output, once its stdout (its plugin's) matched a pattern. */
+interface Started {
+  child: ChildProcessWithoutNullStreams;
+  match: RegExpExecArray;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stderr(): string;
+}
+
+/** Runs node with `args` and waits (at most 10 s) until its stdout matches `pattern`. */
+async function startNode(args: readonly string[], pattern: RegExp): Promise<Started> {
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })));
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${String(pattern)} on stdout within 10 s; stderr: ${stderr}`)), 10_000);
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      const m = pattern.exec(stdout);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+  });
+  return { child, match, exited, stderr: () => stderr };
+}
+
+/** After a test: kills `pids` that survived it (they would hold the test's pipes open) and lets go of `child`. */
+function cleanUp(child: ChildProcessWithoutNullStreams, pids: readonly number[]): void {
+  for (const pid of pids) if (processExists(pid)) process.kill(pid, 'SIGKILL');
+  child.stdout.destroy();
+  child.stderr.destroy();
 }
 
 for (const sandboxed of SANDBOX_MODES) {
@@ -150,35 +187,44 @@ for (const sandboxed of SANDBOX_MODES) {
 describe('a host told to stop', needsKvm, () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     test(`${signal} ends the run with exit 1, and nothing is left running`, async () => {
-      const cli = spawn(process.execPath, [CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'hang'], {
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      cli.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-      const exited = new Promise<number | null>((resolve) => cli.once('exit', (code) => resolve(code)));
       // The plugin hangs (never starts the VM) once it has printed its pids.
-      const pids = await new Promise<RegExpExecArray>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no pids within 10 s; stderr: ${stderr}`)), 10_000);
-        cli.stdout.on('data', (d: Buffer) => {
-          stdout += d.toString();
-          const m = /pids (\d+) (\d+)/.exec(stdout);
-          if (m) {
-            clearTimeout(timer);
-            resolve(m);
-          }
-        });
-      });
-      const sent = Date.now();
-      cli.kill(signal);
-      const code = await exited;
-      assert.equal(code, 1);
-      assert.match(stderr, /plugvisor: error: interrupted/);
-      // The plugin ignores the shutdown eventfd: it is killed after the 1 s grace.
-      assert.ok(Date.now() - sent < 5_000, `took ${Date.now() - sent} ms to stop`);
-      for (const pid of [Number(pids[1]), Number(pids[2])]) assert.equal(await gone(pid, 2_000), true, `process ${pid} survived`);
+      const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'hang'], /pids (\d+) (\d+)/);
+      const pids = [Number(run.match[1]), Number(run.match[2])];
+      try {
+        const sent = Date.now();
+        run.child.kill(signal);
+        assert.deepEqual(await run.exited, { code: 1, signal: null });
+        assert.match(run.stderr(), /plugvisor: error: interrupted/);
+        // The plugin ignores the shutdown eventfd: it is killed after the 1 s grace.
+        assert.ok(Date.now() - sent < 5_000, `took ${Date.now() - sent} ms to stop`);
+        for (const pid of pids) assert.equal(await gone(pid, 2_000), true, `process ${pid} survived`);
+      } finally {
+        cleanUp(run.child, pids);
+      }
     });
   }
+});
+
+describe('a host whose stderr is closed', needsKvm, () => {
+  test('ends the run (as on SIGPIPE) instead of dying and leaving its plugin running', async () => {
+    // As `plugvisor run ... 2>&1 | head`: the reader of the host's stderr
+    // goes away while the plugin keeps writing lines there.
+    const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'chatter'], /pid (\d+)/);
+    const pid = Number(run.match[1]);
+    let stdout = '';
+    run.child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    try {
+      run.child.stderr.destroy();
+      const sent = Date.now();
+      assert.deepEqual(await run.exited, { code: 1, signal: null });
+      assert.ok(Date.now() - sent < 5_000, `took ${Date.now() - sent} ms to stop`);
+      // The usual shutdown, not a crash: the plugin was asked to exit first.
+      assert.match(stdout, /shutdown eventfd signalled/);
+      assert.equal(await gone(pid, 2_000), true, `the plugin (${pid}) survived`);
+    } finally {
+      cleanUp(run.child, [pid]);
+    }
+  });
 });
 
 describe('the library (runPlugin)', needsKvm, () => {
@@ -197,6 +243,24 @@ describe('the library (runPlugin)', needsKvm, () => {
     assert.equal(outcome.ok, true, outcome.message);
     assert.deepEqual(lines.map((line) => line.length), [MAX_LINE_CHARS, MAX_LINE_CHARS, MAX_LINE_CHARS, 5, 3]);
     assert.equal(lines.join(''), `${'x'.repeat(length)}end`);
+  });
+
+  test('an application that dies of an uncaught exception takes its unsandboxed plugin with it', async () => {
+    const app = `
+      import { runPlugin } from ${JSON.stringify(new URL('../src/host/run.js', import.meta.url).href)};
+      process.stdin.once('data', () => { throw new Error('the application failed'); });
+      void runPlugin({ plugin: ${JSON.stringify(testPlugin('exit-status'))}, args: ['chatter'], sandbox: false, pluginStderr: () => {}, log: () => {} });
+    `;
+    const run = await startNode(['--input-type=module', '-e', app], /pid (\d+)/);
+    const pid = Number(run.match[1]);
+    try {
+      run.child.stdin.write('fail\n');
+      assert.equal((await run.exited).code, 1);
+      assert.match(run.stderr(), /the application failed/);
+      assert.equal(await gone(pid, 2_000), true, `the plugin (${pid}) survived`);
+    } finally {
+      cleanUp(run.child, [pid]);
+    }
   });
 });
 

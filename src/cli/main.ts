@@ -77,6 +77,11 @@ Example:
     const onSignal = (): void => abort.abort();
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
+    // A closed stdout or stderr (the reader of a pipe went away, as with
+    // `| head`) ends the run the way SIGPIPE ends other tools, through the
+    // usual shutdown; unhandled, the write error would kill node at once.
+    process.stdout.on('error', onSignal);
+    process.stderr.on('error', onSignal);
     const options: RunOptions = {
       plugin: flags.plugin,
       args: pluginArgs,

@@ -130,6 +130,7 @@ export class PluginProcess {
         detached: true,
       });
       this.child = child;
+      killOnHostExit(this);
       child.once('error', (e) => {
         this.status = { state: 'exited', code: 127 };
         this.stderrClosed();
@@ -198,6 +199,7 @@ export class PluginProcess {
     this.objects.clear();
     this.vcpus.close();
     native.close(this.killEventFd);
+    runningPlugins.delete(this);
   }
 
   private addConnection(fd: number): void {
@@ -443,3 +445,22 @@ function vmStateAccess(set: number): VmStateAccess {
   return access;
 }
 
+/**
+ * Plugins of this process not yet torn down. If the host process exits
+ * without tearing their VMs down (an uncaught exception, in plugvisor or in an
+ * application that embeds it), their process groups are killed on the way
+ * out: a jailed plugin dies with its parent anyway, an unsandboxed one would
+ * live on.
+ */
+const runningPlugins = new Set<PluginProcess>();
+let exitHookInstalled = false;
+
+function killOnHostExit(plugin: PluginProcess): void {
+  if (!exitHookInstalled) {
+    exitHookInstalled = true;
+    process.on('exit', () => {
+      for (const running of runningPlugins) if (running.tryWait().state === 'running') running.killPlugin();
+    });
+  }
+  runningPlugins.add(plugin);
+}

@@ -5,11 +5,15 @@
  *   signal      connect, then die by SIGKILL
  *   hang        connect, start a grandchild (sleep), print both pids, and never start the VM
  *   stderr N    connect, write N "x" to stderr without a newline, then "\nend\n", and exit 0
+ *   chatter     connect, print "pid <plugin>", then write a line to stderr every 10 ms, forever
+ *               (and live on if stderr breaks: only the host may end it); print
+ *               "shutdown eventfd signalled" when the host asks it to exit
  * Pids are printed as "pids <plugin> <grandchild>" so the test can check that
  * nothing is left behind.
  */
 import { spawn } from 'node:child_process';
 import { Connection } from '../../src/plugin/index.js';
+import { C, native } from '../../src/native/index.js';
 
 const [mode, value] = process.argv.slice(2);
 const conn = Connection.connect();
@@ -32,6 +36,19 @@ switch (mode) {
     process.stderr.write('x'.repeat(Number(value)));
     process.stderr.write('\nend\n');
     process.exit(0);
+    break;
+  case 'chatter':
+    process.stdout.write(`pid ${process.pid}\n`);
+    process.stderr.on('error', () => {});
+    const shutdown = conn.getShutdownEventfd();
+    let told = false;
+    setInterval(() => {
+      process.stderr.write('chatter\n');
+      if (!told && native.poll(shutdown, C.POLLIN, 0) & C.POLLIN) {
+        told = true;
+        process.stdout.write('shutdown eventfd signalled\n');
+      }
+    }, 10);
     break;
   default:
     process.stderr.write(`exit-status: unknown mode ${String(mode)}\n`);
