@@ -36,6 +36,8 @@ interface Started {
   child: ChildProcessWithoutNullStreams;
   match: RegExpExecArray;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** All it wrote so far. */
+  stdout(): string;
   stderr(): string;
 }
 
@@ -58,7 +60,7 @@ async function startNode(args: readonly string[], pattern: RegExp): Promise<Star
       }
     });
   });
-  return { child, match, exited, stderr: () => stderr };
+  return { child, match, exited, stdout: () => stdout, stderr: () => stderr };
 }
 
 /** After a test: kills `pids` that survived it (they would hold the test's pipes open) and lets go of `child`. */
@@ -211,15 +213,13 @@ describe('a host whose stderr is closed', needsKvm, () => {
     // goes away while the plugin keeps writing lines there.
     const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'chatter'], /pid (\d+)/);
     const pid = Number(run.match[1]);
-    let stdout = '';
-    run.child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     try {
       run.child.stderr.destroy();
       const sent = Date.now();
       assert.deepEqual(await run.exited, { code: 1, signal: null });
       assert.ok(Date.now() - sent < 5_000, `took ${Date.now() - sent} ms to stop`);
       // The usual shutdown, not a crash: the plugin was asked to exit first.
-      assert.match(stdout, /shutdown eventfd signalled/);
+      assert.match(run.stdout(), /shutdown eventfd signalled/);
       assert.equal(await gone(pid, 2_000), true, `the plugin (${pid}) survived`);
     } finally {
       cleanUp(run.child, [pid]);

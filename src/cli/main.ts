@@ -74,14 +74,14 @@ Example:
   )
   .action(async (pluginArgs: string[], flags: RunFlags) => {
     const abort = new AbortController();
-    const onSignal = (): void => abort.abort();
-    process.once('SIGINT', onSignal);
-    process.once('SIGTERM', onSignal);
+    const stop = (): void => abort.abort();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
     // A closed stdout or stderr (the reader of a pipe went away, as with
     // `| head`) ends the run the way SIGPIPE ends other tools, through the
     // usual shutdown; unhandled, the write error would kill node at once.
-    process.stdout.on('error', onSignal);
-    process.stderr.on('error', onSignal);
+    process.stdout.on('error', stop);
+    process.stderr.on('error', stop);
     const options: RunOptions = {
       plugin: flags.plugin,
       args: pluginArgs,
@@ -108,8 +108,8 @@ Example:
       process.stderr.write(`plugvisor: error: ${e.message}\n`);
       process.exitCode = 1;
     } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', stop);
+      process.off('SIGTERM', stop);
     }
   });
 

@@ -60,7 +60,7 @@ export class PipeReader {
    */
   constructor(
     readonly fd: number,
-    spinUs: number = spinBudgetUs(),
+    spinUs: number,
   ) {
     this.spinMs = spinUs / 1000;
     if (this.spinMs > 0) native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);

@@ -184,8 +184,6 @@ function userNamespaceHints(): string[] {
   return hints;
 }
 
-const probed = new Map<string, string | null>();
-
 /**
  * Why bubblewrap cannot build the jail on this machine, as a message for a
  * person, or null if it can. For after a jailed plugin failed before `start`:
@@ -199,26 +197,19 @@ export function diagnoseSandbox(): string | null {
   return problem === null ? null : `cannot sandbox the plugin: ${problem}`;
 }
 
-/** Runs bwrap once (per process) with the namespaces the jail uses; returns an error text or null. */
+/** Runs bwrap with the namespaces the jail uses; returns an error text or null. */
 function probeBubblewrap(bwrap: string, identity: JailIdentity): string | null {
-  const key = `${bwrap}:${identity.hostUid}`;
-  const cached = probed.get(key);
-  if (cached !== undefined) return cached;
   const run = spawnSync(bwrap, [
     '--unshare-user', '--uid', String(identity.uid), '--gid', String(identity.gid), '--disable-userns',
     '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--cap-drop', 'ALL',
     '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--proc', '/proc',
     '--', bwrap, '--version',
   ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-  let problem: string | null = null;
-  if (run.error !== undefined) problem = `running ${bwrap} failed: ${run.error.message}`;
-  else if (run.status !== 0) {
-    const hints = userNamespaceHints();
-    problem = `bubblewrap cannot create the plugin's namespaces: ${(run.stderr || `exit status ${run.status}`).trim()}` +
-      (hints.length > 0 ? ` (${hints.join('; ')})` : '');
-  }
-  probed.set(key, problem);
-  return problem;
+  if (run.error !== undefined) return `running ${bwrap} failed: ${run.error.message}`;
+  if (run.status === 0) return null;
+  const hints = userNamespaceHints();
+  return `bubblewrap cannot create the plugin's namespaces: ${(run.stderr || `exit status ${run.status}`).trim()}` +
+    (hints.length > 0 ? ` (${hints.join('; ')})` : '');
 }
 
 /** The hard RLIMIT_NOFILE of this process, or Infinity. */
