@@ -1,10 +1,12 @@
 /*
- * plugvisor.node: the system calls plugvisor needs, as an N-API addon.
+ * plugvisor.node: the system calls plugvisor needs, as an N-API addon, and
+ * (vcpus.c) the native VCPU threads.
  *
  * This file holds no protocol and no policy: one small function per system
  * call, argument checks with clear TypeErrors, and errno turned into a JS
- * Error. Numbers from kernel and libc headers are exported as `constants`,
- * computed here by the C compiler. src/native/index.ts is the typed contract.
+ * Error (addon.c). Numbers from kernel and libc headers are exported as
+ * `constants`, computed here by the C compiler. src/native/index.ts is the
+ * typed contract.
  */
 #include <node_api.h>
 #include <uv.h>
@@ -33,9 +35,12 @@
 
 #include <linux/kvm.h>
 
+#include "addon.h"
+#include "vcpu/kick.h"
+#include "vcpus.h"
+
 #define MAX_SEND_FDS 32
 #define MAX_RECV_FDS 253 /* the kernel's SCM_MAX_FD */
-#define MAX_SAFE_INTEGER 9007199254740991.0 /* 2^53 - 1 */
 
 /* ------------------------------------------------------------------------ */
 /* Constants                                                                 */
@@ -189,291 +194,6 @@ static const char *ioctl_name(unsigned long request) {
   for (size_t i = 0; i < NCONSTANTS; i++)
     if (constants[i].is_ioctl && (unsigned long)constants[i].value == request) return constants[i].name;
   return NULL;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Errors                                                                    */
-/* ------------------------------------------------------------------------ */
-
-static const char *errno_name(int err) {
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
-  const char *name = strerrorname_np(err);
-  if (name) return name;
-#else
-  switch (err) {
-    case EPERM: return "EPERM";
-    case ENOENT: return "ENOENT";
-    case ESRCH: return "ESRCH";
-    case EINTR: return "EINTR";
-    case EIO: return "EIO";
-    case EBADF: return "EBADF";
-    case EAGAIN: return "EAGAIN";
-    case ENOMEM: return "ENOMEM";
-    case EACCES: return "EACCES";
-    case EFAULT: return "EFAULT";
-    case EBUSY: return "EBUSY";
-    case EEXIST: return "EEXIST";
-    case ENODEV: return "ENODEV";
-    case EINVAL: return "EINVAL";
-    case EMFILE: return "EMFILE";
-    case ENOTTY: return "ENOTTY";
-    case ENOSPC: return "ENOSPC";
-    case EPIPE: return "EPIPE";
-    case E2BIG: return "E2BIG";
-    case ENOSYS: return "ENOSYS";
-    case ENXIO: return "ENXIO";
-    case EOPNOTSUPP: return "EOPNOTSUPP";
-    case ECONNRESET: return "ECONNRESET";
-    case ENOTCONN: return "ENOTCONN";
-  }
-#endif
-  return "EUNKNOWN";
-}
-
-/* Throws Error("<prefix>: <strerror>") with errno, code and syscall. */
-static napi_value throw_errno_prefixed(napi_env env, int err, const char *syscall_name, const char *prefix) {
-  char reason[128];
-  char message[320];
-  const char *text = strerror_r(err, reason, sizeof reason); /* GNU strerror_r */
-  snprintf(message, sizeof message, "%s: %s", prefix, text);
-
-  napi_value code, msg, error, errno_value, syscall_value;
-  if (napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
-      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
-      napi_create_error(env, code, msg, &error) != napi_ok ||
-      napi_create_int32(env, err, &errno_value) != napi_ok ||
-      napi_set_named_property(env, error, "errno", errno_value) != napi_ok ||
-      napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_value) != napi_ok ||
-      napi_set_named_property(env, error, "syscall", syscall_value) != napi_ok) {
-    napi_throw_error(env, NULL, message);
-    return NULL;
-  }
-  napi_throw(env, error);
-  return NULL;
-}
-
-/* Throws Error("<syscall>[ <what>]: <strerror>"); see throw_errno_prefixed. */
-static napi_value throw_errno(napi_env env, int err, const char *syscall_name, const char *what) {
-  char prefix[256];
-  if (what && *what)
-    snprintf(prefix, sizeof prefix, "%s %s", syscall_name, what);
-  else
-    snprintf(prefix, sizeof prefix, "%s", syscall_name);
-  return throw_errno_prefixed(env, err, syscall_name, prefix);
-}
-
-/* Turns a failed napi_* call into a JS exception (unless one is pending). */
-static napi_value napi_failed(napi_env env, const char *call) {
-  bool pending = false;
-  if (napi_is_exception_pending(env, &pending) == napi_ok && pending) return NULL;
-  const napi_extended_error_info *info = NULL;
-  char message[256];
-  napi_get_last_error_info(env, &info);
-  snprintf(message, sizeof message, "%s failed: %s", call,
-           info && info->error_message ? info->error_message : "unknown N-API error");
-  napi_throw_error(env, NULL, message);
-  return NULL;
-}
-
-#define CHECK(call)                                             \
-  do {                                                          \
-    if ((call) != napi_ok) return napi_failed(env, #call);      \
-  } while (0)
-
-/* For helpers returning bool: false means an exception is pending. */
-#define CHECK_BOOL(call)                                        \
-  do {                                                          \
-    if ((call) != napi_ok) {                                    \
-      napi_failed(env, #call);                                  \
-      return false;                                             \
-    }                                                           \
-  } while (0)
-
-/* ------------------------------------------------------------------------ */
-/* Arguments and results                                                     */
-/* ------------------------------------------------------------------------ */
-
-/* Fetches up to n arguments; missing ones are `undefined`. */
-static bool get_args(napi_env env, napi_callback_info info, size_t n, napi_value *argv, void **data) {
-  size_t argc = n;
-  CHECK_BOOL(napi_get_cb_info(env, info, &argc, argv, NULL, data));
-  if (argc < n) {
-    napi_value undefined;
-    CHECK_BOOL(napi_get_undefined(env, &undefined));
-    for (size_t i = argc; i < n; i++) argv[i] = undefined;
-  }
-  return true;
-}
-
-static bool type_error(napi_env env, const char *name, const char *expected) {
-  char message[160];
-  snprintf(message, sizeof message, "%s must be %s", name, expected);
-  napi_throw_type_error(env, NULL, message);
-  return false;
-}
-
-static bool range_error(napi_env env, const char *name, const char *expected) {
-  char message[160];
-  snprintf(message, sizeof message, "%s must be %s", name, expected);
-  napi_throw_range_error(env, NULL, message);
-  return false;
-}
-
-/* An integral JS number in [min, max]. */
-static bool get_integer(napi_env env, napi_value value, const char *name, double min, double max, double *out) {
-  napi_valuetype type;
-  CHECK_BOOL(napi_typeof(env, value, &type));
-  if (type != napi_number) return type_error(env, name, "an integer");
-  double d;
-  CHECK_BOOL(napi_get_value_double(env, value, &d));
-  if (!isfinite(d) || d != trunc(d)) return type_error(env, name, "an integer");
-  if (d < min || d > max) {
-    char expected[96];
-    snprintf(expected, sizeof expected, "an integer in [%.0f, %.0f]", min, max);
-    return range_error(env, name, expected);
-  }
-  *out = d;
-  return true;
-}
-
-static bool get_int(napi_env env, napi_value value, const char *name, int *out) {
-  double d;
-  if (!get_integer(env, value, name, (double)INT32_MIN, (double)INT32_MAX, &d)) return false;
-  *out = (int)d;
-  return true;
-}
-
-static bool get_size(napi_env env, napi_value value, const char *name, size_t *out) {
-  double d;
-  if (!get_integer(env, value, name, 0, MAX_SAFE_INTEGER, &d)) return false;
-  *out = (size_t)d;
-  return true;
-}
-
-/*
- * A 64-bit word from an integral number or a BigInt (addresses, ioctl
- * arguments). Negative values are taken as two's complement.
- */
-static bool get_word(napi_env env, napi_value value, const char *name, uint64_t *out) {
-  napi_valuetype type;
-  CHECK_BOOL(napi_typeof(env, value, &type));
-  if (type == napi_bigint) {
-    bool lossless = false;
-    uint64_t u;
-    CHECK_BOOL(napi_get_value_bigint_uint64(env, value, &u, &lossless));
-    if (lossless) {
-      *out = u;
-      return true;
-    }
-    int64_t s;
-    CHECK_BOOL(napi_get_value_bigint_int64(env, value, &s, &lossless));
-    if (!lossless) return range_error(env, name, "a 64-bit integer");
-    *out = (uint64_t)s;
-    return true;
-  }
-  if (type != napi_number) return type_error(env, name, "an integer or a BigInt");
-  double d;
-  if (!get_integer(env, value, name, -MAX_SAFE_INTEGER, MAX_SAFE_INTEGER, &d)) return false;
-  *out = d < 0 ? (uint64_t)(int64_t)d : (uint64_t)d;
-  return true;
-}
-
-/* The bytes of a TypedArray (normally a Uint8Array) or DataView. */
-static bool get_bytes(napi_env env, napi_value value, const char *name, uint8_t **data, size_t *length) {
-  bool is_typedarray = false, is_dataview = false;
-  CHECK_BOOL(napi_is_typedarray(env, value, &is_typedarray));
-  if (is_typedarray) {
-    napi_typedarray_type type;
-    size_t count;
-    void *ptr;
-    CHECK_BOOL(napi_get_typedarray_info(env, value, &type, &count, &ptr, NULL, NULL));
-    size_t element = 1;
-    switch (type) {
-      case napi_int16_array: case napi_uint16_array: element = 2; break;
-      case napi_int32_array: case napi_uint32_array: case napi_float32_array: element = 4; break;
-      case napi_float64_array: case napi_bigint64_array: case napi_biguint64_array: element = 8; break;
-      default: element = 1; break;
-    }
-    *data = ptr;
-    *length = count * element;
-    return true;
-  }
-  CHECK_BOOL(napi_is_dataview(env, value, &is_dataview));
-  if (is_dataview) {
-    void *ptr;
-    CHECK_BOOL(napi_get_dataview_info(env, value, length, &ptr, NULL, NULL));
-    *data = ptr;
-    return true;
-  }
-  return type_error(env, name, "a Uint8Array");
-}
-
-/* buf plus [offset, offset + length) inside it. */
-static bool get_byte_range(napi_env env, napi_value *argv, uint8_t **data, size_t *length) {
-  uint8_t *base;
-  size_t size, offset, count;
-  if (!get_bytes(env, argv[0], "buf", &base, &size)) return false;
-  if (!get_size(env, argv[1], "offset", &offset)) return false;
-  if (!get_size(env, argv[2], "length", &count)) return false;
-  if (offset > size || count > size - offset) {
-    napi_throw_range_error(env, NULL, "offset + length exceeds the buffer");
-    return false;
-  }
-  *data = base + offset;
-  *length = count;
-  return true;
-}
-
-/* A malloc'ed UTF-8 copy of a JS string; free() it. */
-static char *get_string(napi_env env, napi_value value, const char *name) {
-  napi_valuetype type;
-  if (napi_typeof(env, value, &type) != napi_ok) return napi_failed(env, "napi_typeof"), NULL;
-  if (type != napi_string) return type_error(env, name, "a string"), NULL;
-  size_t length;
-  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok)
-    return napi_failed(env, "napi_get_value_string_utf8"), NULL;
-  char *s = malloc(length + 1);
-  if (!s) return throw_errno(env, ENOMEM, "malloc", NULL), NULL;
-  if (napi_get_value_string_utf8(env, value, s, length + 1, &length) != napi_ok) {
-    free(s);
-    return napi_failed(env, "napi_get_value_string_utf8"), NULL;
-  }
-  if (strlen(s) != length) {
-    free(s);
-    return type_error(env, name, "a string without NUL characters"), NULL;
-  }
-  return s;
-}
-
-static napi_value make_int(napi_env env, int64_t value) {
-  napi_value result;
-  CHECK(napi_create_int64(env, value, &result));
-  return result;
-}
-
-static napi_value make_undefined(napi_env env) {
-  napi_value result;
-  CHECK(napi_get_undefined(env, &result));
-  return result;
-}
-
-static napi_value make_pointer(napi_env env, const void *ptr) {
-  napi_value result;
-  CHECK(napi_create_bigint_uint64(env, (uint64_t)(uintptr_t)ptr, &result));
-  return result;
-}
-
-/* [a, b]; on failure closes both fds. */
-static napi_value make_fd_pair(napi_env env, const int fds[2]) {
-  napi_value array, a, b;
-  if (napi_create_array_with_length(env, 2, &array) != napi_ok ||
-      napi_create_int32(env, fds[0], &a) != napi_ok || napi_create_int32(env, fds[1], &b) != napi_ok ||
-      napi_set_element(env, array, 0, a) != napi_ok || napi_set_element(env, array, 1, b) != napi_ok) {
-    close(fds[0]);
-    close(fds[1]);
-    return napi_failed(env, "creating an fd pair");
-  }
-  return array;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1123,59 +843,13 @@ static napi_value js_create_fd_watcher(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------ */
-/* VCPU kick                                                                 */
+/* VCPU kick (vcpu/kick.c)                                                   */
 /* ------------------------------------------------------------------------ */
-
-/*
- * The kvm_run of the VCPU that runs on this thread (NULL: none).
- *
- * initial-exec TLS: the signal handler reads it, and in a dlopen'ed object
- * the default (global-dynamic) model may allocate the thread's TLS block
- * lazily inside __tls_get_addr, which is not async-signal-safe. initial-exec
- * puts it in the static TLS block that exists from thread creation on.
- */
-static __thread struct kvm_run *kick_target __attribute__((tls_model("initial-exec")));
-
-/*
- * Why a kick is never lost: KVM reads immediate_exit each time KVM_RUN is
- * entered and, when it is non-zero, returns EINTR at once without running the
- * guest. So:
- *  - a kick that lands while the thread is inside KVM_RUN interrupts the
- *    guest (a pending signal forces KVM_RUN out with EINTR), and
- *  - a kick that lands while the thread is anywhere else (handling an exit,
- *    about to call KVM_RUN) sets immediate_exit, and the next KVM_RUN returns
- *    EINTR before the guest runs.
- * There is no window where the signal is consumed and the VCPU still goes on
- * running the guest. The VCPU thread clears immediate_exit itself after it has
- * seen the EINTR and done what the kick asked for. SA_RESTART is safe: KVM_RUN
- * reports EINTR, which the kernel never restarts, and other blocking calls of
- * the thread are simply restarted.
- *
- * The handler only does one atomic byte store through a thread-local pointer:
- * async-signal-safe, and it leaves errno alone.
- */
-static void kick_handler(int sig) {
-  (void)sig;
-  struct kvm_run *run = __atomic_load_n(&kick_target, __ATOMIC_RELAXED);
-  if (run) __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-}
-
-static pthread_once_t kick_once = PTHREAD_ONCE_INIT;
-static int kick_install_errno;
-
-static void kick_install(void) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_handler = kick_handler;
-  sa.sa_flags = SA_RESTART;
-  sigemptyset(&sa.sa_mask);
-  if (sigaction(SIGRTMIN, &sa, NULL) < 0) kick_install_errno = errno;
-}
 
 static napi_value js_install_kick_handler(napi_env env, napi_callback_info info) {
   (void)info;
-  pthread_once(&kick_once, kick_install);
-  if (kick_install_errno) return throw_errno(env, kick_install_errno, "sigaction", "(SIGRTMIN)");
+  int err = kick_install();
+  if (err) return throw_errno(env, err, "sigaction", "(SIGRTMIN)");
   return make_undefined(env);
 }
 
@@ -1183,15 +857,8 @@ static napi_value js_set_kick_target(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   uint64_t address;
   if (!get_args(env, info, 1, argv, NULL) || !get_word(env, argv[0], "kvmRunAddress", &address)) return NULL;
-  if (address != 0) {
-    /* The kick must reach this thread: make sure it is not blocked here. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGRTMIN);
-    int err = pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    if (err) return throw_errno(env, err, "pthread_sigmask", NULL);
-  }
-  __atomic_store_n(&kick_target, (struct kvm_run *)(uintptr_t)address, __ATOMIC_SEQ_CST);
+  int err = kick_set_target((struct kvm_run *)(uintptr_t)address);
+  if (err) return throw_errno(env, err, "pthread_sigmask", NULL);
   return make_undefined(env);
 }
 
@@ -1204,7 +871,8 @@ static napi_value js_kick(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   int tid;
   if (!get_args(env, info, 1, argv, NULL) || !get_int(env, argv[0], "tid", &tid)) return NULL;
-  if (syscall(SYS_tgkill, (long)getpid(), (long)tid, (long)SIGRTMIN) < 0) return throw_errno(env, errno, "tgkill", NULL);
+  int err = kick_thread(tid);
+  if (err) return throw_errno(env, err, "tgkill", NULL);
   return make_undefined(env);
 }
 
@@ -1261,6 +929,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"setKickTarget", js_set_kick_target},
     {"gettid", js_gettid},
     {"kick", js_kick},
+    {"createVcpuSet", js_create_vcpu_set},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

@@ -7,11 +7,11 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
-import { runPlugin } from '../src/host/run.js';
+import { runPlugin, type RunOutcome } from '../src/host/run.js';
 import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
 import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
@@ -158,7 +158,7 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`VCPUs (${mode})`, needsKvm, () => {
-    for (const cpus of [1, 2, 4]) {
+    for (const cpus of [1, 2, 4, 16]) {
       test(`${cpus} VCPU(s) each run the guest to completion`, async () => {
         const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus, sandboxed });
         assert.equal(result.code, 0, result.stderr);
@@ -262,6 +262,34 @@ describe('the library (runPlugin)', needsKvm, () => {
       cleanUp(run.child, [pid]);
     }
   });
+});
+
+describe('VCPU threads the plugin leaves behind (runPlugin)', needsKvm, () => {
+  const tasks = (): number => readdirSync('/proc/self/task').length;
+  const fds = (): number => readdirSync('/proc/self/fd').length;
+
+  for (const sandboxed of SANDBOX_MODES) {
+    for (const mode of ['spin', 'paused', 'never-resume', 'full-pipe']) {
+      test(`${mode} (${modeName(sandboxed)}): the run ends in bounded time with the plugin's status, leaving no thread or fd`, async () => {
+        const run = (): Promise<RunOutcome> => runPlugin({
+          plugin: testPlugin('vcpu-ends'),
+          args: [mode],
+          cpus: 4,
+          sandbox: sandboxed ? { mounts: [], gidMaps: [] } : false,
+          pluginStderr: () => {},
+          log: () => {},
+        });
+        await run(); // the first run makes what node keeps for later (its thread pool, for one)
+        const before = { tasks: tasks(), fds: fds() };
+        const started = Date.now();
+        const outcome = await run();
+        const took = Date.now() - started;
+        assert.equal(outcome.exitCode, 3, outcome.message);
+        assert.ok(took < 10_000, `the run took ${took} ms`);
+        assert.deepEqual({ tasks: tasks(), fds: fds() }, before, 'threads and fds after the run, against before it');
+      });
+    }
+  }
 });
 
 describe('the CLI', () => {

@@ -5,9 +5,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
-import type { Kvm, Vm } from '../kvm/index.js';
+import type { CpuidEntry2, Kvm, Vm } from '../kvm/index.js';
 import {
   AddressSpace,
+  type CpuidEntry,
   MainRequest,
   MainRequest_StateSet,
   MainResponse,
@@ -21,9 +22,8 @@ import { forEachLine } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
 import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
-import { fromKernelCpuid } from './plugin-vcpu.js';
+import { encodeVcpuConfig } from './vcpu-config.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
-import type { VcpuConfig } from './shared-state.js';
 
 /** The protocol's request buffer size on main connections. */
 const REQUEST_BUFFER_SIZE = 4096;
@@ -100,6 +100,7 @@ export class PluginProcess {
   private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE + 1);
   private readonly stderrDone: Promise<void>;
   private stderrClosed: () => void = () => {};
+  private closed = false;
 
   constructor(
     private readonly kvm: Kvm,
@@ -162,8 +163,9 @@ export class PluginProcess {
     return this.stderrDone;
   }
 
-  /** Asks the plugin to exit: signals the kill eventfd and stops every VCPU. */
+  /** Asks the plugin to exit: signals the kill eventfd and stops every VCPU. A no-op once closed. */
   signalKill(): void {
+    if (this.closed) return;
     native.eventfdWrite(this.killEventFd, 1);
     this.vcpus.requestShutdown();
   }
@@ -188,6 +190,7 @@ export class PluginProcess {
 
   /** Frees everything the process holds: connections, objects, VCPU pipes, the kill eventfd. */
   close(): void {
+    this.closed = true;
     for (const fd of [...this.connections.keys()]) this.dropConnection(fd);
     for (const [id, object] of this.objects) {
       try {
@@ -412,16 +415,13 @@ export class PluginProcess {
 
   private start(): void {
     if (this.vcpus.started) throw new RequestError(errno.EINVAL, 'the VM was already started');
-    this.vcpus.start(this.vm, this.kvm.vcpuMmapSize(), this.vcpuConfig());
+    this.vcpus.start(this.vm, this.kvm.vcpuMmapSize());
     this.events.onStarted();
   }
 
-  private vcpuConfig(): VcpuConfig {
-    return { ranges: this.ranges.snapshot(), callHint: this.callHint };
-  }
-
+  /** Hands the VCPU threads the reserved ranges and call hint as they are now. */
   private publishVcpuConfig(): void {
-    this.vcpus.publish(this.vcpuConfig());
+    this.vcpus.publish(encodeVcpuConfig(this.ranges, this.callHint));
   }
 }
 
@@ -437,6 +437,19 @@ function spaceOf(space: AddressSpace): typeof IOPORT | typeof MMIO {
   if (space === AddressSpace.IOPORT) return IOPORT;
   if (space === AddressSpace.MMIO) return MMIO;
   throw new RequestError(errno.EINVAL, `unknown address space ${space}`);
+}
+
+/** A kernel CPUID entry as the protocol carries it. */
+function fromKernelCpuid(entry: CpuidEntry2): CpuidEntry {
+  return {
+    function: entry.function,
+    hasIndex: (entry.flags & C.KVM_CPUID_FLAG_SIGNIFCANT_INDEX) !== 0,
+    index: entry.index,
+    eax: entry.eax,
+    ebx: entry.ebx,
+    ecx: entry.ecx,
+    edx: entry.edx,
+  };
 }
 
 function vmStateAccess(set: number): VmStateAccess {

@@ -1,8 +1,9 @@
 /**
  * Reserved address ranges: the IO ports and MMIO addresses whose accesses the
- * plugin handles. The main thread owns the authoritative {@link ReservedRanges};
- * VCPU threads receive {@link RangeTable} snapshots (plain data, cheap to clone
- * into a worker) and look addresses up on every IO/MMIO exit.
+ * plugin handles, with the protocol's rules for reserving them. The main
+ * thread owns the one {@link ReservedRanges}; after each change the host
+ * publishes them to the native VCPU threads (vcpu-config.ts), which look
+ * addresses up on every IO/MMIO exit.
  */
 import { errno } from '../errno.js';
 
@@ -12,18 +13,16 @@ export type Space = typeof IOPORT | typeof MMIO;
 
 export interface Reservation {
   start: bigint;
-  /** Exclusive end, start + length. */
+  /** Exclusive end, start + length (at most 2^64). */
   end: bigint;
   asyncWrite: boolean;
 }
 
-/** Sorted, non-overlapping reservations per address space, indexed by space. */
-export type RangeTable = [Reservation[], Reservation[]];
-
 const U64_LIMIT = 1n << 64n;
 
 export class ReservedRanges {
-  private readonly table: RangeTable = [[], []];
+  /** Per address space, sorted by start and never overlapping. */
+  private readonly table: [Reservation[], Reservation[]] = [[], []];
 
   /**
    * Reserves [start, start + length), or with length 0 unreserves the range
@@ -50,22 +49,8 @@ export class ReservedRanges {
     return 0;
   }
 
-  /** A copy for another thread. */
-  snapshot(): RangeTable {
-    return [this.table[0].map((r) => ({ ...r })), this.table[1].map((r) => ({ ...r }))];
+  /** The reservations of `space`, sorted by start. */
+  of(space: Space): readonly Reservation[] {
+    return this.table[space];
   }
-}
-
-/** The reservation containing `address`, by binary search over the sorted ranges. */
-export function lookupRange(ranges: readonly Reservation[], address: bigint): Reservation | undefined {
-  let low = 0;
-  let high = ranges.length - 1;
-  while (low <= high) {
-    const mid = (low + high) >>> 1;
-    const r = ranges[mid]!;
-    if (address < r.start) high = mid - 1;
-    else if (address >= r.end) low = mid + 1;
-    else return r;
-  }
-  return undefined;
 }

@@ -1,109 +1,57 @@
 /**
  * The VM's VCPUs seen from the main thread: the pipe pairs handed to the
- * plugin, the worker threads that run them after `start`, and the controls
- * that reach into running VCPUs (configuration, pauses, shutdown).
+ * plugin, and the native threads that run the VCPUs after `start`
+ * (native/vcpu/, through {@link VcpuSet}): what they are told (the dispatch
+ * configuration, pauses, shutdown) and what they report (logs, their end).
  */
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { C, native } from '../native/index.js';
+import { C, native, type VcpuEventKind, type VcpuSet as NativeVcpuSet } from '../native/index.js';
 import type { Vm } from '../kvm/index.js';
-import { VcpuRequest } from '../protocol/gen/plugin.js';
+import { spinBudgetForVcpus } from '../protocol/pipe-reader.js';
 import type { Log } from './log.js';
-import { SharedVcpuState, type VcpuConfig } from './shared-state.js';
-import type { VcpuStart, VcpuWorkerData, VcpuWorkerMessage } from './vcpu-worker.js';
 
 /** The protocol's pipe size for VCPU connections. */
 const PIPE_SIZE = 0x40000;
+/** How often {@link VcpuSet.join} kicks and reaps threads that have not ended yet. */
+const JOIN_POLL_MS = 5;
 
 interface VcpuPipes {
-  /** Host reads plugin requests here. */
+  /** Host reads plugin requests here (the native thread reads its own duplicate). */
   requestRead: number;
-  /** Plugin writes requests here; the host keeps a copy to inject `shutdown`. */
+  /** The plugin writes requests here; kept to hand out with every get_vcpus. */
   requestWrite: number;
-  /** Plugin reads responses here. */
+  /** The plugin reads responses here; kept like requestWrite. */
   responseRead: number;
-  /** Host writes responses here. */
+  /** Host writes responses here (the native thread writes its own duplicate). */
   responseWrite: number;
 }
 
 export type VcpuExitHandler = (index: number, reason: string, failed: boolean) => void;
 
-const SHUTDOWN_REQUEST = VcpuRequest.encode({ message: { $case: 'shutdown', shutdown: {} } }).finish();
-
 export class VcpuSet {
-  readonly shared: SharedVcpuState;
   private readonly pipes: VcpuPipes[] = [];
-  private readonly workers: Worker[] = [];
-  private readonly ports: MessagePort[] = [];
+  private readonly threads: NativeVcpuSet;
+  /** VCPUs whose thread runs (started and not yet reported ended). */
   private readonly running = new Set<number>();
-  private allExited: Promise<void>;
   private isStarted = false;
-  /** Set when the host ends the threads itself (they then report nothing). */
-  private terminating = false;
 
-  /**
-   * Makes the pipes and starts every VCPU thread at once: a thread takes tens
-   * of milliseconds to boot, which then overlaps with the plugin's own
-   * start-up instead of delaying the guest after `start`. Each thread waits
-   * for {@link start} to hand it its VCPU.
-   */
+  /** Makes every VCPU's pipes and the native set that will run them. Nothing is left open if it throws. */
   constructor(
     readonly count: number,
     private readonly log: Log,
-    onExit: VcpuExitHandler,
+    private readonly onExit: VcpuExitHandler,
   ) {
-    this.shared = SharedVcpuState.create(count);
     try {
       for (let i = 0; i < count; i++) this.pipes.push(makePipes(log));
+      this.threads = native.createVcpuSet(
+        this.pipes.map((p) => p.requestRead),
+        this.pipes.map((p) => p.responseWrite),
+        spinBudgetForVcpus(count),
+        (index, kind, message) => this.onEvent(index, kind, message),
+      );
     } catch (e) {
-      this.close();
+      this.closePipes();
       throw e;
     }
-    const exits: Promise<void>[] = [];
-    for (let index = 0; index < count; index++) {
-      const channel = new MessageChannel();
-      const data: VcpuWorkerData = {
-        index,
-        requestFd: this.pipes[index]!.requestRead,
-        responseFd: this.pipes[index]!.responseWrite,
-        shared: this.shared.buffer,
-        vcpuCount: count,
-        configPort: channel.port2,
-      };
-      const worker = new Worker(new URL('./vcpu-worker.js', import.meta.url), {
-        workerData: data,
-        transferList: [channel.port2],
-        // VCPU threads run a synchronous loop that allocates little: a small
-        // heap keeps each thread's memory low.
-        resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 2 },
-      });
-      this.running.add(index);
-      let reported = false;
-      worker.on('message', (message: VcpuWorkerMessage) => {
-        if (message.type === 'log') this.log[message.level](message.message);
-        else {
-          reported = true;
-          onExit(index, message.reason, message.failed);
-        }
-      });
-      worker.on('error', (e) => {
-        reported = true;
-        // After close() the owner is gone: a thread that then fails to boot
-        // (e.g. out of fds, when set-up failed for the same reason) is moot.
-        if (!this.terminating) onExit(index, `VCPU thread crashed: ${e.message}`, true);
-      });
-      exits.push(
-        new Promise((resolve) =>
-          worker.once('exit', () => {
-            this.running.delete(index);
-            if (!reported && !this.terminating) onExit(index, 'VCPU thread ended without a report', true);
-            resolve();
-          }),
-        ),
-      );
-      this.workers.push(worker);
-      this.ports.push(channel.port1);
-    }
-    this.allExited = Promise.all(exits).then(() => undefined);
   }
 
   /** The plugin's ends, in VCPU order: the request write end, then the response read end. */
@@ -115,9 +63,12 @@ export class VcpuSet {
     return this.isStarted;
   }
 
-  /** Creates every VCPU and hands it to its thread. Throws (with no VCPU created) if one can't be created. */
-  start(vm: Vm, mmapSize: number, config: VcpuConfig): void {
-    native.installKickHandler();
+  /**
+   * Creates every VCPU and starts a thread per VCPU, which dispatch exits by
+   * the last configuration published. Throws with no VCPU left running if
+   * any of it fails.
+   */
+  start(vm: Vm, mmapSize: number): void {
     const vcpuFds: number[] = [];
     try {
       for (let i = 0; i < this.count; i++) vcpuFds.push(vm.createVcpu(i));
@@ -125,101 +76,75 @@ export class VcpuSet {
       for (const fd of vcpuFds) native.close(fd);
       throw e;
     }
+    this.threads.start(vcpuFds, mmapSize); // owns the fds from here on, even if it throws
     this.isStarted = true;
-    this.workers.forEach((worker, index) => {
-      // The thread owns the VCPU fd from here on and closes it when it ends.
-      const start: VcpuStart = { vcpuFd: vcpuFds[index]!, mmapSize, config };
-      worker.postMessage(start);
-    });
+    for (let i = 0; i < this.count; i++) this.running.add(i);
   }
 
-  /** Hands every VCPU a new configuration, seen at its next exit. */
-  publish(config: VcpuConfig): void {
-    if (!this.started) return;
-    for (const port of this.ports) port.postMessage(config);
-    this.shared.bumpConfigGeneration();
+  /** Hands every VCPU a new dispatch configuration (vcpu-config.ts), seen at its next exit; before start, at its first. */
+  publish(config: BigUint64Array): void {
+    this.threads.publishConfig(config);
   }
 
-  /** Records a pause for each VCPU in `mask` and kicks the ones running. */
+  /** Records a pause for each VCPU in `mask` (bits of VCPUs that don't exist are ignored) and kicks it. */
   pause(mask: bigint, user: bigint): void {
     for (let i = 0; i < this.count && i < 64; i++) {
-      if (((mask >> BigInt(i)) & 1n) === 0n) continue;
-      this.shared.requestPause(i, user);
-      this.kick(i);
+      if (((mask >> BigInt(i)) & 1n) !== 0n) this.threads.pause(i, user);
     }
   }
 
-  /**
-   * Stops every VCPU: sets the shutdown flag, releases threads blocked on
-   * the plugin by writing `shutdown` into their request pipes, and kicks
-   * threads out of KVM_RUN.
-   */
+  /** Stops every VCPU: wakes threads waiting on the plugin and kicks threads out of KVM_RUN. */
   requestShutdown(): void {
-    this.shared.requestShutdown();
-    for (const pipes of this.pipes) {
-      // Never block the main loop on a pipe the plugin has filled.
-      if ((native.poll(pipes.requestWrite, C.POLLOUT, 0) & C.POLLOUT) === 0) continue;
-      native.write(pipes.requestWrite, SHUTDOWN_REQUEST, 0, SHUTDOWN_REQUEST.length);
-    }
-    for (let i = 0; i < this.count; i++) this.kick(i);
+    this.threads.shutdown();
   }
 
   /**
-   * Waits for every VCPU thread to end, kicking them again meanwhile, for at
-   * most `timeoutMs`. Returns the indexes of the threads still running.
+   * Waits, for at most `timeoutMs`, until every VCPU thread has ended and is
+   * joined, kicking the late ones meanwhile. Returns the indexes still running.
    */
   async join(timeoutMs: number): Promise<number[]> {
-    if (!this.started) {
-      // Threads that never got a VCPU are idle in their event loop.
-      this.terminating = true;
-      await Promise.all(this.workers.map((w) => w.terminate()));
-      return [];
-    }
-    // Threads blocked writing to a full response pipe get EPIPE once the
-    // host's copy of the plugin's read end is closed and the plugin is gone.
-    this.closePluginEnds();
+    this.threads.shutdown();
     const deadline = Date.now() + timeoutMs;
-    while (this.running.size > 0 && Date.now() < deadline) {
-      for (const i of this.running) this.kick(i);
-      await Promise.race([this.allExited, new Promise((r) => setTimeout(r, 20))]);
+    while (this.threads.reap() > 0 && Date.now() < deadline) {
+      this.threads.kickAll();
+      await new Promise((resolve) => setTimeout(resolve, JOIN_POLL_MS));
     }
-    return [...this.running];
+    // Threads that ended but whose report is still queued count as ended.
+    return this.threads.reap() > 0 ? [...this.running] : [];
   }
 
-  private kick(index: number): void {
-    const tid = this.shared.threadId(index);
-    if (tid === 0 || !this.running.has(index)) return;
-    try {
-      native.kick(tid);
-    } catch {
-      // The thread already ended.
-    }
-  }
-
-  private closePluginEnds(): void {
-    for (const p of this.pipes) {
-      for (const key of ['requestWrite', 'responseRead'] as const) {
-        if (p[key] >= 0) {
-          native.close(p[key]);
-          p[key] = -1;
-        }
-      }
-    }
-  }
-
-  /** Frees what is left: worker handles and pipes. Call after {@link join}. */
+  /** Frees what is left: the native set (threads that would not stop are left to end on their own) and the pipes. */
   close(): void {
-    this.terminating = true;
-    for (const port of this.ports) port.close();
-    for (const worker of this.workers) void worker.terminate();
-    for (const p of this.pipes) for (const fd of Object.values(p)) if (fd >= 0) native.close(fd);
+    this.threads.close();
+    this.closePipes();
+  }
+
+  private onEvent(index: number, kind: VcpuEventKind, message: string): void {
+    if (kind === 'ended' || kind === 'failed') {
+      this.running.delete(index);
+      this.onExit(index, message, kind === 'failed');
+    } else {
+      this.log[kind](`vcpu ${index}: ${message}`);
+    }
+  }
+
+  private closePipes(): void {
+    for (const p of this.pipes) for (const fd of Object.values(p)) native.close(fd);
     this.pipes.length = 0;
   }
 }
 
 function makePipes(log: Log): VcpuPipes {
   const [requestRead, requestWrite] = native.pipe2(C.O_CLOEXEC);
-  const [responseRead, responseWrite] = native.pipe2(C.O_CLOEXEC);
+  let response: [number, number];
+  try {
+    response = native.pipe2(C.O_CLOEXEC);
+  } catch (e) {
+    native.close(requestRead);
+    native.close(requestWrite);
+    throw e;
+  }
+  const [responseRead, responseWrite] = response;
   for (const fd of [requestWrite, responseWrite]) {
     try {
       native.fcntl(fd, C.F_SETPIPE_SZ, PIPE_SIZE);

@@ -1,6 +1,6 @@
 /**
- * The typed face of the native addon (native/plugvisor.c): system calls only,
- * no protocol and no policy.
+ * The typed face of the native addon (native/): system calls, and the native
+ * VCPU threads ({@link Native.createVcpuSet}); no policy.
  *
  * Every call that fails throws an {@link ErrnoError} carrying the errno, except
  * where a doc comment below says it returns -1 for EAGAIN (non-blocking use).
@@ -116,6 +116,35 @@ export interface FdWatcher {
   close(): void;
 }
 
+/** What a VCPU thread tells the host: a log line, or that it ended (`failed`: as an error). */
+export type VcpuEventKind = 'info' | 'warn' | 'error' | 'ended' | 'failed';
+
+/**
+ * The native VCPU threads of one VM (native/vcpu/): one thread per VCPU runs
+ * KVM_RUN, dispatches each exit through the published configuration and
+ * holds the VCPU's side of the plugin protocol on its pipe pair. Events come
+ * to the creating thread's event loop as `onEvent(index, kind, message)`.
+ */
+export interface VcpuSet {
+  /**
+   * Creates a thread per VCPU on these KVM VCPU fds (one per VCPU, in order),
+   * which the set owns from now on, even when this throws (then no thread runs).
+   */
+  start(vcpuFds: readonly number[], mmapSize: number): void;
+  /** Publishes a new dispatch configuration image (layout: native/vcpu/config.h); seen at each VCPU's next exit. */
+  publishConfig(image: BigUint64Array): void;
+  /** Records a pause of VCPU `index` with this user value and kicks it. */
+  pause(index: number, user: bigint): void;
+  /** Ends every VCPU: wakes threads waiting on the plugin, kicks threads out of KVM_RUN. Returns at once. */
+  shutdown(): void;
+  /** Kicks every running VCPU thread again. */
+  kickAll(): void;
+  /** Joins the threads that have ended, without blocking; returns how many still run. */
+  reap(): number;
+  /** Lets go of the set (threads still running are detached); no event is delivered afterwards. Idempotent. */
+  close(): void;
+}
+
 export interface Native {
   readonly constants: Constants;
 
@@ -180,6 +209,19 @@ export interface Native {
   gettid(): number;
   /** Sends the kick signal to thread `tid` of this process (tgkill). */
   kick(tid: number): void;
+
+  /**
+   * A set of native VCPU threads over the host's ends of each VCPU's pipes
+   * (plugin->host read end, host->plugin write end; duplicated, so the caller
+   * keeps and closes its own). `spinUs` bounds how long a thread polls the
+   * plugin's pipe before it sleeps (0: blocking reads).
+   */
+  createVcpuSet(
+    requestFds: readonly number[],
+    responseFds: readonly number[],
+    spinUs: number,
+    onEvent: (index: number, kind: VcpuEventKind, message: string) => void,
+  ): VcpuSet;
 }
 
 const require = createRequire(import.meta.url);
