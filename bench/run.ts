@@ -475,15 +475,16 @@ function asyncCase(kind: 'ts' | 'c', exits: number): Case {
 
 /**
  * Steady state of a long 1-VCPU round-trip run: the plugin times the exits
- * after each VCPU's first `warmupExits` apart (V8 still interprets the host's
- * VCPU loop and the TypeScript plugin's for the first few thousand exits),
- * and reports the warm-up's one-time cost on top of steady state. With
- * `spinUs` = 0 it is crosvm's design (blocking reads), against the C pipe
- * baseline; otherwise plugvisor's default, against the raw exit floor.
+ * after each VCPU's first `warmupExits` apart (a TypeScript plugin's loop is
+ * interpreted by V8 for the first few thousand exits), and reports the
+ * warm-up's one-time cost on top of steady state. With `spinUs` = 0 it is
+ * crosvm's design (blocking reads), against the C pipe baseline; otherwise
+ * plugvisor's default (bounded spin), against the same pipe design spinning
+ * (`spinBaseline`).
  */
-function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinUs?: 0): Case {
+function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinBaseline: string, spinUs?: 0): Case {
   const lang = kind === 'ts' ? 'TypeScript' : 'C';
-  const baseline = spinUs === 0 ? 'pipe.io.1cpu' : 'raw.io.1cpu';
+  const baseline = spinUs === 0 ? 'pipe.io.1cpu' : spinBaseline;
   return {
     id: `plugvisor.${kind}.io.1cpu${spinUs === 0 ? '.nospin' : ''}.steady`,
     title: spinUs === 0
@@ -507,17 +508,26 @@ function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinUs
 
 const startupMetrics = [lower('msToFirstExit', 'ms'), lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms')];
 
-function plugvisorStartupCase(kind: 'ts' | 'c', sandboxed = false): Case {
+/**
+ * Start-up of a whole plugvisor run with 1 exit per VCPU. With 1 VCPU,
+ * against an empty node's whole run (a node host cannot start faster than
+ * node itself); with more, against the same run with 1 VCPU.
+ */
+function plugvisorStartupCase(kind: 'ts' | 'c', sandboxed = false, cpus = 1): Case {
   const lang = kind === 'ts' ? 'TypeScript' : 'C';
   const needCPlugin = sandboxed ? needJailedPlugvisorC : needPlugvisorC;
+  const variant = `${sandboxed ? '.sandboxed' : ''}${cpus > 1 ? `.${cpus}cpu` : ''}`;
   return {
-    id: `plugvisor.${kind}.startup${sandboxed ? '.sandboxed' : ''}`,
-    title: `start-up to first guest exit, and a whole 1-exit run (${lang} plugin${sandboxed ? ', in the jail: the CLI default' : ''})`,
-    baseline: 'c.startup',
+    id: `plugvisor.${kind}.startup${variant}`,
+    title: `start-up to first guest exit, and a whole 1-exit run (${lang} plugin${sandboxed ? ', in the jail: the CLI default' : ''}` +
+      `${cpus > 1 ? `, ${cpus} VCPUs` : ''})`,
+    ...(cpus > 1
+      ? { baseline: `plugvisor.${kind}.startup${sandboxed ? '.sandboxed' : ''}` }
+      : { baseline: 'node.empty', baselineMetrics: { msToFirstExit: 'msWholeRun', msWholeRun: 'msWholeRun', cpuMsWholeRun: 'cpuMsWholeRun' } }),
     metrics: startupMetrics,
     unavailable: kind === 'ts' ? needPlugvisor : needCPlugin,
     run: async (ctx) => {
-      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1, ['--exits', '1'], { sandboxed });
+      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, ['--exits', '1'], { sandboxed });
       return {
         msToFirstExit: num(plugin, 'firstExitUnixMs') - proc.spawnUnixMs,
         msWholeRun: num(rusage, 'wallSec') * 1000,
@@ -576,7 +586,7 @@ function rssCase(id: string, title: string, vms: number, cpus: number): Case {
     metrics: perVm
       ? [lower('perVmHostPeakRssMiB', 'MiB'), lower('perVmHostPssMiB', 'MiB'), lower('totalHostPssMiB', 'MiB'),
         lower('perVmPluginPeakRssMiB', 'MiB')]
-      : [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('pluginPeakRssMiB', 'MiB')],
+      : [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('hostPeakRssAboveNodeMiB', 'MiB'), lower('pluginPeakRssMiB', 'MiB')],
     baselineMetrics: perVm
       ? { perVmHostPeakRssMiB: 'peakRssMiB', perVmHostPssMiB: 'pssMiB' }
       : { hostPeakRssMiB: 'peakRssMiB', hostPssMiB: 'pssMiB' },
@@ -587,9 +597,10 @@ function rssCase(id: string, title: string, vms: number, cpus: number): Case {
       const hwm = sum(hosts.map((h) => h.hwmKiB)) / 1024;
       const pss = sum(hosts.map((h) => h.pssKiB)) / 1024;
       const pluginHwm = sum(plugins.map((p) => num(p, 'pluginMaxRssKiB'))) / 1024;
-      return perVm
-        ? { perVmHostPeakRssMiB: hwm / vms, perVmHostPssMiB: pss / vms, totalHostPssMiB: pss, perVmPluginPeakRssMiB: pluginHwm / vms }
-        : { hostPeakRssMiB: hwm, hostPssMiB: pss, pluginPeakRssMiB: pluginHwm };
+      if (perVm) return { perVmHostPeakRssMiB: hwm / vms, perVmHostPssMiB: pss / vms, totalHostPssMiB: pss, perVmPluginPeakRssMiB: pluginHwm / vms };
+      // The target is a difference (at most 8 MiB above an empty node), measured in the same round.
+      const node = await emptyNode(ctx);
+      return { hostPeakRssMiB: hwm, hostPssMiB: pss, hostPeakRssAboveNodeMiB: hwm - node.peakRssMiB!, pluginPeakRssMiB: pluginHwm };
     },
   };
   if (perVm) {
@@ -597,6 +608,66 @@ function rssCase(id: string, title: string, vms: number, cpus: number): Case {
     base.noWarmup = true;
   }
   return base;
+}
+
+/** An empty node process's whole run and memory (node.empty; and the floor the memory cases subtract). */
+async function emptyNode(ctx: RunContext): Promise<Metrics> {
+  return withTempDir(async (dir) => {
+    const out = path.join(dir, 'rusage.json');
+    const r = await runProcess(RUSAGE_EXEC, [out, process.execPath, '-e', NODE_EMPTY_SCRIPT], ctx.options.timeoutSec);
+    checkExit('node -e', r);
+    const j = lastJsonLine('node -e', r.stdout);
+    const ru = readJson(out);
+    return {
+      msWholeRun: num(ru, 'wallSec') * 1000,
+      cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
+      peakRssMiB: num(j, 'peakRssKiB') / 1024,
+      pssMiB: num(j, 'pssKiB') / 1024,
+    };
+  });
+}
+
+/**
+ * What each VCPU beyond the first costs the host: the peak RSS of one VM with
+ * `cpus` VCPUs and of one with 1, measured in the same round, and their
+ * difference per extra VCPU (the target is at most 1 MiB).
+ */
+function vcpuMemoryCase(cpus: number): Case {
+  return {
+    id: `plugvisor.rss.1vm.${cpus}cpu`,
+    title: `host memory, 1 VM with ${cpus} VCPUs, and per VCPU beyond the first`,
+    baseline: 'plugvisor.rss.1vm.1cpu',
+    metrics: [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('perExtraVcpuMiB', 'MiB')],
+    unavailable: needPlugvisor,
+    run: async (ctx) => {
+      const one = (await holdVms(ctx, 1, 1)).hosts[0]!;
+      const many = (await holdVms(ctx, 1, cpus)).hosts[0]!;
+      return {
+        hostPeakRssMiB: many.hwmKiB / 1024,
+        hostPssMiB: many.pssKiB / 1024,
+        perExtraVcpuMiB: (many.hwmKiB - one.hwmKiB) / 1024 / (cpus - 1),
+      };
+    },
+  };
+}
+
+/**
+ * An idle guest: after its exits every VCPU halts (HLT, which the in-kernel
+ * irqchip handles without leaving KVM_RUN) and the plugin sleeps; the host's
+ * CPU time over that window, in % of one core (its resolution is 10 ms in
+ * 2 s: 0.5 %). The target is none at all.
+ */
+function idleCase(cpus: number): Case {
+  return {
+    id: `plugvisor.c.idle.${cpus}cpu`,
+    title: `an idle VM (${cpus} VCPUs halted, the C plugin asleep): the host's CPU use`,
+    metrics: [lower('idleHostCpuPct', '%'), lower('idlePluginCpuPct', '%')],
+    unavailable: needPlugvisorC,
+    run: async (ctx) => {
+      const { plugin } = await runPlugvisor(ctx, C_PLUGIN, cpus, ['--exits', '100', '--idle-ms', '2000']);
+      return { idleHostCpuPct: num(plugin, 'idleHostCpuPct'), idlePluginCpuPct: num(plugin, 'idlePluginCpuPct') };
+    },
+  };
 }
 
 /** A node process that does nothing but report its own memory: the floor under any node host. */
@@ -609,6 +680,8 @@ console.log(JSON.stringify({ peakRssKiB: f(fs.readFileSync('/proc/self/status', 
 `;
 
 function buildCases(o: Options): Case[] {
+  // The design's floor when both sides spin, as plugvisor's do by default: the baseline of its round trips.
+  const spinBaseline = `pipe-spin${o.spin[0] ?? 200}.io.1cpu`;
   const cases: Case[] = [
     // --- C floors and baselines ---
     rawCase('raw.io.1cpu', 'KVM exit floor: port write, VMM just re-enters (C)', 50_000, []),
@@ -617,7 +690,7 @@ function buildCases(o: Options): Case[] {
     pipeCase('pipe.io.1cpu', 'pipe round trip per exit to a 2nd process (C)', 50_000, [], 'raw.io.1cpu'),
     pipeCase('pipe.mmio.1cpu', 'pipe round trip per MMIO exit (C)', 50_000, ['--mmio'], 'raw.mmio.1cpu'),
     pipeCase('pipe.io.2cpu', 'pipe round trip, 2 VCPUs, 1-thread plugin (C)', 50_000, ['--cpus', '2'], 'raw.io.2cpu'),
-    ...o.spin.map((s) => spinCase(s, 20_000)),
+    ...(o.spin.length > 0 ? o.spin : [200]).map((s) => spinCase(s, 20_000)),
     {
       id: 'c.startup',
       title: 'C VMM process (raw_exit 1): start to first guest exit, whole run',
@@ -643,46 +716,38 @@ function buildCases(o: Options): Case[] {
       baseline: 'c.startup',
       metrics: [lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms'), lower('peakRssMiB', 'MiB'), lower('pssMiB', 'MiB')],
       unavailable: needC,
-      run: async (ctx) => withTempDir(async (dir) => {
-        const out = path.join(dir, 'rusage.json');
-        const r = await runProcess(RUSAGE_EXEC, [out, process.execPath, '-e', NODE_EMPTY_SCRIPT], ctx.options.timeoutSec);
-        checkExit('node -e', r);
-        const j = lastJsonLine('node -e', r.stdout);
-        const ru = readJson(out);
-        return {
-          msWholeRun: num(ru, 'wallSec') * 1000,
-          cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
-          peakRssMiB: num(j, 'peakRssKiB') / 1024,
-          pssMiB: num(j, 'pssKiB') / 1024,
-        };
-      }),
+      run: (ctx) => emptyNode(ctx),
     },
 
     // --- plugvisor (wired; they run once the host, the SDK and the C library exist) ---
     // Default settings (bounded spin on the VCPU pipes): against the kernel's floor.
-    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', 'raw.io.1cpu'),
+    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', spinBaseline),
     plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
     plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'raw.io.2cpu'),
     plugvisorCase('plugvisor.ts.io.2cpu.threads', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin, worker thread per VCPU',
       'ts', 2, 20_000, 'io', 'raw.io.2cpu', { pluginArgs: ['--threads'] }),
-    plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', 'raw.io.1cpu'),
+    plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', spinBaseline),
     plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
     plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'raw.io.2cpu'),
     // crosvm's design exactly (blocking pipe reads, no spin): against the C pipe baseline.
     plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
     plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
     // Long runs with the JIT warm-up timed apart: steady state per exit, and the one-time warm-up cost.
-    steadyCase('ts', 100_000, 20_000),
-    steadyCase('c', 100_000, 20_000),
-    steadyCase('ts', 40_000, 10_000, 0),
-    steadyCase('c', 40_000, 10_000, 0),
+    steadyCase('ts', 100_000, 20_000, spinBaseline),
+    steadyCase('c', 100_000, 20_000, spinBaseline),
+    steadyCase('ts', 40_000, 10_000, spinBaseline, 0),
+    steadyCase('c', 40_000, 10_000, spinBaseline, 0),
     asyncCase('ts', 100_000),
     asyncCase('c', 100_000),
     plugvisorStartupCase('ts'),
     plugvisorStartupCase('c'),
     plugvisorStartupCase('c', true),
+    plugvisorStartupCase('c', false, 64),
+    idleCase(4),
     rssCase('plugvisor.rss.1vm.1cpu', 'host memory, 1 VM with 1 VCPU', 1, 1),
     rssCase('plugvisor.rss.1vm.4cpu', 'host memory, 1 VM with 4 VCPUs', 1, 4),
+    vcpuMemoryCase(16),
+    vcpuMemoryCase(64),
     rssCase('plugvisor.rss.20vms', 'host memory, 20 VMs (20 hosts) at once, per VM', 20, 1),
   ];
   return cases;

@@ -1,7 +1,8 @@
 /**
- * PipeReader (src/protocol/pipe-reader.ts), which the host's VCPU threads and
- * the SDK's VCPUs read their pipes with: real pipes, and a worker thread that
- * writes late, so that every read has to wait.
+ * PipeReader (src/protocol/pipe-reader.ts), which the SDK's VCPUs read their
+ * pipes with (the host's native VCPU threads do the same in
+ * native/vcpu/conn.c): real pipes, and a worker thread that writes late, so
+ * that every read has to wait.
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -14,7 +14,7 @@ import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { C, native } from '../src/native/index.js';
-import { encodeDelimitedVcpuResponse } from '../src/protocol/framing.js';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import {
   AddressSpace,
   MainRequest,
@@ -52,7 +52,8 @@ function fakeVcpu(id = 0): { vcpu: Vcpu; toPlugin: number; fromPlugin: number; c
 }
 
 function hostSends(fd: number, ...responses: VcpuResponse[]): void {
-  const parts = responses.map((r) => encodeDelimitedVcpuResponse(r));
+  // As the host writes them: each with its varint32 length in front.
+  const parts = responses.map((r) => VcpuResponse.encode(r, new BinaryWriter().fork()).join().finish());
   const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const p of parts) {

@@ -4,7 +4,12 @@
  * would do. Same guest (common.h), same arguments, same JSON result:
  *
  *   plugvisor run --plugin bench/build/exit_loop_plugin [--cpus N] -- \
- *       [--exits N] [--warmup-exits W] [--mmio] [--async] [--out FILE] [--hold FILE]
+ *       [--exits N] [--warmup-exits W] [--mmio] [--async] [--idle-ms MS] [--out FILE] [--hold FILE]
+ *
+ * --idle-ms MS: after the exits, every VCPU is resumed from "done" into the
+ * guest's HLT (the in-kernel irqchip keeps it halted inside KVM_RUN) and the
+ * plugin sleeps MS milliseconds; idleHostCpuPct and idlePluginCpuPct are the
+ * host's and the plugin's CPU time over that window, in % of one core.
  *
  * --warmup-exits W adds exit-loop.ts's steady-state fields (warmupExits,
  * usPerExitSteady, warmupExtraMs, steady*CpuSec, cpuUsPerExitSteady): each
@@ -25,7 +30,7 @@
 #define MAX_CPUS 64
 
 struct options_plugin {
-  uint32_t exits, warmup;
+  uint32_t exits, warmup, idle_ms;
   int mmio, async;
   const char *out, *hold;
 };
@@ -129,7 +134,7 @@ static void *serve_vcpu(void *arg) {
         return NULL;
       }
     } else if (space == CROSVM_ADDRESS_SPACE_IOPORT && address == PORT_DONE) {
-      /* Stay stopped: resuming would run into HLT, which ends the whole VM. */
+      /* Stay stopped (main resumes it into the guest's HLT for --idle-ms). */
       w->t_done = now_mono();
       return NULL;
     } else {
@@ -166,6 +171,7 @@ int main(int argc, char **argv) {
     else if (strcmp(argv[i], "--async") == 0) o.async = 1;
     else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) o.out = argv[++i];
     else if (strcmp(argv[i], "--hold") == 0 && i + 1 < argc) o.hold = argv[++i];
+    else if (strcmp(argv[i], "--idle-ms") == 0 && i + 1 < argc) o.idle_ms = (uint32_t)strtoul(argv[++i], NULL, 10);
     else {
       fprintf(stderr, "exit_loop_plugin: unknown argument %s\n", argv[i]);
       return 2;
@@ -249,6 +255,16 @@ int main(int argc, char **argv) {
   for (int i = 1; i < cpus; i++)
     if (workers[i].first_exit_unix_ms < first_unix) first_unix = workers[i].first_exit_unix_ms;
 
+  double idle_host_pct = 0, idle_plugin_pct = 0;
+  if (o.idle_ms) {
+    for (int i = 0; i < cpus; i++) check(crosvm_vcpu_resume(workers[i].vcpu), "resume into HLT");
+    usleep(100000); /* every VCPU halted, and the host's spin budgets spent */
+    double host0 = host_cpu_sec(), plugin0 = self_cpu_sec();
+    usleep(o.idle_ms * 1000);
+    idle_host_pct = (host_cpu_sec() - host0) * 1e5 / o.idle_ms;
+    idle_plugin_pct = (self_cpu_sec() - plugin0) * 1e5 / o.idle_ms;
+  }
+
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   double secs = t1 - t0;
@@ -270,6 +286,10 @@ int main(int argc, char **argv) {
            "\"steadyPluginCpuSec\":%.6f,\"steadyHostCpuSec\":%.6f,\"cpuUsPerExitSteady\":%.4f",
            o.warmup, us_steady, (t_steady - t0) * 1e3 - o.warmup * us_steady / 1e3, steady_plugin, steady_host,
            (steady_host + steady_plugin) * 1e6 / ((double)steady_exits * cpus));
+  }
+  if (o.idle_ms) {
+    len += (size_t)snprintf(text + len, sizeof text - len, ",\"idleHostCpuPct\":%.3f,\"idlePluginCpuPct\":%.3f",
+                            idle_host_pct, idle_plugin_pct);
   }
   snprintf(text + len, sizeof text - len, "}\n");
   if (o.out) {

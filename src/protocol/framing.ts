@@ -6,24 +6,19 @@
  *    byte count, then the bytes), and one read may return several of them.
  * The plugin->host pipe carries one VcpuRequest per write, no prefix.
  */
-import { BinaryReader, BinaryWriter } from '@bufbuild/protobuf/wire';
-import { VcpuResponse, type MessageFns } from './gen/plugin.js';
+import { BinaryWriter } from '@bufbuild/protobuf/wire';
+import type { MessageFns } from './gen/plugin.js';
 
 /**
  * One writer per thread (each worker has its own module instance), reused for
  * every message: making a BinaryWriter costs more than encoding a small
- * message, and this is the VCPU exit path. finish() leaves it empty again.
+ * message, and the SDK encodes one per VCPU exit. finish() leaves it empty again.
  */
 const writer = new BinaryWriter();
 
 /** Encodes `message` (with the generated `type`, e.g. MainRequest) to fresh bytes. */
 export function encodeMessage<T>(type: MessageFns<T>, message: T): Uint8Array {
   return type.encode(message, writer).finish();
-}
-
-/** Encodes a VcpuResponse with its varint32 length prefix. */
-export function encodeDelimitedVcpuResponse(response: VcpuResponse): Uint8Array {
-  return VcpuResponse.encode(response, writer.fork()).join().finish();
 }
 
 /**
@@ -76,11 +71,4 @@ export class DelimitedStream {
     if (this.start === this.end) this.start = this.end = 0;
     return this.buffer.subarray(pos, pos + length);
   }
-}
-
-/** Decodes a length-delimited VcpuResponse at the start of `bytes` (tests and tools). */
-export function decodeDelimitedVcpuResponse(bytes: Uint8Array): VcpuResponse {
-  const reader = new BinaryReader(bytes);
-  const length = reader.uint32();
-  return VcpuResponse.decode(reader, length);
 }

@@ -10,8 +10,9 @@
  * one budget per message it sent.
  *
  * The budget is PLUGVISOR_SPIN_US microseconds (default below; 0 disables
- * spinning). Both the host and the TypeScript SDK read it, each in its own
- * process.
+ * spinning). Both the host (which hands it to its native VCPU threads,
+ * native/vcpu/conn.c) and the TypeScript SDK (PipeReader) read it, each in
+ * its own process.
  */
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
