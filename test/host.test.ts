@@ -14,6 +14,7 @@ import { PACKAGE_ROOT } from '../src/package-root.js';
 import { runPlugin } from '../src/host/run.js';
 import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
+import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
 import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
 
 const E = constants.errno;
@@ -158,9 +159,10 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`VCPUs (${mode})`, needsKvm, () => {
-    for (const cpus of [1, 2, 4]) {
-      test(`${cpus} VCPU(s) each run the guest to completion`, async () => {
-        const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus, sandboxed });
+    for (const cpus of [1, 2, 4, ...MANY_VCPU_COUNTS]) {
+      test(`${cpus} VCPU(s) each run the guest to completion`, { timeout: 300_000 }, async () => {
+        checkFileLimitFor(cpus);
+        const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus, sandboxed, timeoutMs: 240_000 });
         assert.equal(result.code, 0, result.stderr);
         const expected = Array.from({ length: cpus }, (_, id) => `vcpu ${id}: ${100 + id}\n`).join('');
         assert.equal(result.stdout, expected);
