@@ -194,17 +194,15 @@ static const constant_t constants[] = {
 
   /* tap devices (<linux/if_tun.h>) and network interfaces (<net/if.h>, <linux/sockios.h>) */
   K(EBADFD), K(F_DUPFD_CLOEXEC), K(AF_INET), K(SOCK_DGRAM), K(SOCK_CLOEXEC), K(ARPHRD_ETHER), K(IFNAMSIZ),
-  K(IFF_TUN), K(IFF_TAP), K(IFF_NO_PI), K(IFF_VNET_HDR), K(IFF_MULTI_QUEUE), K(IFF_PERSIST), K(IFF_UP),
+  K(IFF_TAP), K(IFF_NO_PI), K(IFF_PERSIST), K(IFF_UP),
   IOC(TUNSETIFF), IOC(TUNGETIFF), IOC(TUNGETFEATURES),
   IOC(SIOCGIFFLAGS), IOC(SIOCSIFFLAGS), IOC(SIOCGIFADDR), IOC(SIOCSIFADDR),
   IOC(SIOCGIFNETMASK), IOC(SIOCSIFNETMASK), IOC(SIOCGIFHWADDR), IOC(SIOCSIFHWADDR), IOC(SIOCGIFINDEX),
   {"SIZEOF_IFREQ_IFRU", (int64_t)sizeof(((struct ifreq *)0)->ifr_ifru), false},
   IFRU_OFF("IFREQ_FLAGS", ifr_flags),
-  IFRU_OFF("IFREQ_IFINDEX", ifr_ifindex),
   IFRU_OFF("IFREQ_ADDR", ifr_addr),
   IFRU_OFF("IFREQ_NETMASK", ifr_netmask),
   IFRU_OFF("IFREQ_HWADDR", ifr_hwaddr),
-  SZ("SIZEOF_IFREQ_FLAGS", short),
   OFF("SOCKADDR_FAMILY", struct sockaddr, sa_family),
   OFF("SOCKADDR_DATA", struct sockaddr, sa_data),
   OFF("SOCKADDR_IN_ADDR", struct sockaddr_in, sin_addr),

@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
-import { createLog, stderrSink } from '../host/log.js';
+import { createLog, stderrSink, type LogSink } from '../host/log.js';
 import { parseHostIp, parseMac, parseNetmask } from '../host/net.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
@@ -66,6 +66,14 @@ function checked<T>(parse: (value: string) => T) {
   };
 }
 
+/** A parser that only checks: the value stays the text (the library parses it again). */
+function validated(check: (value: string) => unknown) {
+  return checked((value: string): string => {
+    check(value);
+    return value;
+  });
+}
+
 /** A repeatable option: each value is parsed and collected. */
 function collect<T>(parse: (spec: string) => T) {
   const parseOne = checked(parse);
@@ -113,10 +121,10 @@ program
   .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
   .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
   .option('--seccomp-log-failures', 'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it')
-  .option('--host-ip <ip>', 'create a tap device with this IPv4 address for the plugin (needs --netmask)', checked(ip => { parseHostIp(ip); return ip; }))
-  .addOption(new Option('--host_ip <ip>', 'crosvm\'s spelling of --host-ip').hideHelp().argParser(checked(ip => { parseHostIp(ip); return ip; })))
-  .option('--netmask <mask>', 'the netmask of the tap --host-ip creates, e.g. 255.255.255.0', checked(mask => { parseNetmask(mask); return mask; }))
-  .option('--mac <mac>', "the MAC address of the plugin's tap device, e.g. de:21:e8:47:6b:6a", checked(mac => { parseMac(mac); return mac; }))
+  .option('--host-ip <ip>', 'create a tap device with this IPv4 address for the plugin (needs --netmask)', validated(parseHostIp))
+  .addOption(new Option('--host_ip <ip>', 'crosvm\'s spelling of --host-ip').hideHelp().argParser(validated(parseHostIp)))
+  .option('--netmask <mask>', 'the netmask of the tap --host-ip creates, e.g. 255.255.255.0', validated(parseNetmask))
+  .option('--mac <mac>', "the MAC address of the plugin's tap device, e.g. de:21:e8:47:6b:6a", validated(parseMac))
   .option('--tap-name <name>', 'attach to this existing persistent tap device (repeatable; the plugin is offered the first tap)', collect(String))
   .option('--tap-fd <fd>', 'use this inherited descriptor of a tap device (repeatable)', collect(integerIn(0, 0x7fffffff, '--tap-fd')))
   .addOption(
@@ -142,10 +150,10 @@ Examples:
   plugvisor run --plugin ./net-plugin --host-ip 100.115.92.5 --netmask 255.255.255.252 --mac de:21:e8:47:6b:6a`,
   )
   .action(async (pluginArgs: string[], flags: RunFlags, command: Command) => {
-    const log = createLog(stderrSink(flags.verbose ?? false));
+    const sink = stderrSink(flags.verbose ?? false);
     let options: RunOptions;
     try {
-      options = runOptions(pluginArgs, flags, command, log.warn);
+      options = runOptions(pluginArgs, flags, command, sink);
     } catch (e) {
       if (!(e instanceof RunSetupError)) throw e;
       process.stderr.write(`plugvisor: error: ${e.message}\n`);
@@ -178,11 +186,11 @@ Examples:
   });
 
 /** The library's options from the command line; warns about options that do nothing here. */
-function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, warn: (message: string) => void): RunOptions {
+function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
   const given = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
   if (flags.disableSandbox) {
     for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
-      if (given(key)) warn(`${option} has no effect with --disable-sandbox: the plugin runs outside the jail`);
+      if (given(key)) createLog(log).warn(`${option} has no effect with --disable-sandbox: the plugin runs outside the jail`);
     }
   }
   if (flags.hostIp !== undefined && flags.host_ip !== undefined && flags.hostIp !== flags.host_ip) {
@@ -221,7 +229,7 @@ function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, war
       tapFds: flags.tapFd ?? [],
     },
     startTimeoutMs: flags.startTimeout * 1000,
-    log: stderrSink(flags.verbose ?? false),
+    log,
   };
 }
 

@@ -153,18 +153,23 @@ function setMac(tapFd: number, name: string, mac: Uint8Array): void {
   native.ifreqIoctl(tapFd, C.SIOCSIFHWADDR, name, data.bytes);
 }
 
-/** SIOCGIFADDR or SIOCGIFNETMASK: a struct sockaddr_in, address in network byte order. */
-function getIpv4(socket: number, request: number, name: string): number {
+/** The ioctls of an interface's IPv4 address and netmask, and where their struct sockaddr_in is. */
+const ADDRESS = { get: C.SIOCGIFADDR, set: C.SIOCSIFADDR, at: C.IFREQ_ADDR };
+const NETMASK = { get: C.SIOCGIFNETMASK, set: C.SIOCSIFNETMASK, at: C.IFREQ_NETMASK };
+type Ipv4Field = typeof ADDRESS;
+
+/** The address or netmask, from a struct sockaddr_in (network byte order). */
+function getIpv4(socket: number, field: Ipv4Field, name: string): number {
   const data = ifru();
-  native.ifreqIoctl(socket, request, name, data.bytes);
-  return data.view.getUint32(C.IFREQ_ADDR + C.SOCKADDR_IN_ADDR, false);
+  native.ifreqIoctl(socket, field.get, name, data.bytes);
+  return data.view.getUint32(field.at + C.SOCKADDR_IN_ADDR, false);
 }
 
-function setIpv4(socket: number, request: number, name: string, value: number): void {
+function setIpv4(socket: number, field: Ipv4Field, name: string, value: number): void {
   const data = ifru();
-  data.view.setUint16(C.IFREQ_ADDR + C.SOCKADDR_FAMILY, C.AF_INET, true);
-  data.view.setUint32(C.IFREQ_ADDR + C.SOCKADDR_IN_ADDR, value, false);
-  native.ifreqIoctl(socket, request, name, data.bytes);
+  data.view.setUint16(field.at + C.SOCKADDR_FAMILY, C.AF_INET, true);
+  data.view.setUint32(field.at + C.SOCKADDR_IN_ADDR, value, false);
+  native.ifreqIoctl(socket, field.set, name, data.bytes);
 }
 
 function bringUp(socket: number, name: string): void {
@@ -221,8 +226,8 @@ export class Tap {
     const mac = getMac(this.fd, name);
     return withInetSocket((socket) => ({
       mac,
-      ipv4: getIpv4(socket, C.SIOCGIFADDR, name),
-      netmask: getIpv4(socket, C.SIOCGIFNETMASK, name),
+      ipv4: getIpv4(socket, ADDRESS, name),
+      netmask: getIpv4(socket, NETMASK, name),
     }));
   }
 
@@ -289,8 +294,8 @@ function createTap(ip: number, netmask: number, mac: Uint8Array | undefined, log
           throw new Error(`${what}: ${doing} of ${name}: ${why}`);
         }
       };
-      step(`setting the address ${formatIpv4(ip)}`, () => setIpv4(socket, C.SIOCSIFADDR, name, ip));
-      step(`setting the netmask ${formatIpv4(netmask)}`, () => setIpv4(socket, C.SIOCSIFNETMASK, name, netmask));
+      step(`setting the address ${formatIpv4(ip)}`, () => setIpv4(socket, ADDRESS, name, ip));
+      step(`setting the netmask ${formatIpv4(netmask)}`, () => setIpv4(socket, NETMASK, name, netmask));
       if (mac !== undefined) step(`setting the MAC address ${formatMac(mac)}`, () => setMac(fd, name, mac));
       step('bringing up', () => bringUp(socket, name));
     });
