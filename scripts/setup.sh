@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # nasm: guest code in tests; bubblewrap + libseccomp-dev: the plugin sandbox;
-# protobuf-c: the C client library; valgrind: its leak checks; build-essential,
-# python3, pkg-config: the native addon and C builds.
-packages=(build-essential python3 pkg-config nasm bubblewrap libseccomp-dev protobuf-c-compiler libprotobuf-c-dev valgrind)
+# protobuf-c: the C client library; valgrind: its leak checks; iproute2: the
+# persistent taps of the network tests; build-essential, python3, pkg-config:
+# the native addon and C builds.
+packages=(build-essential python3 pkg-config nasm bubblewrap libseccomp-dev protobuf-c-compiler libprotobuf-c-dev valgrind iproute2)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -159,6 +159,14 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`VCPUs (${mode})`, needsKvm, () => {
+    test('64 VCPUs with too few open files: a one-line error that names the limit', async () => {
+      // 64 VCPUs take more than 200 descriptors on the host alone (pipes and VCPU fds).
+      const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus: 64, sandboxed, fdLimit: 200, timeoutMs: 120_000 });
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stdout, '');
+      assert.match(result.stderr, /^plugvisor: error: .*Too many open files \(plugvisor may have 200 open files at once, too few for this VM: raise the limit with `ulimit -n`\)\n$/);
+    });
+
     for (const cpus of [1, 2, 4, ...MANY_VCPU_COUNTS]) {
       test(`${cpus} VCPU(s) each run the guest to completion`, { timeout: 300_000 }, async () => {
         checkFileLimitFor(cpus);
