@@ -14,6 +14,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import { planNetwork } from '../src/host/net.js';
 import { IN_NEW_NETNS, SANDBOX_MODES, modeName, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
 import { HOST_IP, HOST_MAC, NETMASK, TAP_FLAGS, inNetnsAfter, needsTaps } from './support/net.js';
 
@@ -143,6 +144,27 @@ describe('tap networking: clear errors', needsTaps, () => {
   test('an fd that is not a tap, and one that is not open', async () => {
     await assertSetupError(['--tap-fd', '0'], /^plugvisor: error: --tap-fd 0: descriptor 0 is not a tap device \(ioctl TUNGETIFF: /);
     await assertSetupError(['--tap-fd', '1000'], /^plugvisor: error: --tap-fd 1000: descriptor 1000 is not open in plugvisor$/);
+  });
+});
+
+describe('planNetwork: the options as the library takes them', () => {
+  test('a tap to create, with the wire\'s numbers', () => {
+    const plan = planNetwork({ hostIp: HOST_IP, netmask: NETMASK, mac: HOST_MAC });
+    assert.deepEqual(plan.create, { ip: 0x64735c05, netmask: 0xfffffffc });
+    assert.deepEqual([...plan.mac!], [0xde, 0x21, 0xe8, 0x47, 0x6b, 0x6a]);
+    assert.deepEqual(planNetwork({}), { create: undefined, mac: undefined, tapNames: [], tapFds: [] });
+    assert.equal(planNetwork({ hostIp: '10.0.0.1', netmask: '0.0.0.0' }).create?.netmask, 0);
+  });
+
+  test('names and descriptors are checked too', () => {
+    assert.throws(() => planNetwork({ tapNames: ['a-name-longer-than-15'] }), /--tap-name 'a-name-longer-than-15' is not an interface name \(1 to 15 bytes/);
+    assert.throws(() => planNetwork({ tapNames: ['a/b'] }), /is not an interface name/);
+    assert.throws(() => planNetwork({ tapNames: [''] }), /is not an interface name/);
+    assert.throws(() => planNetwork({ tapFds: [-1] }), /--tap-fd '-1' is not a file descriptor number/);
+    assert.throws(() => planNetwork({ tapFds: [1.5] }), /is not a file descriptor number/);
+    assert.throws(() => planNetwork({ hostIp: '010.0.0.1', netmask: NETMASK }), /not an IPv4 address/);
+    assert.throws(() => planNetwork({ hostIp: '0.0.0.0', netmask: NETMASK }), /cannot be an interface's address/);
+    assert.throws(() => planNetwork({ tapNames: ['vm0'], mac: '00:00:00:00:00:00' }), /the all-zero address/);
   });
 });
 

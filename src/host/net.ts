@@ -84,7 +84,6 @@ export function parseMac(text: string): Uint8Array {
   return mac;
 }
 
-/** The options, parsed and checked together. Throws an Error that says what to change. */
 interface NetPlan {
   create: { ip: number; netmask: number } | undefined;
   mac: Uint8Array | undefined;
@@ -92,6 +91,7 @@ interface NetPlan {
   tapFds: number[];
 }
 
+/** The options, parsed and checked together. Throws an Error that says what to change. */
 export function planNetwork(options: NetOptions): NetPlan {
   const { hostIp, netmask } = options;
   if ((hostIp === undefined) !== (netmask === undefined)) {

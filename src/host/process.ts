@@ -24,7 +24,7 @@ import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
 import { fromKernelCpuid } from './plugin-vcpu.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import type { VcpuConfig } from './shared-state.js';
-import type { Tap } from './net.js';
+import type { Tap, TapConfig } from './net.js';
 
 /** The protocol's request buffer size on main connections. */
 const REQUEST_BUFFER_SIZE = 4096;
@@ -373,7 +373,7 @@ export class PluginProcess {
   private netConfig(): Reply {
     const tap = this.taps[0];
     if (tap === undefined) throw new RequestError(errno.ENODATA, 'plugvisor has no tap device to offer');
-    let config;
+    let config: TapConfig;
     try {
       config = tap.config();
     } catch (e) {
