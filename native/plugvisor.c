@@ -35,12 +35,20 @@
 
 #include <linux/kvm.h>
 
+/* Tap devices and network interfaces */
+#include <linux/if_tun.h>
+#include <linux/sockios.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <netinet/in.h>
+
 #include "addon.h"
 #include "vcpu/kick.h"
 #include "vcpus.h"
 
-#define MAX_SEND_FDS 32
-#define MAX_RECV_FDS 253 /* the kernel's SCM_MAX_FD */
+/* The kernel's SCM_MAX_FD: get_vcpus sends two per VCPU, 128 for 64 VCPUs. */
+#define MAX_SEND_FDS 253
+#define MAX_RECV_FDS 253
 
 /* ------------------------------------------------------------------------ */
 /* Constants                                                                 */
@@ -56,6 +64,9 @@ typedef struct {
 #define IOC(name) {#name, (int64_t)(name), true}
 #define SZ(name, type) {name, (int64_t)sizeof(type), false}
 #define OFF(name, type, member) {name, (int64_t)offsetof(type, member), false}
+/* Offsets inside struct ifreq's ifr_ifru union (what ifreqIoctl passes in and out). */
+#define IFRU_OFF(name, member) \
+  {name, (int64_t)(offsetof(struct ifreq, member) - offsetof(struct ifreq, ifr_ifru)), false}
 
 static const constant_t constants[] = {
   /* libc / kernel flags */
@@ -185,6 +196,21 @@ static const constant_t constants[] = {
   OFF("KVM_DEBUGREGS_DB", struct kvm_debugregs, db),
   OFF("KVM_DEBUGREGS_DR6", struct kvm_debugregs, dr6),
   OFF("KVM_DEBUGREGS_DR7", struct kvm_debugregs, dr7),
+
+  /* tap devices (<linux/if_tun.h>) and network interfaces (<net/if.h>, <linux/sockios.h>) */
+  K(EBADFD), K(F_DUPFD_CLOEXEC), K(AF_INET), K(SOCK_DGRAM), K(SOCK_CLOEXEC), K(ARPHRD_ETHER), K(IFNAMSIZ),
+  K(IFF_TAP), K(IFF_NO_PI), K(IFF_PERSIST), K(IFF_UP),
+  IOC(TUNSETIFF), IOC(TUNGETIFF), IOC(TUNGETFEATURES),
+  IOC(SIOCGIFFLAGS), IOC(SIOCSIFFLAGS), IOC(SIOCGIFADDR), IOC(SIOCSIFADDR),
+  IOC(SIOCGIFNETMASK), IOC(SIOCSIFNETMASK), IOC(SIOCGIFHWADDR), IOC(SIOCSIFHWADDR), IOC(SIOCGIFINDEX),
+  {"SIZEOF_IFREQ_IFRU", (int64_t)sizeof(((struct ifreq *)0)->ifr_ifru), false},
+  IFRU_OFF("IFREQ_FLAGS", ifr_flags),
+  IFRU_OFF("IFREQ_ADDR", ifr_addr),
+  IFRU_OFF("IFREQ_NETMASK", ifr_netmask),
+  IFRU_OFF("IFREQ_HWADDR", ifr_hwaddr),
+  OFF("SOCKADDR_FAMILY", struct sockaddr, sa_family),
+  OFF("SOCKADDR_DATA", struct sockaddr, sa_data),
+  OFF("SOCKADDR_IN_ADDR", struct sockaddr_in, sin_addr),
 };
 
 #define NCONSTANTS (sizeof(constants) / sizeof(constants[0]))
@@ -501,7 +527,7 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
   CHECK(napi_is_array(env, argv[3], &is_array));
   if (!is_array) return type_error(env, "fds", "an array of fds"), NULL;
   CHECK(napi_get_array_length(env, argv[3], &nfds));
-  if (nfds > MAX_SEND_FDS) return throw_errno(env, EINVAL, "sendmsg", "(more than 32 fds)");
+  if (nfds > MAX_SEND_FDS) return throw_errno(env, EINVAL, "sendmsg", "(more than 253 fds, the kernel's SCM_MAX_FD)");
 
   union {
     char buf[CMSG_SPACE(MAX_SEND_FDS * sizeof(int))];
@@ -629,6 +655,59 @@ static napi_value js_poll(napi_env env, napi_callback_info info) {
   }
   if (r < 0) return throw_errno(env, errno, "poll", NULL);
   return make_int(env, r == 0 ? 0 : p.revents);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Network interfaces (tap devices)                                          */
+/* ------------------------------------------------------------------------ */
+
+static napi_value js_socket(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int domain, type, protocol;
+  if (!get_args(env, info, 3, argv, NULL) || !get_int(env, argv[0], "domain", &domain) ||
+      !get_int(env, argv[1], "type", &type) || !get_int(env, argv[2], "protocol", &protocol))
+    return NULL;
+  int fd = socket(domain, type, protocol);
+  if (fd < 0) return throw_errno(env, errno, "socket", NULL);
+  napi_value result = make_int(env, fd);
+  if (!result) close(fd);
+  return result;
+}
+
+/*
+ * An ioctl whose argument is a struct ifreq (TUNSETIFF, TUNGETIFF, SIOC*IF*):
+ * ifr_name is `name`, the ifr_ifru union starts as `data` (the rest zero) and
+ * is copied back into `data` afterwards. Returns ifr_name as the kernel left
+ * it (TUNSETIFF and TUNGETIFF write the device's name there).
+ */
+static napi_value js_ifreq_ioctl(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int fd;
+  unsigned long request;
+  uint8_t *data;
+  size_t length;
+  if (!get_args(env, info, 4, argv, NULL) || !get_int(env, argv[0], "fd", &fd) ||
+      !get_request(env, argv[1], &request) || !get_bytes(env, argv[3], "data", &data, &length))
+    return NULL;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  if (length > sizeof ifr.ifr_ifru) return range_error(env, "data", "at most SIZEOF_IFREQ_IFRU bytes"), NULL;
+  char *name = get_string(env, argv[2], "name");
+  if (!name) return NULL;
+  size_t name_length = strlen(name);
+  if (name_length >= IFNAMSIZ) {
+    free(name);
+    return range_error(env, "name", "shorter than IFNAMSIZ (16) bytes"), NULL;
+  }
+  memcpy(ifr.ifr_name, name, name_length);
+  free(name);
+  memcpy(&ifr.ifr_ifru, data, length);
+  if (ioctl(fd, request, &ifr) < 0) return throw_ioctl(env, errno, request);
+  memcpy(data, &ifr.ifr_ifru, length);
+  ifr.ifr_name[IFNAMSIZ - 1] = '\0';
+  napi_value result;
+  CHECK(napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &result));
+  return result;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -930,6 +1009,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"gettid", js_gettid},
     {"kick", js_kick},
     {"createVcpuSet", js_create_vcpu_set},
+    {"socket", js_socket},
+    {"ifreqIoctl", js_ifreq_ioctl},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
     napi_value fn;

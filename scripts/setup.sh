@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 # nasm: guest code in tests; bubblewrap + libseccomp-dev: the plugin sandbox;
 # protobuf-c: the native VCPU threads and the C client library; valgrind: the C
 # library's leak checks; clang: sanitizer and libFuzzer builds of the native
-# VCPU threads (native/test); build-essential,
-# python3, pkg-config: the native addon and C builds.
-packages=(build-essential python3 pkg-config nasm bubblewrap libseccomp-dev protobuf-c-compiler libprotobuf-c-dev valgrind clang)
+# VCPU threads (native/test); iproute2: the persistent taps of the network
+# tests; build-essential, python3, pkg-config: the native addon and C builds.
+packages=(build-essential python3 pkg-config nasm bubblewrap libseccomp-dev protobuf-c-compiler libprotobuf-c-dev valgrind clang iproute2)
 
 missing=()
 for package in "${packages[@]}"; do

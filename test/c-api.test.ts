@@ -15,7 +15,9 @@ import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, examplePlugin, modeName, runPluginCli, type CliResult } from './support/run.js';
+import { IN_NEW_NETNS, SANDBOX_MODES, examplePlugin, modeName, runPluginCli, type CliResult } from './support/run.js';
+import { TAP_FLAGS, needsTaps } from './support/net.js';
+import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
 
 const root = PACKAGE_ROOT;
 const clientDir = path.join(root, 'clients/c');
@@ -81,6 +83,13 @@ const EXAMPLES: { name: string; cpus?: number; stdout: string }[] = [
   { name: 'multi_vcpu', cpus: 2, stdout: 'vcpu0: interrupt handled\nvcpu1: 6 * 7 = 42\n' },
 ];
 
+/**
+ * Plugins that need a tap (run in a network namespace of their own, with the
+ * tap of the issue's crosvm example) or many VCPUs; not under memcheck.
+ */
+const TAP_PLUGIN = { name: 't_net_config', stdout: 'net_config: ok\n' };
+const MANY_VCPUS_PLUGIN = 't_many_vcpus';
+
 /** Plugins that also run under memcheck: all of them (a few seconds each). */
 const UNDER_VALGRIND = [...EXAMPLES.map((e) => e.name), ...PLUGINS.map((p) => p.name)];
 
@@ -92,6 +101,7 @@ before(() => {
   for (const p of PLUGINS) binaries.set(p.name, buildPlugin(path.join(testsDir, `${p.name}.c`), p.name));
   for (const e of EXAMPLES) binaries.set(e.name, buildPlugin(path.join(examplesDir, `${e.name}.c`), e.name));
   binaries.set('mock_host', buildPlugin(path.join(testsDir, 'mock_host.c'), 'mock_host'));
+  for (const name of [TAP_PLUGIN.name, MANY_VCPUS_PLUGIN]) binaries.set(name, buildPlugin(path.join(testsDir, `${name}.c`), name));
 });
 
 describe('the C library and header', () => {
@@ -177,6 +187,25 @@ for (const sandboxed of SANDBOX_MODES) {
         const r = await runPluginCli(binaries.get(p.name)!, { cpus: p.cpus ?? 1, sandboxed, timeoutMs: 60_000 });
         assert.equal(r.code, 0, describeResult(r));
         assert.match(r.stdout, p.stdout, describeResult(r));
+      });
+    }
+  });
+
+  describe(`a C plugin with a tap (${mode})`, needsTaps, () => {
+    test(`${TAP_PLUGIN.name}: crosvm_net_get_config under plugvisor run ${TAP_FLAGS.join(' ')}`, async () => {
+      const r = await runPluginCli(binaries.get(TAP_PLUGIN.name)!, { sandboxed, flags: [...TAP_FLAGS], wrap: IN_NEW_NETNS, timeoutMs: 60_000 });
+      assert.equal(r.code, 0, describeResult(r));
+      assert.equal(r.stdout, TAP_PLUGIN.stdout, describeResult(r));
+    });
+  });
+
+  describe(`a C plugin with many VCPUs, a thread each (${mode})`, needsKvm, () => {
+    for (const cpus of MANY_VCPU_COUNTS) {
+      test(`${cpus} VCPUs`, { timeout: 300_000 }, async () => {
+        checkFileLimitFor(cpus);
+        const r = await runPluginCli(binaries.get(MANY_VCPUS_PLUGIN)!, { cpus, sandboxed, timeoutMs: 240_000 });
+        assert.equal(r.code, 0, describeResult(r));
+        assert.equal(r.stdout, `many_vcpus: ${cpus} ok\n`, describeResult(r));
       });
     }
   });

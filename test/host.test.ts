@@ -14,6 +14,7 @@ import { PACKAGE_ROOT } from '../src/package-root.js';
 import { runPlugin, type RunOutcome } from '../src/host/run.js';
 import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
+import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
 import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
 
 const E = constants.errno;
@@ -158,9 +159,18 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`VCPUs (${mode})`, needsKvm, () => {
-    for (const cpus of [1, 2, 4, 16]) {
-      test(`${cpus} VCPU(s) each run the guest to completion`, async () => {
-        const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus, sandboxed });
+    test('64 VCPUs with too few open files: a one-line error that names the limit', async () => {
+      // 64 VCPUs take more than 200 descriptors on the host alone (pipes and VCPU fds).
+      const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus: 64, sandboxed, fdLimit: 200, timeoutMs: 120_000 });
+      assert.equal(result.code, 1, result.stderr);
+      assert.equal(result.stdout, '');
+      assert.match(result.stderr, /^plugvisor: error: .*Too many open files \(plugvisor may have 200 open files at once, too few for this VM: raise the limit with `ulimit -n`\)\n$/);
+    });
+
+    for (const cpus of [1, 2, 4, 16, ...MANY_VCPU_COUNTS]) {
+      test(`${cpus} VCPU(s) each run the guest to completion`, { timeout: 300_000 }, async () => {
+        checkFileLimitFor(cpus);
+        const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus, sandboxed, timeoutMs: 240_000 });
         assert.equal(result.code, 0, result.stderr);
         const expected = Array.from({ length: cpus }, (_, id) => `vcpu ${id}: ${100 + id}\n`).join('');
         assert.equal(result.stdout, expected);

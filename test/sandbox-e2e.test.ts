@@ -200,6 +200,25 @@ describe('a syscall the policy kills for (kexec_load)', () => {
   });
 });
 
+describe('--seccomp-log-failures (crosvm\'s option)', () => {
+  test('the call the policy kills for is logged and allowed instead: the plugin lives on and runs its guest', async () => {
+    const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'kill', ADDON_IN_JAIL]);
+    assert.equal(run.code, 0, show(run));
+    // kexec_load got through the filter, then the kernel refused it (EPERM: no
+    // CAP_SYS_BOOT in the jail; ENOSYS: a kernel without kexec).
+    const [about, survived] = reports(run.stdout);
+    assert.deepEqual(about, { about: 'kexec_load' }, show(run));
+    assert.match(String(survived?.['survived']), /^(EPERM|ENOSYS)$/, show(run));
+    assert.match(run.stdout, /^guest done: ok$/m);
+  });
+
+  test('errno rules still hold', async () => {
+    const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
+    assert.equal(run.code, 0, show(run));
+    assert.deepEqual(reports(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], show(run));
+  });
+});
+
 test('--seccomp-policy replaces the default policy', async () => {
   const policy = path.join(tmp, 'custom.policy');
   fs.writeFileSync(policy, '# test policy: only getpriority is refused\ndefault allow\ngetpriority errno EACCES\n');
@@ -284,7 +303,7 @@ describe('bad --plugin-mount specs are CLI errors', () => {
   for (const [spec, why] of [
     ['relative:/x', /source 'relative' must be an absolute path/],
     ['/tmp:/x:yes', /WRITABLE must be 'true' or 'false'/],
-    ['/tmp', /expected SRC:DST\[:WRITABLE\]/],
+    ['/tmp:/x:true:more', /expected SRC\[:DST\[:WRITABLE\]\]/],
   ] as const) {
     test(spec, async () => {
       const run = await runCli(['run', '--plugin', PROBE, '--plugin-mount', spec]);

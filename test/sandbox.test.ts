@@ -180,9 +180,15 @@ describe('parseBindMount', () => {
     assert.deepEqual(parseBindMount('/a:/c/d/:true'), { source: '/a', target: '/c/d', writable: true });
     assert.deepEqual(parseBindMount('/a:/c:false'), { source: '/a', target: '/c', writable: false });
   });
+  test("crosvm's short forms: DST defaults to SRC", () => {
+    assert.deepEqual(parseBindMount('/a/b'), { source: '/a/b', target: '/a/b', writable: false });
+    assert.deepEqual(parseBindMount('/a/b:'), { source: '/a/b', target: '/a/b', writable: false });
+    assert.deepEqual(parseBindMount('/a/b::true'), { source: '/a/b', target: '/a/b', writable: true });
+  });
   test('clear errors', () => {
-    assert.throws(() => parseBindMount('/a'), /expected SRC:DST\[:WRITABLE\]/);
-    assert.throws(() => parseBindMount('/a:/b:true:x'), /expected SRC:DST/);
+    assert.throws(() => parseBindMount(''), /expected SRC\[:DST\[:WRITABLE\]\]/);
+    assert.throws(() => parseBindMount(':/b'), /expected SRC\[:DST/);
+    assert.throws(() => parseBindMount('/a:/b:true:x'), /expected SRC\[:DST/);
     assert.throws(() => parseBindMount('a:/b'), /source 'a' must be an absolute path/);
     assert.throws(() => parseBindMount('/a:b'), /target 'b' must be an absolute path/);
     assert.throws(() => parseBindMount('/a:/b:yes'), /WRITABLE must be 'true' or 'false', not 'yes'/);
@@ -196,8 +202,14 @@ describe('parseGidMap', () => {
     assert.deepEqual(parseGidMap('1000:1001:1'), { inner: 1000, outer: 1001, count: 1 });
     assert.deepEqual(parseGidMap('0:100:10'), { inner: 0, outer: 100, count: 10 });
   });
+  test("crosvm's short forms: OUTER defaults to INNER, COUNT to 1", () => {
+    assert.deepEqual(parseGidMap('1000'), { inner: 1000, outer: 1000, count: 1 });
+    assert.deepEqual(parseGidMap('1000:1001'), { inner: 1000, outer: 1001, count: 1 });
+    assert.deepEqual(parseGidMap('1000::5'), { inner: 1000, outer: 1000, count: 5 });
+  });
   test('clear errors', () => {
-    assert.throws(() => parseGidMap('1000:1000'), /expected INNER:OUTER:COUNT/);
+    assert.throws(() => parseGidMap(''), /expected INNER\[:OUTER\[:COUNT\]\]/);
+    assert.throws(() => parseGidMap('1:2:3:4'), /expected INNER\[:OUTER\[:COUNT\]\]/);
     assert.throws(() => parseGidMap('a:1:1'), /INNER 'a' is not a non-negative integer/);
     assert.throws(() => parseGidMap('1:-1:1'), /OUTER '-1' is not a non-negative integer/);
     assert.throws(() => parseGidMap('1:1:0'), /COUNT must be at least 1/);

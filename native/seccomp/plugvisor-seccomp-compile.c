@@ -4,9 +4,16 @@
  * architecture, as bubblewrap's `--seccomp FD` expects (an array of
  * struct sock_filter, no header).
  *
- *   usage: plugvisor-seccomp-compile POLICY_FILE > filter.bpf
- *          plugvisor-seccomp-compile --check POLICY_FILE   (parse + build, no output)
- *          plugvisor-seccomp-compile --pfc POLICY_FILE     (print the filter as readable pseudo code)
+ *   usage: plugvisor-seccomp-compile [--log-failures] POLICY_FILE > filter.bpf
+ *          plugvisor-seccomp-compile [--log-failures] --check POLICY_FILE   (parse + build, no output)
+ *          plugvisor-seccomp-compile [--log-failures] --pfc POLICY_FILE     (print the filter as readable pseudo code)
+ *
+ *   --log-failures (plugvisor run --seccomp-log-failures, crosvm's option):
+ *   every action that would end the plugin (kill, kill-thread, trap) becomes
+ *   log: the call is allowed and the kernel logs it (audit, or the kernel log
+ *   without auditd). `errno` rules still fail their calls, and a foreign-ABI
+ *   call still kills: logging those would let any call through by its i386
+ *   number, past every rule.
  *
  * Policy format (one rule a line; '#' starts a comment; blank lines ignored):
  *
@@ -62,15 +69,18 @@ static int parse_errno(const char *word) {
   return -1;
 }
 
+/* --log-failures: actions that would end the plugin become `log`. */
+static int log_failures;
+
 /* Parses ACTION starting at words[*i]; advances *i past it. */
 static uint32_t parse_action(char **words, int count, int *i) {
   if (*i >= count) fail_policy("missing action");
   const char *w = words[(*i)++];
   if (strcmp(w, "allow") == 0) return SCMP_ACT_ALLOW;
   if (strcmp(w, "log") == 0) return SCMP_ACT_LOG;
-  if (strcmp(w, "trap") == 0) return SCMP_ACT_TRAP;
-  if (strcmp(w, "kill") == 0 || strcmp(w, "kill-process") == 0) return SCMP_ACT_KILL_PROCESS;
-  if (strcmp(w, "kill-thread") == 0) return SCMP_ACT_KILL_THREAD;
+  if (strcmp(w, "trap") == 0) return log_failures ? SCMP_ACT_LOG : SCMP_ACT_TRAP;
+  if (strcmp(w, "kill") == 0 || strcmp(w, "kill-process") == 0) return log_failures ? SCMP_ACT_LOG : SCMP_ACT_KILL_PROCESS;
+  if (strcmp(w, "kill-thread") == 0) return log_failures ? SCMP_ACT_LOG : SCMP_ACT_KILL_THREAD;
   if (strcmp(w, "errno") == 0) {
     if (*i >= count) fail_policy("'errno' needs a value, e.g. 'errno EPERM'");
     return SCMP_ACT_ERRNO((uint32_t)parse_errno(words[(*i)++]));
@@ -89,16 +99,22 @@ static uint64_t parse_u64(const char *word, const char *what) {
 
 int main(int argc, char **argv) {
   int check_only = 0, pfc = 0;
-  if (argc == 3 && strcmp(argv[1], "--check") == 0) {
+  int arg = 1;
+  if (arg < argc && strcmp(argv[arg], "--log-failures") == 0) {
+    log_failures = 1;
+    arg++;
+  }
+  if (arg < argc && strcmp(argv[arg], "--check") == 0) {
     check_only = 1;
-    policy_path = argv[2];
-  } else if (argc == 3 && strcmp(argv[1], "--pfc") == 0) {
+    arg++;
+  } else if (arg < argc && strcmp(argv[arg], "--pfc") == 0) {
     pfc = 1;
-    policy_path = argv[2];
-  } else if (argc == 2 && argv[1][0] != '-') {
-    policy_path = argv[1];
+    arg++;
+  }
+  if (arg + 1 == argc && argv[arg][0] != '-') {
+    policy_path = argv[arg];
   } else {
-    fprintf(stderr, "usage: %s [--check|--pfc] POLICY_FILE > filter.bpf\n", argv[0]);
+    fprintf(stderr, "usage: %s [--log-failures] [--check|--pfc] POLICY_FILE > filter.bpf\n", argv[0]);
     return 1;
   }
   if (!check_only && !pfc && isatty(STDOUT_FILENO)) {
@@ -147,6 +163,9 @@ int main(int argc, char **argv) {
     }
     char *name = words[0];
     size_t len = strlen(name);
+    if (strchr(name, ':') != NULL || name[0] == '@')
+      fail_policy("'%s' is minijail's policy syntax (crosvm's 'NAME: FILTER' lines); plugvisor's policies are "
+                  "'NAME ACTION' lines (see src/sandbox/plugin-seccomp.policy)", words[0]);
     int optional = 0;
     if (len > 1 && name[len - 1] == '?') {
       optional = 1;

@@ -3,23 +3,49 @@
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
  * plugin; everything it does is `runPlugin` from the library.
  */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
-import { stderrSink } from '../host/log.js';
+import { createLog, stderrSink, type LogSink } from '../host/log.js';
+import { parseHostIp, parseMac, parseNetmask } from '../host/net.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
+import { parseListFile } from './list-file.js';
 
 interface RunFlags {
   plugin: string;
   cpus: number;
+  params?: string[];
   disableSandbox?: boolean;
   pluginRoot?: string;
-  pluginMount: BindMount[];
-  pluginGidMap: GidMap[];
   seccompPolicy?: string;
+  seccompPolicyDir?: string;
+  seccompLogFailures?: boolean;
+  hostIp?: string;
+  host_ip?: string;
+  netmask?: string;
+  mac?: string;
+  tapName?: string[];
+  tapFd?: number[];
   startTimeout: number;
   verbose?: boolean;
 }
+
+/** The file --seccomp-policy-dir names in its directory: the one crosvm read for plugins. */
+const PLUGIN_POLICY_FILE = 'plugin.policy';
+
+/** Options of the jail, by attribute name, for the warning that they do nothing without it. */
+const SANDBOX_OPTIONS: Readonly<Record<string, string>> = {
+  pluginRoot: '--plugin-root',
+  pluginMount: '--plugin-mount',
+  pluginMountFile: '--plugin-mount-file',
+  pluginGidMap: '--plugin-gid-map',
+  pluginGidMapFile: '--plugin-gid-map-file',
+  seccompPolicy: '--seccomp-policy',
+  seccompPolicyDir: '--seccomp-policy-dir',
+  seccompLogFailures: '--seccomp-log-failures',
+};
 
 function integerIn(min: number, max: number, what: string) {
   return (value: string): number => {
@@ -29,15 +55,46 @@ function integerIn(min: number, max: number, what: string) {
   };
 }
 
-function collect<T>(parse: (spec: string) => T) {
-  return (value: string, previous: T[]): T[] => {
+/** A parser as commander wants one: errors become InvalidArgumentError. */
+function checked<T>(parse: (value: string) => T) {
+  return (value: string): T => {
     try {
-      return [...previous, parse(value)];
+      return parse(value);
     } catch (e) {
       throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
     }
   };
 }
+
+/** A parser that only checks: the value stays the text (the library parses it again). */
+function validated(check: (value: string) => unknown) {
+  return checked((value: string): string => {
+    check(value);
+    return value;
+  });
+}
+
+/** A repeatable option: each value is parsed and collected. */
+function collect<T>(parse: (spec: string) => T) {
+  const parseOne = checked(parse);
+  return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parseOne(value)];
+}
+
+/**
+ * Collects into `list` in command-line order, from several options: an entry
+ * of --plugin-mount and those of a --plugin-mount-file keep their order, as
+ * in crosvm (a later bind covers an earlier one).
+ */
+function collectInOrder<T>(list: T[], parse: (value: string) => T[]) {
+  const parseChecked = checked(parse);
+  return (value: string): T[] => {
+    list.push(...parseChecked(value));
+    return list;
+  };
+}
+
+const mounts: BindMount[] = [];
+const gidMaps: GidMap[] = [];
 
 const program = new Command('plugvisor')
   .description('A KVM virtual machine monitor driven by a plugin process (crosvm plugin protocol).')
@@ -49,12 +106,27 @@ program
   .description('Create a VM and hand its control to a plugin executable.')
   .usage('--plugin PATH [options] [-- PLUGIN_ARGS...]')
   .requiredOption('--plugin <path>', 'the plugin executable (any language; it finds the host through CROSVM_SOCKET)')
-  .addOption(new Option('--cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
+  .addOption(new Option('-c, --cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
+  .option('-p, --params <arg>', 'an argument for the plugin, before those after -- (repeatable, as crosvm\'s -p)', collect(String))
   .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
   .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
-  .option('--plugin-mount <src:dst[:writable]>', 'bind a host path into the jail (repeatable; writable is true or false)', collect(parseBindMount), [])
-  .option('--plugin-gid-map <inner:outer:count>', 'map host groups into the jail (repeatable)', collect(parseGidMap), [])
+  .option('--plugin-mount <src[:dst[:writable]]>', 'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
+    collectInOrder(mounts, (spec) => [parseBindMount(spec)]))
+  .option('--plugin-mount-file <file>', 'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
+    collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)))
+  .option('--plugin-gid-map <inner[:outer[:count]]>', 'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
+    collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]))
+  .option('--plugin-gid-map-file <file>', 'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
+    collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)))
   .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
+  .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
+  .option('--seccomp-log-failures', 'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it')
+  .option('--host-ip <ip>', 'create a tap device with this IPv4 address for the plugin (needs --netmask)', validated(parseHostIp))
+  .addOption(new Option('--host_ip <ip>', 'crosvm\'s spelling of --host-ip').hideHelp().argParser(validated(parseHostIp)))
+  .option('--netmask <mask>', 'the netmask of the tap --host-ip creates, e.g. 255.255.255.0', validated(parseNetmask))
+  .option('--mac <mac>', "the MAC address of the plugin's tap device, e.g. de:21:e8:47:6b:6a", validated(parseMac))
+  .option('--tap-name <name>', 'attach to this existing persistent tap device (repeatable; the plugin is offered the first tap)', collect(String))
+  .option('--tap-fd <fd>', 'use this inherited descriptor of a tap device (repeatable)', collect(integerIn(0, 0x7fffffff, '--tap-fd')))
   .addOption(
     new Option('--start-timeout <seconds>', 'fail if the plugin has not started the VM by then')
       .default(10)
@@ -65,14 +137,29 @@ program
   .addHelpText(
     'after',
     `
+crosvm's plugin options work unchanged (also --host_ip), so a crosvm plugin
+command line runs with crosvm replaced by plugvisor. Jail options do nothing
+with --disable-sandbox: plugvisor warns about them.
+
 Exit status: 0 when the plugin exited 0 and nothing failed; the plugin's own
 exit code when it exited non-zero; 128+N when it was killed by signal N; 1 for
 any other failure (the reason is printed).
 
-Example:
-  plugvisor run --plugin ./my-plugin --cpus 2 -- --verbose`,
+Examples:
+  plugvisor run --plugin ./my-plugin --cpus 2 -- --verbose
+  plugvisor run --plugin ./net-plugin --host-ip 100.115.92.5 --netmask 255.255.255.252 --mac de:21:e8:47:6b:6a`,
   )
-  .action(async (pluginArgs: string[], flags: RunFlags) => {
+  .action(async (pluginArgs: string[], flags: RunFlags, command: Command) => {
+    const sink = stderrSink(flags.verbose ?? false);
+    let options: RunOptions;
+    try {
+      options = runOptions(pluginArgs, flags, command, sink);
+    } catch (e) {
+      if (!(e instanceof RunSetupError)) throw e;
+      process.stderr.write(`plugvisor: error: ${e.message}\n`);
+      process.exitCode = 1;
+      return;
+    }
     const abort = new AbortController();
     const stop = (): void => abort.abort();
     process.once('SIGINT', stop);
@@ -82,22 +169,7 @@ Example:
     // usual shutdown; unhandled, the write error would kill node at once.
     process.stdout.on('error', stop);
     process.stderr.on('error', stop);
-    const options: RunOptions = {
-      plugin: flags.plugin,
-      args: pluginArgs,
-      cpus: flags.cpus,
-      sandbox: flags.disableSandbox
-        ? false
-        : {
-            mounts: flags.pluginMount,
-            gidMaps: flags.pluginGidMap,
-            ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
-            ...(flags.seccompPolicy !== undefined ? { seccompPolicyFile: flags.seccompPolicy } : {}),
-          },
-      startTimeoutMs: flags.startTimeout * 1000,
-      log: stderrSink(flags.verbose ?? false),
-      signal: abort.signal,
-    };
+    options.signal = abort.signal;
     try {
       const outcome = await runPlugin(options);
       if (!outcome.ok) process.stderr.write(`plugvisor: ${outcome.message}\n`);
@@ -112,5 +184,53 @@ Example:
       process.off('SIGTERM', stop);
     }
   });
+
+/** The library's options from the command line; warns about options that do nothing here. */
+function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
+  const given = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
+  if (flags.disableSandbox) {
+    for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
+      if (given(key)) createLog(log).warn(`${option} has no effect with --disable-sandbox: the plugin runs outside the jail`);
+    }
+  }
+  if (flags.hostIp !== undefined && flags.host_ip !== undefined && flags.hostIp !== flags.host_ip) {
+    throw new RunSetupError(`--host-ip ${flags.hostIp} and --host_ip ${flags.host_ip} disagree: give one`);
+  }
+  if (flags.seccompPolicy !== undefined && flags.seccompPolicyDir !== undefined) {
+    throw new RunSetupError('--seccomp-policy and --seccomp-policy-dir both name the policy: give one');
+  }
+  let seccompPolicyFile = flags.seccompPolicy;
+  if (flags.seccompPolicyDir !== undefined && !flags.disableSandbox) {
+    seccompPolicyFile = path.join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
+    if (!existsSync(seccompPolicyFile)) {
+      throw new RunSetupError(`--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +
+        "(plugvisor reads the plugin's policy from that file, as crosvm did in plugin mode)");
+    }
+  }
+  const hostIp = flags.hostIp ?? flags.host_ip;
+  return {
+    plugin: flags.plugin,
+    args: [...(flags.params ?? []), ...pluginArgs],
+    cpus: flags.cpus,
+    sandbox: flags.disableSandbox
+      ? false
+      : {
+          mounts,
+          gidMaps,
+          ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
+          ...(seccompPolicyFile !== undefined ? { seccompPolicyFile } : {}),
+          ...(flags.seccompLogFailures ? { seccompLogFailures: true } : {}),
+        },
+    net: {
+      ...(hostIp !== undefined ? { hostIp } : {}),
+      ...(flags.netmask !== undefined ? { netmask: flags.netmask } : {}),
+      ...(flags.mac !== undefined ? { mac: flags.mac } : {}),
+      tapNames: flags.tapName ?? [],
+      tapFds: flags.tapFd ?? [],
+    },
+    startTimeoutMs: flags.startTimeout * 1000,
+    log,
+  };
+}
 
 await program.parseAsync(process.argv);

@@ -24,6 +24,7 @@ import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from '
 import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
 import { encodeVcpuConfig } from './vcpu-config.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
+import type { Tap, TapConfig } from './net.js';
 
 /** The protocol's request buffer size on main connections. */
 const REQUEST_BUFFER_SIZE = 4096;
@@ -109,6 +110,8 @@ export class PluginProcess {
     private readonly log: Log,
     private readonly pluginLog: (line: string) => void,
     private readonly events: ProcessEvents,
+    /** The tap devices of the run (owned by the caller); get_net_config offers the first. */
+    private readonly taps: readonly Tap[] = [],
   ) {
     this.stderrDone = new Promise((resolve) => (this.stderrClosed = resolve));
     this.killEventFd = native.eventfd(0, C.EFD_CLOEXEC);
@@ -302,7 +305,7 @@ export class PluginProcess {
         case 'getMsrIndexList':
           return ok({ $case: 'getMsrIndexList', getMsrIndexList: { indices: this.kvm.msrIndexList() } });
         case 'getNetConfig':
-          throw new RequestError(errno.ENODATA, 'plugvisor has no tap device to offer');
+          return this.netConfig();
         case 'reserveRange': {
           const { space, start, length, asyncWrite } = message.reserveRange;
           const result = this.ranges.reserve(spaceOf(space), start, length, asyncWrite);
@@ -367,6 +370,22 @@ export class PluginProcess {
       this.log.error(`request ${message.$case} failed unexpectedly: ${e instanceof Error ? e.stack : String(e)}`);
       return reply(mainFailure(errno.EINVAL, message.$case));
     }
+  }
+
+  /** The first tap's descriptor and configuration, read from the device now; ENODATA without a tap. */
+  private netConfig(): Reply {
+    const tap = this.taps[0];
+    if (tap === undefined) throw new RequestError(errno.ENODATA, 'plugvisor has no tap device to offer');
+    let config: TapConfig;
+    try {
+      config = tap.config();
+    } catch (e) {
+      // The plugin gets the errno; a person gets to know why.
+      this.log.warn(`get_net_config: reading the configuration of ${tap.origin} failed: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    }
+    const getNetConfig = { hostMacAddress: Buffer.from(config.mac), hostIpv4Address: config.ipv4, netmask: config.netmask };
+    return ok({ $case: 'getNetConfig', getNetConfig }, [tap.fd]);
   }
 
   private create(create: MainRequest_Create, fd: number | undefined): Reply {

@@ -7,9 +7,10 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Kvm, type Vm } from '../kvm/index.js';
-import { diagnoseSandbox, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
+import { diagnoseSandbox, openFileLimit, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
+import { openTaps, planNetwork, type NetOptions, type Tap } from './net.js';
 
 export interface RunOptions {
   /** Path of the plugin executable. */
@@ -20,6 +21,8 @@ export interface RunOptions {
   cpus?: number;
   /** The jail for the plugin (default: the default sandbox); `false` runs it as a plain child. */
   sandbox?: SandboxConfig | false;
+  /** Tap devices for the plugin (crosvm's networking options); none by default. */
+  net?: NetOptions;
   /** How long the plugin may take to call `start` (default 10 s). */
   startTimeoutMs?: number;
   /** How long the plugin may take to exit once the VM shuts down (default 1 s, as crosvm). */
@@ -54,7 +57,11 @@ export class RunSetupError extends Error {
 /** `e` as a RunSetupError, its message prefixed with what was being done. */
 function setupError(doing: string | undefined, e: unknown): RunSetupError {
   if (e instanceof RunSetupError) return e;
-  const reason = e instanceof Error ? e.message : String(e);
+  let reason = e instanceof Error ? e.message : String(e);
+  if ((e as { code?: unknown } | null)?.code === 'EMFILE') {
+    // Many VCPUs are the usual cause: each takes several descriptors on the host.
+    reason += ` (plugvisor may have ${openFileLimit('soft')} open files at once, too few for this VM: raise the limit with \`ulimit -n\`)`;
+  }
   return new RunSetupError(doing === undefined ? reason : `${doing}: ${reason}`);
 }
 
@@ -86,6 +93,7 @@ export function validateRunOptions(options: RunOptions): void {
   if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
     throw new RunSetupError(`--cpus must be a whole number from 1 to ${MAX_CPUS} (got ${String(options.cpus)})`);
   }
+  if (options.net !== undefined) setUp(undefined, () => planNetwork(options.net!));
   // With --plugin-root the path names the plugin inside the jail's root; the
   // sandbox finds and checks it there.
   if (options.sandbox !== false && options.sandbox?.pluginRoot !== undefined) return;
@@ -110,12 +118,15 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
 
-  // Kvm.open's message already says what is missing and how to fix it.
-  const kvm = setUp(undefined, () => Kvm.open());
+  // openTaps' and Kvm.open's messages already say what is missing and how to fix it.
+  const taps = setUp(undefined, () => openTaps(options.net, log));
+  let kvm: Kvm | undefined;
   let vm: Vm | undefined;
   let plan: (LaunchPlan & { dispose(): void }) | undefined;
   try {
-    vm = setUp('cannot set up the VM', () => createMachine(kvm));
+    const opened = setUp(undefined, () => Kvm.open());
+    kvm = opened;
+    vm = setUp('cannot set up the VM', () => createMachine(opened));
     const sandboxed = options.sandbox !== false;
     // A jail that can't be planned is a setup error, never a fallback to no jail.
     const launch = sandboxed
@@ -123,11 +134,12 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
       : { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} };
     plan = launch;
     const settings = { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal, sandboxed };
-    return await serve(kvm, vm, launch, options.cpus ?? 1, settings);
+    return await serve(opened, vm, launch, options.cpus ?? 1, taps, settings);
   } finally {
     plan?.dispose();
     vm?.close();
-    kvm.close();
+    kvm?.close();
+    for (const tap of taps) tap.close();
   }
 }
 
@@ -156,7 +168,7 @@ interface ServeSettings {
 }
 
 /** The main loop: serve the plugin until it is gone, then tear down and judge the outcome. */
-async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings: ServeSettings): Promise<RunOutcome> {
+async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, taps: readonly Tap[], settings: ServeSettings): Promise<RunOutcome> {
   const { log } = settings;
   /** The first failure, which decides the outcome's message. */
   let failure: string | undefined;
@@ -206,7 +218,7 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, settings:
       spawnError = error;
       pluginGone();
     },
-  }));
+  }, taps));
   try {
     process_.spawn(plan);
   } catch (e) {

@@ -92,6 +92,15 @@ export const CONSTANT_NAMES = [
   'KVM_SREGS_CS', 'KVM_SREGS_DS', 'KVM_SREGS_ES', 'KVM_SREGS_SS', 'KVM_SREGS_CR0', 'KVM_SREGS_CR4', 'KVM_SREGS_EFER',
   'KVM_SEGMENT_BASE', 'KVM_SEGMENT_LIMIT', 'KVM_SEGMENT_SELECTOR',
   'KVM_DEBUGREGS_DB', 'KVM_DEBUGREGS_DR6', 'KVM_DEBUGREGS_DR7',
+  // tap devices (<linux/if_tun.h>) and network interfaces (<net/if.h>, <linux/sockios.h>)
+  'EBADFD', 'F_DUPFD_CLOEXEC', 'AF_INET', 'SOCK_DGRAM', 'SOCK_CLOEXEC', 'ARPHRD_ETHER', 'IFNAMSIZ',
+  'IFF_TAP', 'IFF_NO_PI', 'IFF_PERSIST', 'IFF_UP',
+  'TUNSETIFF', 'TUNGETIFF', 'TUNGETFEATURES',
+  'SIOCGIFFLAGS', 'SIOCSIFFLAGS', 'SIOCGIFADDR', 'SIOCSIFADDR',
+  'SIOCGIFNETMASK', 'SIOCSIFNETMASK', 'SIOCGIFHWADDR', 'SIOCSIFHWADDR', 'SIOCGIFINDEX',
+  // struct ifreq's ifr_ifru union (offsets inside it), struct sockaddr and sockaddr_in
+  'SIZEOF_IFREQ_IFRU', 'IFREQ_FLAGS', 'IFREQ_ADDR', 'IFREQ_NETMASK', 'IFREQ_HWADDR',
+  'SOCKADDR_FAMILY', 'SOCKADDR_DATA', 'SOCKADDR_IN_ADDR',
 ] as const;
 
 export type ConstantName = (typeof CONSTANT_NAMES)[number];
@@ -209,6 +218,16 @@ export interface Native {
   gettid(): number;
   /** Sends the kick signal to thread `tid` of this process (tgkill). */
   kick(tid: number): void;
+
+  /** socket(2), e.g. (AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) for interface ioctls. */
+  socket(domain: number, type: number, protocol: number): number;
+  /**
+   * An ioctl on a struct ifreq (TUNSETIFF, TUNGETIFF, SIOCGIFADDR, ...):
+   * ifr_name is `name` (shorter than IFNAMSIZ), the ifr_ifru union starts as
+   * `data` (at most SIZEOF_IFREQ_IFRU bytes, the rest zero) and is copied back
+   * into it. Returns ifr_name as the kernel left it (the device's name).
+   */
+  ifreqIoctl(fd: number, request: number, name: string, data: Uint8Array): string;
 
   /**
    * A set of native VCPU threads over the host's ends of each VCPU's pipes

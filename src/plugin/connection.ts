@@ -7,6 +7,7 @@
  * connection's fd to the worker and use {@link Connection.fromFd} there).
  */
 import { encodeMessage } from '../protocol/framing.js';
+import { formatIpv4, formatMac } from '../protocol/addresses.js';
 import { threadId } from 'node:worker_threads';
 import { native } from '../native/index.js';
 import {
@@ -26,8 +27,11 @@ import { spinBudgetForVcpus, spinBudgetUs } from '../protocol/pipe-reader.js';
 
 /** Responses can be large (a dirty bitmap); the protocol says 256 KiB. */
 const RECEIVE_BUFFER_SIZE = 0x40000;
-/** Descriptors accepted per response. */
-const MAX_RECEIVED_FDS = 32;
+/**
+ * Descriptors accepted per response: the kernel's SCM_MAX_FD, the most one
+ * message can carry (get_vcpus sends two per VCPU, 128 for 64 VCPUs).
+ */
+const MAX_RECEIVED_FDS = 253;
 
 // ---- object ids ----
 //
@@ -175,10 +179,6 @@ function closeQuietly(fds: readonly number[]): void {
   }
 }
 
-function dotted(value: number): string {
-  return [value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff].join('.');
-}
-
 export class Connection {
   /** The seqpacket socket. */
   readonly fd: number;
@@ -243,7 +243,10 @@ export class Connection {
     }
     if (received.truncated) {
       closeQuietly(received.fds);
-      throw new PluginError(name, Errno.EMSGSIZE, 'the answer (or its descriptors) did not fit', { transport: true });
+      // The kernel also cuts descriptors off when this process is at its
+      // RLIMIT_NOFILE: say so, it is the likely cause with many VCPUs.
+      throw new PluginError(name, Errno.EMSGSIZE,
+        'the answer or its descriptors did not fit (is this process at its limit of open files? see ulimit -n)', { transport: true });
     }
     let response: MainResponse;
     try {
@@ -331,9 +334,9 @@ export class Connection {
     const mac = new Uint8Array(body.hostMacAddress);
     return {
       tapFd: fds[0]!,
-      hostIpv4: dotted(body.hostIpv4Address),
-      netmask: dotted(body.netmask),
-      hostMac: [...mac].map((b) => b.toString(16).padStart(2, '0')).join(':'),
+      hostIpv4: formatIpv4(body.hostIpv4Address),
+      netmask: formatIpv4(body.netmask),
+      hostMac: formatMac(mac),
       raw: { hostIpv4: body.hostIpv4Address, netmask: body.netmask, hostMac: mac },
     };
   }

@@ -21,7 +21,14 @@ import { PACKAGE_ROOT } from '../package-root.js';
 
 export interface BindMount { source: string; target: string; writable: boolean }
 export interface GidMap { inner: number; outer: number; count: number }
-export interface SandboxConfig { pluginRoot?: string; mounts: BindMount[]; gidMaps: GidMap[]; seccompPolicyFile?: string }
+export interface SandboxConfig {
+  pluginRoot?: string;
+  mounts: BindMount[];
+  gidMaps: GidMap[];
+  seccompPolicyFile?: string;
+  /** crosvm's --seccomp-log-failures: calls the policy would kill the plugin for are logged and allowed instead. */
+  seccompLogFailures?: boolean;
+}
 export interface LaunchPlan {
   file: string;
   args: string[];
@@ -49,13 +56,17 @@ export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PACKAGE_ROOT, 'src'
 // ---------------------------------------------------------------------------
 // Option parsing
 
-/** Parses `SRC:DST[:WRITABLE]` (WRITABLE = true/false, default false). */
+/**
+ * Parses `SRC[:DST[:WRITABLE]]` (WRITABLE = true/false, default false; DST
+ * defaults to SRC), the form crosvm's --plugin-mount took.
+ */
 export function parseBindMount(spec: string): BindMount {
   const parts = spec.split(':');
-  if (parts.length < 2 || parts.length > 3) {
-    throw new Error(`bad --plugin-mount '${spec}': expected SRC:DST[:WRITABLE] (paths cannot contain ':')`);
+  if (parts.length > 3 || parts[0] === '') {
+    throw new Error(`bad --plugin-mount '${spec}': expected SRC[:DST[:WRITABLE]] (paths cannot contain ':')`);
   }
-  const [source, target, writableText] = parts as [string, string, string | undefined];
+  const [source, targetText, writableText] = parts as [string, string | undefined, string | undefined];
+  const target = targetText === undefined || targetText === '' ? source : targetText;
   if (!path.isAbsolute(source)) throw new Error(`bad --plugin-mount '${spec}': the source '${source}' must be an absolute path`);
   if (!path.isAbsolute(target)) throw new Error(`bad --plugin-mount '${spec}': the target '${target}' must be an absolute path`);
   if (target.split('/').includes('..')) throw new Error(`bad --plugin-mount '${spec}': the target must not contain '..'`);
@@ -78,13 +89,15 @@ function parseId(text: string, what: string, spec: string): number {
   return n;
 }
 
-/** Parses `INNER:OUTER:COUNT`. */
+/** Parses `INNER[:OUTER[:COUNT]]` (OUTER defaults to INNER, COUNT to 1), as crosvm's --plugin-gid-map. */
 export function parseGidMap(spec: string): GidMap {
   const parts = spec.split(':');
-  if (parts.length !== 3) throw new Error(`bad --plugin-gid-map '${spec}': expected INNER:OUTER:COUNT, e.g. 1000:1000:1`);
+  if (parts.length > 3 || parts[0] === '') {
+    throw new Error(`bad --plugin-gid-map '${spec}': expected INNER[:OUTER[:COUNT]], e.g. 1000:1000:1`);
+  }
   const inner = parseId(parts[0]!, 'INNER', spec);
-  const outer = parseId(parts[1]!, 'OUTER', spec);
-  const count = parseId(parts[2]!, 'COUNT', spec);
+  const outer = parts[1] === undefined || parts[1] === '' ? inner : parseId(parts[1], 'OUTER', spec);
+  const count = parts[2] === undefined ? 1 : parseId(parts[2], 'COUNT', spec);
   if (count === 0) throw new Error(`bad --plugin-gid-map '${spec}': COUNT must be at least 1`);
   if (inner + count > MAX_ID || outer + count > MAX_ID) {
     throw new Error(`bad --plugin-gid-map '${spec}': the range runs past the largest gid`);
@@ -212,13 +225,13 @@ function probeBubblewrap(bwrap: string, identity: JailIdentity): string | null {
     (hints.length > 0 ? ` (${hints.join('; ')})` : '');
 }
 
-/** The hard RLIMIT_NOFILE of this process, or Infinity. */
-function hardNofileLimit(): number {
+/** This process's RLIMIT_NOFILE, the soft (in force) or the hard one, or Infinity. */
+export function openFileLimit(which: 'soft' | 'hard'): number {
   const limits = readSysctl('/proc/self/limits') ?? '';
   const line = limits.split('\n').find((l) => l.startsWith('Max open files'));
-  const hard = line?.trim().split(/\s+/)[4];
-  if (hard === undefined || hard === 'unlimited') return Infinity;
-  return Number(hard);
+  const value = line?.trim().split(/\s+/)[which === 'soft' ? 3 : 4];
+  if (value === undefined || value === 'unlimited') return Infinity;
+  return Number(value);
 }
 
 /**
@@ -227,7 +240,7 @@ function hardNofileLimit(): number {
  * which even root may lack in a container). It is a ceiling on the plugin.
  */
 export function pluginNofileLimit(): number {
-  return Math.min(PLUGIN_NOFILE_LIMIT, hardNofileLimit());
+  return Math.min(PLUGIN_NOFILE_LIMIT, openFileLimit('hard'));
 }
 
 // ---------------------------------------------------------------------------
@@ -256,15 +269,18 @@ function findHelper(name: HelperName): string {
     'build it with `make -C native/seccomp` (needs libseccomp-dev, pkg-config and a C compiler)');
 }
 
-/** Compiles a policy file to a raw BPF program (bwrap's --seccomp format). Throws with the compiler's message. */
-export function compileSeccompPolicy(policyFile: string): Buffer {
+/**
+ * Compiles a policy file to a raw BPF program (bwrap's --seccomp format).
+ * With `logFailures`, kill and trap actions become log. Throws with the compiler's message.
+ */
+export function compileSeccompPolicy(policyFile: string, logFailures = false): Buffer {
   try {
     fs.accessSync(policyFile, fs.constants.R_OK);
   } catch (e) {
     throw new Error(`cannot sandbox the plugin: the seccomp policy ${policyFile} is not readable (${(e as Error).message})`);
   }
   const compiler = findHelper('plugvisor-seccomp-compile');
-  const run = spawnSync(compiler, [policyFile], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 4 << 20, timeout: 10_000 });
+  const run = spawnSync(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 4 << 20, timeout: 10_000 });
   if (run.error !== undefined) throw new Error(`cannot sandbox the plugin: running ${compiler} failed: ${run.error.message}`);
   if (run.status !== 0) {
     const message = run.stderr.toString().trim() || `exit status ${run.status ?? run.signal}`;
@@ -637,7 +653,7 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
     }
   };
   try {
-    const bpf = compileSeccompPolicy(config.seccompPolicyFile ?? DEFAULT_SECCOMP_POLICY_PATH);
+    const bpf = compileSeccompPolicy(config.seccompPolicyFile ?? DEFAULT_SECCOMP_POLICY_PATH, config.seccompLogFailures ?? false);
     const seccompFd = anonymousFileFd(bpf, 'seccomp.bpf');
     fds.push(seccompFd);
     const seccompIndex = FIRST_EXTRA_FD;

@@ -34,14 +34,22 @@ export interface CliResult {
   ms: number;
 }
 
+/** `unshare -n --`: runs the CLI in a network namespace of its own (root only), where a test may make taps. */
+export const IN_NEW_NETNS: readonly string[] = ['unshare', '--net', '--'];
+
+/**
+ * Runs the CLI with `args`. `fdLimit` lowers its limit of open files;
+ * `wrap` is a command that runs it (e.g. {@link IN_NEW_NETNS}).
+ */
 export function runCli(
   args: readonly string[],
-  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; fdLimit?: number } = {},
+  options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; fdLimit?: number; wrap?: readonly string[] } = {},
 ): Promise<CliResult> {
-  if (options.fdLimit === undefined) return runCommand(process.execPath, [CLI, ...args], options);
+  const command = [...(options.wrap ?? []), process.execPath, CLI, ...args];
+  if (options.fdLimit === undefined) return runCommand(command[0]!, command.slice(1), options);
   // A shell lowers the limit of open files (RLIMIT_NOFILE), then becomes the CLI.
   const script = 'ulimit -n "$0" && exec "$@"';
-  return runCommand('/bin/sh', ['-c', script, String(options.fdLimit), process.execPath, CLI, ...args], options);
+  return runCommand('/bin/sh', ['-c', script, String(options.fdLimit), ...command], options);
 }
 
 /**
@@ -138,6 +146,8 @@ export function runPluginCli(
     timeoutMs?: number;
     /** The CLI's limit of open files. */
     fdLimit?: number;
+    /** A command that runs the CLI, e.g. {@link IN_NEW_NETNS}. */
+    wrap?: readonly string[];
   } = {},
 ): Promise<CliResult> {
   const argv = ['run', '--plugin', plugin];
@@ -150,6 +160,7 @@ export function runPluginCli(
   return runCli(argv, {
     ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
     ...(options.fdLimit !== undefined ? { fdLimit: options.fdLimit } : {}),
+    ...(options.wrap !== undefined ? { wrap: options.wrap } : {}),
     ...(jail ? { env: jail.env } : {}),
   });
 }

@@ -33,8 +33,11 @@
 
 /* Main-connection responses can be large (a dirty bitmap). */
 #define MAIN_RECV_SIZE (256 * 1024)
-/* Descriptors accepted with one main-connection response. */
-#define MAIN_MAX_FDS 32
+/*
+ * Descriptors accepted with one main-connection response: the kernel's
+ * SCM_MAX_FD (get_vcpus sends two per VCPU, 128 for 64 VCPUs).
+ */
+#define MAIN_MAX_FDS 253
 /* Initial VCPU read buffer; grows for larger messages, up to the cap. */
 #define VCPU_RECV_SIZE (64 * 1024)
 #define VCPU_MAX_MESSAGE (64 * 1024 * 1024)
