@@ -2,12 +2,19 @@
 /**
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
  * plugin; everything it does is `runPlugin` from the library.
+ *
+ * The host (and with it the native addon) is imported only when `run` runs,
+ * so --version, --help and the C library's commands work, and a missing or
+ * broken addon is a one-line error, not a stack trace from an import.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
+import type { RunOptions } from '../host/run.js';
+import { MAX_CPUS } from '../host/limits.js';
 import { stderrSink } from '../host/log.js';
+import { NativePartsError } from '../native/locate.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
+import { cLibraryFlags, pkgConfigDir } from './c-library.js';
 
 interface RunFlags {
   plugin: string;
@@ -98,19 +105,49 @@ Example:
       log: stderrSink(flags.verbose ?? false),
       signal: abort.signal,
     };
+    let host: typeof import('../host/run.js') | undefined;
     try {
-      const outcome = await runPlugin(options);
+      host = await import('../host/run.js');
+      const outcome = await host.runPlugin(options);
       if (!outcome.ok) process.stderr.write(`plugvisor: ${outcome.message}\n`);
       else if (flags.verbose) process.stderr.write(`plugvisor: ${outcome.message}\n`);
       process.exitCode = outcome.exitCode;
     } catch (e) {
-      if (!(e instanceof RunSetupError)) throw e;
-      process.stderr.write(`plugvisor: error: ${e.message}\n`);
-      process.exitCode = 1;
+      failOn(e, ...(host !== undefined ? [host.RunSetupError] : []));
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
     }
   });
+
+/** Prints a setup error (or a NativePartsError) as one line and sets exit status 1; rethrows anything else. */
+function failOn(e: unknown, ...expected: (abstract new (...args: never[]) => Error)[]): void {
+  if (!(e instanceof NativePartsError) && !expected.some((type) => e instanceof type)) throw e;
+  process.stderr.write(`plugvisor: error: ${(e as Error).message}\n`);
+  process.exitCode = 1;
+}
+
+/** A command that prints one line, or fails with a one-line error. */
+function printer(line: () => string) {
+  return (): void => {
+    try {
+      process.stdout.write(`${line()}\n`);
+    } catch (e) {
+      failOn(e);
+    }
+  };
+}
+
+program
+  .command('c-flags')
+  .description('Print the compiler and linker flags for a C plugin built against the installed libcrosvm_plugin.')
+  .addHelpText('after', '\nExample:\n  cc -o my-plugin my-plugin.c $(npx plugvisor c-flags)')
+  .action(printer(cLibraryFlags));
+
+program
+  .command('pkg-config-path')
+  .description('Print the directory that holds crosvm_plugin.pc, for PKG_CONFIG_PATH.')
+  .addHelpText('after', '\nExample:\n  PKG_CONFIG_PATH=$(npx plugvisor pkg-config-path) pkg-config --cflags --libs crosvm_plugin')
+  .action(printer(pkgConfigDir));
 
 await program.parseAsync(process.argv);

@@ -10,6 +10,9 @@ import { Kvm, type Vm } from '../kvm/index.js';
 import { diagnoseSandbox, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
+import { MAX_CPUS } from './limits.js';
+
+export { MAX_CPUS };
 
 export interface RunOptions {
   /** Path of the plugin executable. */
@@ -67,7 +70,6 @@ function setUp<T>(doing: string | undefined, step: () => T): T {
   }
 }
 
-export const MAX_CPUS = 64;
 const DEFAULT_START_TIMEOUT_MS = 10_000;
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 1_000;
 /** How long to wait for VCPU threads once everything else is over. */

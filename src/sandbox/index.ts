@@ -6,7 +6,8 @@
  *
  *   plugvisor-jail-exec --nofile 32768 --keep-fds-below 5 -- bwrap <namespaces, identity, mounts> --seccomp 4 -- <plugin>
  *
- * plugvisor-jail-exec (native/seccomp) sets RLIMIT_NOFILE and closes every
+ * plugvisor-jail-exec (native/seccomp, one of the native parts binding.gyp
+ * builds and the package ships prebuilt) sets RLIMIT_NOFILE and closes every
  * fd the host inherited by accident, then execs bubblewrap.
  *
  * Everything that can be checked before the spawn is checked here, and every
@@ -18,6 +19,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.js';
+import { addonPath, nativeDir, NATIVE_FIX } from '../native/locate.js';
 
 export interface BindMount { source: string; target: string; writable: boolean }
 export interface GidMap { inner: number; outer: number; count: number }
@@ -142,9 +144,9 @@ export function formatIdMap(maps: GidMap[]): string {
 // ---------------------------------------------------------------------------
 // Host tools and kernel support
 
-/** The first executable file called `name` on PATH. */
-export function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
+/** The first executable file called `name` on PATH (or on `searchPath`, a list in PATH's form). */
+export function findOnPath(name: string, searchPath: string = process.env.PATH ?? ''): string | undefined {
+  for (const dir of searchPath.split(':')) {
     if (dir === '') continue;
     const candidate = path.join(dir, name);
     try {
@@ -233,15 +235,14 @@ export function pluginNofileLimit(): number {
 // ---------------------------------------------------------------------------
 // Seccomp
 
-/** The sandbox's C helpers, built from native/seccomp. */
+/** The sandbox's C helpers, built from native/seccomp with the addon. */
 export type HelperName = 'plugvisor-seccomp-compile' | 'plugvisor-jail-exec';
 
-/** Where a helper may have been built, most specific first ($PLUGVISOR_HELPER_DIR overrides). */
+/** Where a helper may be, most specific first: $PLUGVISOR_HELPER_DIR, then beside the addon. */
 export function helperCandidates(name: HelperName): string[] {
   const list: string[] = [];
   if (process.env.PLUGVISOR_HELPER_DIR) list.push(path.join(process.env.PLUGVISOR_HELPER_DIR, name));
-  list.push(path.join(PACKAGE_ROOT, 'build', 'Release', name));
-  list.push(path.join(PACKAGE_ROOT, 'native', 'seccomp', 'build', name));
+  list.push(path.join(nativeDir(), name));
   return list;
 }
 
@@ -252,8 +253,7 @@ function findHelper(name: HelperName): string {
       return candidate;
     } catch { /* next */ }
   }
-  throw new Error(`cannot sandbox the plugin: ${name} is not built (looked for ${helperCandidates(name).join(', ')}); ` +
-    'build it with `make -C native/seccomp` (needs libseccomp-dev, pkg-config and a C compiler)');
+  throw new Error(`cannot sandbox the plugin: ${name} is missing (looked for ${helperCandidates(name).join(', ')}); ${NATIVE_FIX}`);
 }
 
 /** Compiles a policy file to a raw BPF program (bwrap's --seccomp format). Throws with the compiler's message. */
@@ -443,11 +443,8 @@ function addPlugvisorRuntime(binds: Bind[]): void {
     const p = path.join(root, name);
     if (fs.existsSync(p)) addReadOnly(binds, p);
   }
-  const addon = path.join(root, 'build', 'Release', 'plugvisor.node');
-  if (fs.existsSync(addon)) {
-    addReadOnly(binds, addon);
-    for (const lib of sharedLibraries(addon)) addReadOnly(binds, fs.realpathSync(lib), lib);
-  }
+  // Where node-gyp-build finds it in the jail too: the same path as here.
+  addElfWithLibraries(binds, fs.realpathSync(addonPath()));
 }
 
 /** Works out the jail's command and contents for a plugin on the empty root. */
