@@ -290,6 +290,36 @@ describe('launch plan', () => {
     }
   });
 
+  test('#!/usr/bin/env -S PROGRAM ARGS runs PROGRAM with ARGS; what only env could do is refused with the reason and the fix', () => {
+    const script = path.join(tmp, 'env-split.mjs');
+    fs.writeFileSync(script, '#!/usr/bin/env -S node --no-warnings  --stack-size=2000\n', { mode: 0o755 });
+    const plan = planSandboxedLaunch(noConfig(), script, ['x']);
+    try {
+      const command = plan.args.slice(plan.args.lastIndexOf('--') + 1);
+      assert.deepEqual(command, [fs.realpathSync(process.execPath), '--no-warnings', '--stack-size=2000', fs.realpathSync(script), 'x']);
+    } finally {
+      plan.dispose();
+    }
+    const refused: [string, RegExp][] = [
+      ['/usr/bin/env -S FOO=1 node', /variable assignments \(FOO=1\) are not supported/],
+      ['/usr/bin/env -S -i node', /env's option -i is not supported/],
+      ['/usr/bin/env -i node', /env's option -i is not supported/],
+      ['/usr/bin/env node --no-warnings', /without -S, env looks for a program whose name contains the spaces/],
+      ['/usr/bin/env -S node "a b"', /quotes, escapes, '\$' or '#' is not supported/],
+      ['/usr/bin/env -S', /-S is followed by no program/],
+      ['/usr/bin/env', /it names no program/],
+    ];
+    for (const [line, reason] of refused) {
+      fs.writeFileSync(script, `#!${line}\n`, { mode: 0o755 });
+      assert.throws(() => planSandboxedLaunch(noConfig(), script, []), (e: Error) => {
+        assert.match(e.message, reason);
+        assert.ok(e.message.includes(`cannot run '#!${line}' in the sandbox`), e.message);
+        assert.match(e.message, /understands '#!\/usr\/bin\/env PROGRAM' and '#!\/usr\/bin\/env -S PROGRAM ARGS\.\.\.'; use one of those or an absolute interpreter path/);
+        return true;
+      });
+    }
+  });
+
   test('argv shape for a C plugin: binary, its libraries, no Node runtime', () => {
     const plan = planSandboxedLaunch(noConfig(), cProbe, ['report']);
     try {

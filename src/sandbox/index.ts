@@ -157,10 +157,10 @@ export function findOnPath(name: string, searchPath: string = process.env.PATH ?
   return undefined;
 }
 
-function requireTool(name: string, what: string): string {
+function requireTool(name: string, what: string, install = ''): string {
   const found = findOnPath(name);
   if (found === undefined) {
-    throw new Error(`cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH` +
+    throw new Error(`cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH${install}` +
       ' (or run the plugin unsandboxed with --disable-sandbox)');
   }
   return found;
@@ -447,6 +447,36 @@ function addPlugvisorRuntime(binds: Bind[]): void {
   addElfWithLibraries(binds, fs.realpathSync(addonPath()));
 }
 
+/**
+ * The program and arguments a `#!/usr/bin/env ...` line runs, for a jail
+ * that has no env: `env PROGRAM` and `env -S PROGRAM ARGS...` (the kernel
+ * hands env everything after its name as one argument; -S splits it at
+ * white space). Whatever else env would do — assignments, options, quotes,
+ * escapes, ${VAR} — is refused with the reason, rather than half done.
+ */
+function envCommand(pluginPath: string, env: string, argument: string | undefined): string[] {
+  const refuse = (why: string): never => {
+    throw new Error(`plugin ${pluginPath}: cannot run '#!${env}${argument === undefined ? '' : ` ${argument}`}' in the sandbox: ${why}. ` +
+      "The jail has no env: plugvisor runs the interpreter itself and understands '#!/usr/bin/env PROGRAM' and " +
+      "'#!/usr/bin/env -S PROGRAM ARGS...'; use one of those or an absolute interpreter path " +
+      '(set environment variables in plugvisor\'s own environment: the plugin inherits it)');
+  };
+  if (argument === undefined) return refuse('it names no program');
+  const split = /^(?:-S|--split-string(?:=|\s))\s*(.*)$/s.exec(argument);
+  if (split === null) {
+    if (argument.startsWith('-')) return refuse(`env's option ${argument.split(/\s/)[0]} is not supported`);
+    if (/\s/.test(argument)) return refuse('without -S, env looks for a program whose name contains the spaces');
+    return [argument];
+  }
+  const rest = split[1]!;
+  if (/["'\\$#]/.test(rest)) return refuse("-S with quotes, escapes, '$' or '#' is not supported (plain words only)");
+  const words = rest.split(/\s+/).filter((w) => w !== '');
+  if (words.length === 0) return refuse('-S is followed by no program');
+  if (words[0]!.startsWith('-')) return refuse(`env's option ${words[0]} is not supported`);
+  if (words[0]!.includes('=')) return refuse(`variable assignments (${words[0]}) are not supported`);
+  return words;
+}
+
 /** Works out the jail's command and contents for a plugin on the empty root. */
 function layoutPlugin(pluginPath: string, pluginArgs: string[]): PluginLayout {
   const real = realFile(pluginPath, 'plugin');
@@ -466,13 +496,11 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): PluginLayout {
   let interpreter = kind.interpreter;
   const interpArgs: string[] = [];
   if (path.basename(interpreter) === 'env') {
-    const name = kind.argument;
-    if (name === undefined || name.startsWith('-') || /\s/.test(name)) {
-      throw new Error(`plugin ${pluginPath}: unsupported '#!${kind.interpreter} ${name ?? ''}' line (use '#!/usr/bin/env PROGRAM' or an absolute interpreter)`);
-    }
-    const found = findOnPath(name);
+    const [name, ...args] = envCommand(pluginPath, kind.interpreter, kind.argument);
+    const found = findOnPath(name!);
     if (found === undefined) throw new Error(`plugin ${pluginPath} wants '${name}', which is not on PATH`);
     interpreter = found;
+    interpArgs.push(...args);
   } else if (kind.argument !== undefined) {
     interpArgs.push(kind.argument);
   }
@@ -566,7 +594,8 @@ function prepareUserNamespace(uidMap: string, gidMap: string): number {
 
 /** Throws a clear Error naming the missing piece (bubblewrap not installed, user namespaces disabled, ...) — never falls back to unsandboxed. */
 export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, pluginArgs: string[]): LaunchPlan {
-  const bwrap = requireTool('bwrap', 'bubblewrap');
+  // Everything else the jail uses ships with plugvisor (the helpers link only libc).
+  const bwrap = requireTool('bwrap', 'bubblewrap', '; install it, the one system package the sandbox needs (Debian/Ubuntu: apt-get install bubblewrap)');
   const jailExec = findHelper('plugvisor-jail-exec');
   const identity = jailIdentity();
   const isRoot = process.geteuid!() === 0;
