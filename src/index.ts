@@ -7,3 +7,4 @@ export type { PluginStatus } from './host/process.js';
 export type { LogLevel, LogSink } from './host/log.js';
 export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
 export { Kvm, Vm, Vcpu } from './kvm/index.js';
+export type { CpuidEntry2, GsiRoute, IoEventFd, IoExit, IrqFd, MmioExit, UserMemoryRegion } from './kvm/index.js';

@@ -110,6 +110,18 @@ describe('the packed tarball', () => {
   });
 });
 
+describe('the API reference', () => {
+  test('`npm run docs` (TypeDoc) builds it, with a doc comment on every exported name', () => {
+    const out = path.join(work, 'api');
+    const r = run(process.execPath, ['node_modules/typedoc/bin/typedoc', '--out', out], { cwd: PACKAGE_ROOT, check: false });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stdout + r.stderr, /warning/i);
+    for (const page of ['index.html', 'functions/index.runPlugin.html', 'classes/plugin.Vcpu.html']) {
+      assert.ok(fs.existsSync(path.join(out, page)), `${page} is missing`);
+    }
+  });
+});
+
 /** The checks both installs pass: the four plugins, each in and out of the jail. */
 function pluginCases(project: () => { dir: string; env: NodeJS.ProcessEnv }): void {
   describe('its plugins', () => pluginTests(project));

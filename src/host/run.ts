@@ -14,6 +14,7 @@ import { MAX_CPUS } from './limits.js';
 
 export { MAX_CPUS };
 
+/** What {@link runPlugin} runs, and how; only `plugin` is required. */
 export interface RunOptions {
   /** Path of the plugin executable. */
   plugin: string;
@@ -35,6 +36,7 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+/** How a run ended; `runPlugin` resolves to one for every run that got as far as spawning the plugin. */
 export interface RunOutcome {
   /** True only when the plugin exited 0 and nothing failed. */
   ok: boolean;
@@ -42,6 +44,7 @@ export interface RunOutcome {
   exitCode: number;
   /** What happened, for a person. */
   message: string;
+  /** How the plugin process ended. */
   plugin: PluginStatus;
 }
 
@@ -51,6 +54,7 @@ export interface RunOutcome {
  * (e.g. out of file descriptors). Nothing is left behind when it is thrown.
  */
 export class RunSetupError extends Error {
+  /** Always `'RunSetupError'`. */
   override name = 'RunSetupError';
 }
 
@@ -105,6 +109,18 @@ export function validateRunOptions(options: RunOptions): void {
   }
 }
 
+/**
+ * Runs a plugin-driven VM to its end: creates the VM (with an in-kernel
+ * irqchip and PIT, and no memory), spawns the plugin (in the jail unless
+ * `sandbox: false`), serves its requests and VCPUs, and resolves when the
+ * plugin has exited and everything is released. Throws a
+ * {@link RunSetupError} for what it finds wrong before the plugin runs.
+ *
+ * ```ts
+ * const outcome = await runPlugin({ plugin: './my-plugin', cpus: 2 });
+ * if (!outcome.ok) console.error(outcome.message);
+ * ```
+ */
 export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   validateRunOptions(options);
   const log = createLog(options.log ?? stderrSink(false));

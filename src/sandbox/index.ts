@@ -21,9 +21,35 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { addonPath, nativeDir, NATIVE_FIX } from '../native/locate.js';
 
-export interface BindMount { source: string; target: string; writable: boolean }
-export interface GidMap { inner: number; outer: number; count: number }
-export interface SandboxConfig { pluginRoot?: string; mounts: BindMount[]; gidMaps: GidMap[]; seccompPolicyFile?: string }
+/** A host path bound into the jail (`--plugin-mount SRC:DST[:WRITABLE]`). */
+export interface BindMount {
+  /** The host path (absolute). */
+  source: string;
+  /** Where the plugin sees it (absolute, not `/`, not under /proc or /dev). */
+  target: string;
+  /** True for a read-write bind; binds are read-only otherwise. */
+  writable: boolean;
+}
+/** A range of host groups mapped into the jail's user namespace (`--plugin-gid-map`; plugvisor must run as root). */
+export interface GidMap {
+  /** The first gid inside the jail. */
+  inner: number;
+  /** The host gid it maps to. */
+  outer: number;
+  /** How many consecutive gids the range covers. */
+  count: number;
+}
+/** How to jail the plugin (`RunOptions.sandbox`); see the README's "Sandbox" section. */
+export interface SandboxConfig {
+  /** A directory bound read-only as the plugin's `/` instead of the default empty root. */
+  pluginRoot?: string;
+  /** Host paths to bind in, after the automatic binds. */
+  mounts: BindMount[];
+  /** Extra gid ranges (root only). */
+  gidMaps: GidMap[];
+  /** A seccomp policy file replacing src/sandbox/plugin-seccomp.policy. */
+  seccompPolicyFile?: string;
+}
 export interface LaunchPlan {
   file: string;
   args: string[];
