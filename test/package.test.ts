@@ -86,7 +86,7 @@ describe('the packed tarball', () => {
   test('holds the prebuilt native set, the library, the SDK, the docs and the sources for a build, and no tests', () => {
     const files = new Set(execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^package\//, '')));
     for (const file of [
-      'LICENSE', 'README.md',
+      'LICENSE', 'README.md', 'docs/protocol.md', 'docs/c-api.md',
       'prebuilds/linux-x64/plugvisor.node', 'prebuilds/linux-x64/plugvisor-jail-exec', 'prebuilds/linux-x64/plugvisor-seccomp-compile',
       'prebuilds/linux-x64/include/crosvm.h', 'prebuilds/linux-x64/lib/libcrosvm_plugin.so', 'prebuilds/linux-x64/lib/pkgconfig/crosvm_plugin.pc',
       'dist/bundle/plugvisor.js', 'dist/bundle/plugvisor.js.map', 'dist/bundle/plugin.js', 'dist/bundle/plugin.js.map',
