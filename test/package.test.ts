@@ -60,7 +60,7 @@ function makeProject(name: string, specs: string[], env: NodeJS.ProcessEnv, extr
   fs.mkdirSync(dir);
   run('npm', ['init', '-y'], { cwd: dir, env });
   for (const file of fs.readdirSync(FIXTURES)) fs.copyFileSync(path.join(FIXTURES, file), path.join(dir, file));
-  for (const file of ['plugin.mjs', 'plugin.cjs']) fs.chmodSync(path.join(dir, file), 0o755);
+  for (const file of ['plugin.mjs', 'plugin.cjs', 'tools.sh']) fs.chmodSync(path.join(dir, file), 0o755);
   run('npm', ['install', '--no-audit', '--no-fund', '--prefer-offline', ...extraFlags, ...specs], { cwd: dir, env });
   return dir;
 }
@@ -157,6 +157,14 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
       });
     }
   }
+
+  test("a jailed shell plugin runs sleep, ls and cat, then becomes the C plugin, with the README's --plugin-mount", needsKvm, async () => {
+    // The shell searches the PATH it inherits (through the jail): the user's, not the bare one of the install.
+    const { dir } = project();
+    const r = await runCommand(cli(dir), ['run', '--plugin', path.join(dir, 'tools.sh'), '--plugin-mount', '/usr:/usr', '--plugin-mount', `${dir}:${dir}`]);
+    assert.equal(r.code, 0, describeRun(r));
+    assert.equal(r.stdout, '/usr/bin\nfrom-cat\n9\nguest computed 2 + 7 = 9\n', describeRun(r));
+  });
 
   test('pkg-config finds the C library through `plugvisor pkg-config-path`', { skip: findOnPath('pkg-config') === undefined && 'no pkg-config' }, () => {
     const { dir, env } = project();
