@@ -1,8 +1,8 @@
 // `npm pack`'s prepack step: the prebuilt native parts for this platform, in
 // prebuilds/<platform>-<arch>/ where node-gyp-build finds them. prebuildify
 // rebuilds everything binding.gyp builds and stores the addon as
-// plugvisor.napi.node (N-API, so one build serves every Node version); the
-// rest of the set — the sandbox helpers and the C client library's prefix —
+// plugvisor.node (N-API: one build serves every Node version); the rest of
+// the set — the sandbox helpers and the C client library's prefix —
 // is copied beside it from the same build, stripped like the addon.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, cpSync, mkdirSync, rmSync } from 'node:fs';

@@ -4,7 +4,8 @@
  * dependencies) into a fresh project of its own. There, JavaScript plugins
  * (ESM and CommonJS), a compiled TypeScript plugin and a C plugin built
  * against the installed C library run in the jail and without it, and a
- * TypeScript plugin type-checks under every moduleResolution.
+ * TypeScript plugin and a program using the library type-check under every
+ * moduleResolution; the library itself runs a plugin there too.
  *
  * Two installs of one tarball: the prebuilt one runs npm with a PATH that
  * has no compiler, make or python, so nothing can have been built; the
@@ -30,6 +31,8 @@ const C_PLUGIN_SOURCE = path.join(PACKAGE_ROOT, 'examples/c/adder.c');
 /** What the project gets from the registry beside the tarball: the versions this checkout uses. */
 const TYPESCRIPT = `typescript@${devVersion('typescript')}`;
 const NODE_TYPES = `@types/node@${devVersion('@types/node')}`;
+/** The TypeScript fixtures: a plugin, and a program that uses the library. */
+const TYPESCRIPT_FILES = ['plugin.mts', 'run.mts'];
 const MODULE_RESOLUTIONS: Record<string, { module: string; moduleResolution: string }> = {
   node16: { module: 'node16', moduleResolution: 'node16' },
   nodenext: { module: 'nodenext', moduleResolution: 'nodenext' },
@@ -131,6 +134,7 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
   const cli = (dir: string) => path.join(dir, 'node_modules/.bin/plugvisor');
   let cPlugin: string;
   let tsPlugin: string;
+  let libraryUser: string;
 
   before(() => {
     const { dir, env } = project();
@@ -138,7 +142,9 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
     const flags = run(cli(dir), ['c-flags'], { cwd: dir, env }).stdout.trim().split(/\s+/);
     cPlugin = path.join(dir, 'adder');
     run('cc', ['-O2', '-Wall', '-Werror', '-o', cPlugin, C_PLUGIN_SOURCE, ...flags], { cwd: dir });
-    tsPlugin = compileTypeScriptPlugin(dir, env);
+    const out = compileTypeScript(dir, env);
+    tsPlugin = path.join(out, 'plugin.mjs');
+    libraryUser = path.join(out, 'run.mjs');
   });
 
   const plugins: { name: string; file: () => string; stdout: string }[] = [
@@ -156,6 +162,15 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
         assert.equal(r.stdout, plugin.stdout, describeRun(r));
       });
     }
+  }
+
+  for (const sandboxed of SANDBOX_MODES) {
+    test(`the library (runPlugin, from compiled TypeScript) runs a plugin ${modeName(sandboxed)}`, needsKvm, async () => {
+      const { dir, env } = project();
+      const r = await runCommand(libraryUser, [path.join(dir, 'plugin.mjs'), sandboxed ? 'sandboxed' : 'unsandboxed'], { env, cwd: dir });
+      assert.equal(r.code, 0, describeRun(r));
+      assert.equal(r.stdout, 'esm: guest computed 9\nlibrary: ok=true exitCode=0 plugin=exited\n', describeRun(r));
+    });
   }
 
   test("a jailed shell plugin runs sleep, ls and cat, then becomes the C plugin, with the README's --plugin-mount", needsKvm, async () => {
@@ -183,20 +198,19 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
  * for every install, so later projects get a copy.
  */
 let compiledTypeScript: string | undefined;
-function compileTypeScriptPlugin(dir: string, env: NodeJS.ProcessEnv): string {
-  const out = path.join(dir, 'out/plugin.mjs');
+function compileTypeScript(dir: string, env: NodeJS.ProcessEnv): string {
+  const out = path.join(dir, 'out');
   if (compiledTypeScript === undefined) {
     fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
       compilerOptions: { ...typeCheckOptions('nodenext'), outDir: 'out' },
-      files: ['plugin.mts'],
+      files: TYPESCRIPT_FILES,
     }));
     run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { cwd: dir, env });
     compiledTypeScript = out;
   } else {
-    fs.mkdirSync(path.dirname(out));
-    fs.copyFileSync(compiledTypeScript, out);
+    fs.cpSync(compiledTypeScript, out, { recursive: true });
   }
-  fs.chmodSync(out, 0o755);
+  for (const file of fs.readdirSync(out)) fs.chmodSync(path.join(out, file), 0o755);
   return out;
 }
 
@@ -236,12 +250,12 @@ describe('installed with its prebuilt binaries, with no compiler on PATH', () =>
 
   pluginCases(() => ({ dir, env: env() }));
 
-  test(`a TypeScript plugin type-checks with moduleResolution ${Object.keys(MODULE_RESOLUTIONS).join(', ')}`, async () => {
+  test(`a TypeScript plugin and a library user type-check with moduleResolution ${Object.keys(MODULE_RESOLUTIONS).join(', ')}`, async () => {
     const checks = Object.keys(MODULE_RESOLUTIONS).map(async (resolution) => {
       const config = `tsconfig.${resolution}.json`;
       fs.writeFileSync(path.join(dir, config), JSON.stringify({
         compilerOptions: { ...typeCheckOptions(resolution), noEmit: true },
-        files: ['plugin.mts'],
+        files: TYPESCRIPT_FILES,
       }));
       const r = await runCommand(process.execPath, ['node_modules/typescript/bin/tsc', '-p', config], { cwd: dir, env: env(), timeoutMs: 120_000 });
       return `${resolution}: exit ${r.code}\n${r.stdout}${r.stderr}`;
