@@ -1,4 +1,10 @@
 {
+  # Everything native that plugvisor ships, built by `node-gyp rebuild` into
+  # build/Release/ and prebuilt by `npm pack` (scripts/prebuild.js) into
+  # prebuilds/linux-x64/ with the same layout: the addon, the two sandbox
+  # helpers, and the C client library's install prefix (include/, lib/).
+  # They link nothing at run time but libc: libseccomp and libprotobuf-c are
+  # linked statically, so the installed package needs no -dev packages.
   "targets": [
     {
       "target_name": "plugvisor",
@@ -29,6 +35,40 @@
         "-pthread",
         "-Wl,--exclude-libs,ALL",
         "-l:libprotobuf-c.a"
+      ]
+    },
+    {
+      "target_name": "plugvisor-jail-exec",
+      "type": "executable",
+      "sources": ["native/seccomp/plugvisor-jail-exec.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2"]
+    },
+    {
+      "target_name": "plugvisor-seccomp-compile",
+      "type": "executable",
+      "sources": ["native/seccomp/plugvisor-seccomp-compile.c"],
+      "cflags": ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-O2"],
+      "libraries": ["-l:libseccomp.a"]
+    },
+    {
+      # clients/c/Makefile stays the one description of the C library's
+      # build; this installs it into build/Release/{include,lib}.
+      "target_name": "crosvm_plugin",
+      "type": "none",
+      "actions": [
+        {
+          "action_name": "make_crosvm_plugin",
+          "inputs": [
+            "clients/c/Makefile", "clients/c/include/crosvm.h", "clients/c/src/crosvm.c",
+            "clients/c/src/wire.h", "src/protocol/plugin.proto"
+          ],
+          "outputs": [
+            "<(PRODUCT_DIR)/include/crosvm.h",
+            "<(PRODUCT_DIR)/lib/libcrosvm_plugin.so",
+            "<(PRODUCT_DIR)/lib/pkgconfig/crosvm_plugin.pc"
+          ],
+          "action": ["make", "-s", "-C", "clients/c", "install", "PREFIX=<(module_root_dir)/build/Release"]
+        }
       ]
     }
   ]

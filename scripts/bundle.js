@@ -1,26 +1,46 @@
 // Runs after tsc: bundles into dist/bundle/ the two entry points that start a
 // process — the `plugvisor` CLI, and the plugin SDK (`plugvisor/plugin`,
-// which every TypeScript plugin process loads first).
+// which every TypeScript plugin process loads first) — plus the SDK once
+// more as CommonJS, for plugins that `require()` it.
 //
 // Why: node's ESM loader resolves, reads and compiles every module
 // separately, and the host loads ~40 of them. On the benchmark machine that
 // was ~90 ms of a 250 ms start-up (bench/README.md). One file cuts it to a
 // single read and compile. The host library (`plugvisor`, dist/src/) stays
-// unbundled.
+// unbundled. A bundle needs nothing from node_modules at run time, which is
+// also what lets a jailed plugin outside any package load the SDK.
+//
+// Source maps (with the TypeScript sources inlined, see tsconfig.json) go
+// beside each bundle: `node --enable-source-maps` then reports src/ lines.
 import { build } from 'esbuild';
 
+const common = {
+  outdir: 'dist/bundle',
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  sourcemap: true,
+  logLevel: 'warning',
+};
+
 await build({
+  ...common,
   entryPoints: {
     plugvisor: 'dist/src/cli/main.js',
     plugin: 'dist/src/plugin/index.js',
   },
-  outdir: 'dist/bundle',
-  bundle: true,
-  platform: 'node',
   format: 'esm',
-  target: 'node20',
-  logLevel: 'warning',
-  // commander is CommonJS: its require() calls of node's built-ins need a
+  // commander and node-gyp-build are CommonJS: their require() calls need a
   // real `require` in an ES module.
   banner: { js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);" },
+});
+
+await build({
+  ...common,
+  entryPoints: { plugin: 'dist/src/plugin/index.js' },
+  outExtension: { '.js': '.cjs' },
+  format: 'cjs',
+  // The SDK finds the package (and the addon) from its own file's URL.
+  define: { 'import.meta.url': 'plugvisorModuleUrl' },
+  banner: { js: "const plugvisorModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
 });

@@ -8,3 +8,4 @@ export type { LogLevel, LogSink } from './host/log.js';
 export type { NetOptions } from './host/net.js';
 export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
 export { Kvm, Vm, Vcpu } from './kvm/index.js';
+export type { CpuidEntry2, GsiRoute, IoEventFd, IoExit, IrqFd, MmioExit, UserMemoryRegion } from './kvm/index.js';

@@ -16,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { CLI, examplePlugin, runCli, runCommand, runPluginCli, testPlugin, type CliResult } from './support/run.js';
 import { planSandboxedLaunch } from '../src/sandbox/index.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
@@ -121,6 +122,27 @@ describe('the adder demo', () => {
     assert.match(jailed.stdout, /guest computed 2 \+ 7 = 9/);
     assert.equal(jailed.stdout, plain.stdout);
     assertNoNodeWarnings(jailed);
+  });
+});
+
+describe('scripts in the jail', () => {
+  test('a #!/bin/sh plugin has its shell and nothing else; --plugin-mount /usr:/usr gives it sleep, ls and cat', async () => {
+    const script = path.join(tmp, 'tools.sh');
+    fs.writeFileSync(script, '#!/bin/sh\nsleep 0 && ls -d /usr/bin && echo from-cat | cat\nexit 7\n', { mode: 0o755 });
+    const bare = await runCli(['run', '--plugin', script]);
+    assert.equal(bare.code, 7, show(bare));
+    assert.match(bare.stderr, /sleep: not found/, show(bare));
+    const bound = await runCli(['run', '--plugin', script, '--plugin-mount', '/usr:/usr']);
+    assert.equal(bound.code, 7, show(bound));
+    assert.equal(bound.stdout, '/usr/bin\nfrom-cat\n', show(bound));
+  });
+
+  test('a #!/usr/bin/env -S node ARGS plugin runs jailed', async () => {
+    const script = path.join(tmp, 'env-split.mjs');
+    fs.writeFileSync(script, `#!/usr/bin/env -S node --no-warnings\nawait import(${JSON.stringify(pathToFileURL(ADDER).href)});\n`, { mode: 0o755 });
+    const r = await runCli(['run', '--plugin', script]);
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, /guest computed 2 \+ 7 = 9/);
   });
 });
 
@@ -350,7 +372,7 @@ describe('no bubblewrap: a clear error, never an unsandboxed plugin', () => {
   test('plugvisor run fails, naming bubblewrap, and the plugin never runs', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
     assert.notEqual(run.code, 0, show(run));
-    assert.match(run.stderr, /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH/, show(run));
+    assert.match(run.stderr, /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH; install it, the one system package the sandbox needs \(Debian\/Ubuntu: apt-get install bubblewrap\)/, show(run));
     assert.match(run.stderr, /--disable-sandbox/);
     assert.equal(run.stdout, '');
   });

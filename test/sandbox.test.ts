@@ -157,10 +157,8 @@ before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-sandbox-test-'));
   // scripts/post-build.js makes the probe executable; plain `tsc` does not.
   try { fs.accessSync(NODE_PROBE, fs.constants.X_OK); } catch { fs.chmodSync(NODE_PROBE, 0o755); }
-  if (!helperCandidates('plugvisor-seccomp-compile').some((c) => fs.existsSync(c)) ||
-      !helperCandidates('plugvisor-jail-exec').some((c) => fs.existsSync(c))) {
-    const make = spawnSync('make', ['-C', path.join(PACKAGE_ROOT, 'native', 'seccomp')], { encoding: 'utf8' });
-    assert.equal(make.status, 0, `building the seccomp compiler failed:\n${make.stdout}${make.stderr}`);
+  for (const helper of ['plugvisor-seccomp-compile', 'plugvisor-jail-exec'] as const) {
+    assert.ok(helperCandidates(helper).some((c) => fs.existsSync(c)), `${helper} is not built (binding.gyp builds it: npm run build)`);
   }
   fs.writeFileSync(path.join(tmp, 'probe.c'), C_PROBE);
   cProbe = path.join(tmp, 'probe');
@@ -301,6 +299,36 @@ describe('launch plan', () => {
       assert.ok(a.lastIndexOf('--ro-bind') < a.lastIndexOf('--remount-ro'));
     } finally {
       plan.dispose();
+    }
+  });
+
+  test('#!/usr/bin/env -S PROGRAM ARGS runs PROGRAM with ARGS; what only env could do is refused with the reason and the fix', () => {
+    const script = path.join(tmp, 'env-split.mjs');
+    fs.writeFileSync(script, '#!/usr/bin/env -S node --no-warnings  --stack-size=2000\n', { mode: 0o755 });
+    const plan = planSandboxedLaunch(noConfig(), script, ['x']);
+    try {
+      const command = plan.args.slice(plan.args.lastIndexOf('--') + 1);
+      assert.deepEqual(command, [fs.realpathSync(process.execPath), '--no-warnings', '--stack-size=2000', fs.realpathSync(script), 'x']);
+    } finally {
+      plan.dispose();
+    }
+    const refused: [string, RegExp][] = [
+      ['/usr/bin/env -S FOO=1 node', /variable assignments \(FOO=1\) are not supported/],
+      ['/usr/bin/env -S -i node', /env's option -i is not supported/],
+      ['/usr/bin/env -i node', /env's option -i is not supported/],
+      ['/usr/bin/env node --no-warnings', /without -S, env looks for a program whose name contains the spaces/],
+      ['/usr/bin/env -S node "a b"', /quotes, escapes, '\$' or '#' is not supported/],
+      ['/usr/bin/env -S', /-S is followed by no program/],
+      ['/usr/bin/env', /it names no program/],
+    ];
+    for (const [line, reason] of refused) {
+      fs.writeFileSync(script, `#!${line}\n`, { mode: 0o755 });
+      assert.throws(() => planSandboxedLaunch(noConfig(), script, []), (e: Error) => {
+        assert.match(e.message, reason);
+        assert.ok(e.message.includes(`cannot run '#!${line}' in the sandbox`), e.message);
+        assert.match(e.message, /understands '#!\/usr\/bin\/env PROGRAM' and '#!\/usr\/bin\/env -S PROGRAM ARGS\.\.\.'; use one of those or an absolute interpreter path/);
+        return true;
+      });
     }
   });
 

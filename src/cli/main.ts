@@ -2,16 +2,25 @@
 /**
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
  * plugin; everything it does is `runPlugin` from the library.
+ *
+ * The host (and with it the native addon) is imported only when `run` runs,
+ * so --version, --help and the C library's commands work, and a missing or
+ * broken addon is a one-line error, not a stack trace from an import.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
+import type { RunOptions } from '../host/run.js';
+import { MAX_CPUS } from '../host/limits.js';
 import { createLog, stderrSink, type LogSink } from '../host/log.js';
-import { parseHostIp, parseMac, parseNetmask } from '../host/net.js';
+import { NativePartsError } from '../native/locate.js';
+import { parseHostIp, parseMac, parseNetmask } from '../protocol/addresses.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
+import { cLibraryFlags, pkgConfigDir } from './c-library.js';
 import { parseListFile } from './list-file.js';
+
+type Host = typeof import('../host/run.js');
 
 interface RunFlags {
   plugin: string;
@@ -150,14 +159,19 @@ Examples:
   plugvisor run --plugin ./net-plugin --host-ip 100.115.92.5 --netmask 255.255.255.252 --mac de:21:e8:47:6b:6a`,
   )
   .action(async (pluginArgs: string[], flags: RunFlags, command: Command) => {
+    let host: Host;
+    try {
+      host = await import('../host/run.js');
+    } catch (e) {
+      failOn(e);
+      return;
+    }
     const sink = stderrSink(flags.verbose ?? false);
     let options: RunOptions;
     try {
-      options = runOptions(pluginArgs, flags, command, sink);
+      options = runOptions(host, pluginArgs, flags, command, sink);
     } catch (e) {
-      if (!(e instanceof RunSetupError)) throw e;
-      process.stderr.write(`plugvisor: error: ${e.message}\n`);
-      process.exitCode = 1;
+      failOn(e, host.RunSetupError);
       return;
     }
     const abort = new AbortController();
@@ -171,14 +185,12 @@ Examples:
     process.stderr.on('error', stop);
     options.signal = abort.signal;
     try {
-      const outcome = await runPlugin(options);
+      const outcome = await host.runPlugin(options);
       if (!outcome.ok) process.stderr.write(`plugvisor: ${outcome.message}\n`);
       else if (flags.verbose) process.stderr.write(`plugvisor: ${outcome.message}\n`);
       process.exitCode = outcome.exitCode;
     } catch (e) {
-      if (!(e instanceof RunSetupError)) throw e;
-      process.stderr.write(`plugvisor: error: ${e.message}\n`);
-      process.exitCode = 1;
+      failOn(e, host.RunSetupError);
     } finally {
       process.off('SIGINT', stop);
       process.off('SIGTERM', stop);
@@ -186,7 +198,7 @@ Examples:
   });
 
 /** The library's options from the command line; warns about options that do nothing here. */
-function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
+function runOptions({ RunSetupError }: Host, pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
   const given = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
   if (flags.disableSandbox) {
     for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
@@ -232,5 +244,35 @@ function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, log
     log,
   };
 }
+
+/** Prints a setup error (or a NativePartsError) as one line and sets exit status 1; rethrows anything else. */
+function failOn(e: unknown, ...expected: (abstract new (...args: never[]) => Error)[]): void {
+  if (!(e instanceof NativePartsError) && !expected.some((type) => e instanceof type)) throw e;
+  process.stderr.write(`plugvisor: error: ${(e as Error).message}\n`);
+  process.exitCode = 1;
+}
+
+/** A command that prints one line, or fails with a one-line error. */
+function printer(line: () => string) {
+  return (): void => {
+    try {
+      process.stdout.write(`${line()}\n`);
+    } catch (e) {
+      failOn(e);
+    }
+  };
+}
+
+program
+  .command('c-flags')
+  .description('Print the compiler and linker flags for a C plugin built against the installed libcrosvm_plugin.')
+  .addHelpText('after', '\nExample:\n  cc -o my-plugin my-plugin.c $(npx plugvisor c-flags)')
+  .action(printer(cLibraryFlags));
+
+program
+  .command('pkg-config-path')
+  .description('Print the directory that holds crosvm_plugin.pc, for PKG_CONFIG_PATH.')
+  .addHelpText('after', '\nExample:\n  PKG_CONFIG_PATH=$(npx plugvisor pkg-config-path) pkg-config --cflags --libs crosvm_plugin')
+  .action(printer(pkgConfigDir));
 
 await program.parseAsync(process.argv);

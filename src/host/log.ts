@@ -3,7 +3,9 @@
  * caller's choice (stderr by default); VCPU threads forward theirs to the main
  * thread so that a library user sees every line through one sink.
  */
+/** How much a log line matters: `info` lines are shown only with --verbose. */
 export type LogLevel = 'info' | 'warn' | 'error';
+/** Receives each line of the host's log (one event, no trailing newline). */
 export type LogSink = (level: LogLevel, message: string) => void;
 
 export interface Log {

@@ -40,9 +40,22 @@ export interface LaunchPlan {
 
 /** How the plugin process ended, as `tryWait` reports it. */
 export type PluginStatus =
-  | { state: 'running' }
-  | { state: 'exited'; code: number }
-  | { state: 'signaled'; signal: NodeJS.Signals };
+  | {
+      /** Still running (or never started). */
+      state: 'running';
+    }
+  | {
+      /** Exited by itself. */
+      state: 'exited';
+      /** Its exit status. */
+      code: number;
+    }
+  | {
+      /** Killed by a signal. */
+      state: 'signaled';
+      /** The signal's name. */
+      signal: NodeJS.Signals;
+    };
 
 export interface ProcessEvents {
   /** The plugin called `start` and the VCPU threads are running. */

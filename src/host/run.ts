@@ -11,7 +11,11 @@ import { diagnoseSandbox, openFileLimit, planSandboxedLaunch, type SandboxConfig
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
 import { openTaps, planNetwork, type NetOptions, type Tap } from './net.js';
+import { MAX_CPUS } from './limits.js';
 
+export { MAX_CPUS };
+
+/** What {@link runPlugin} runs, and how; only `plugin` is required. */
 export interface RunOptions {
   /** Path of the plugin executable. */
   plugin: string;
@@ -35,6 +39,7 @@ export interface RunOptions {
   signal?: AbortSignal;
 }
 
+/** How a run ended; `runPlugin` resolves to one for every run that got as far as spawning the plugin. */
 export interface RunOutcome {
   /** True only when the plugin exited 0 and nothing failed. */
   ok: boolean;
@@ -42,6 +47,7 @@ export interface RunOutcome {
   exitCode: number;
   /** What happened, for a person. */
   message: string;
+  /** How the plugin process ended. */
   plugin: PluginStatus;
 }
 
@@ -51,6 +57,7 @@ export interface RunOutcome {
  * (e.g. out of file descriptors). Nothing is left behind when it is thrown.
  */
 export class RunSetupError extends Error {
+  /** Always `'RunSetupError'`. */
   override name = 'RunSetupError';
 }
 
@@ -74,7 +81,6 @@ function setUp<T>(doing: string | undefined, step: () => T): T {
   }
 }
 
-export const MAX_CPUS = 64;
 const DEFAULT_START_TIMEOUT_MS = 10_000;
 const DEFAULT_SHUTDOWN_TIMEOUT_MS = 1_000;
 /** How long to wait for VCPU threads once everything else is over. */
@@ -111,6 +117,18 @@ export function validateRunOptions(options: RunOptions): void {
   }
 }
 
+/**
+ * Runs a plugin-driven VM to its end: creates the VM (with an in-kernel
+ * irqchip and PIT, and no memory), spawns the plugin (in the jail unless
+ * `sandbox: false`), serves its requests and VCPUs, and resolves when the
+ * plugin has exited and everything is released. Throws a
+ * {@link RunSetupError} for what it finds wrong before the plugin runs.
+ *
+ * ```ts
+ * const outcome = await runPlugin({ plugin: './my-plugin', cpus: 2 });
+ * if (!outcome.ok) console.error(outcome.message);
+ * ```
+ */
 export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   validateRunOptions(options);
   const log = createLog(options.log ?? stderrSink(false));

@@ -257,12 +257,19 @@ export function viewOf(bytes: Uint8Array): DataView {
 
 /** One struct kvm_cpuid_entry2 (the padding is not represented). */
 export interface CpuidEntry2 {
+  /** The leaf (EAX on input to CPUID). */
   function: number;
+  /** The sub-leaf (ECX on input), where `flags` has KVM_CPUID_FLAG_SIGNIFCANT_INDEX. */
   index: number;
+  /** KVM_CPUID_FLAG_* bits. */
   flags: number;
+  /** EAX as CPUID returns it for this leaf. */
   eax: number;
+  /** EBX as CPUID returns it. */
   ebx: number;
+  /** ECX as CPUID returns it. */
   ecx: number;
+  /** EDX as CPUID returns it. */
   edx: number;
 }
 
@@ -334,7 +341,9 @@ export function decodeMsrData(bytes: Uint8Array, count: number): bigint[] {
 
 /** Typed access to struct kvm_regs bytes (e.g. from `Vcpu.getRegs()`); writes go to the bytes. */
 export class RegsView {
+  /** The size of struct kvm_regs in bytes. */
   static readonly SIZE = REGS.size;
+  /** The struct's bytes, which the accessors read and write. */
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
 
@@ -345,96 +354,135 @@ export class RegsView {
     this.dv = viewOf(bytes);
   }
 
+  /** The register called `name`. */
   get(name: RegName): bigint {
     return this.dv.getBigUint64(REGS[name], true);
   }
+  /** Sets the register called `name` (to `value` modulo 2^64). */
   set(name: RegName, value: bigint): void {
     this.dv.setBigUint64(REGS[name], BigInt.asUintN(64, value), true);
   }
 
+  /** The RAX register. */
   get rax(): bigint { return this.get('rax'); }
   set rax(v: bigint) { this.set('rax', v); }
+  /** The RBX register. */
   get rbx(): bigint { return this.get('rbx'); }
   set rbx(v: bigint) { this.set('rbx', v); }
+  /** The RCX register. */
   get rcx(): bigint { return this.get('rcx'); }
   set rcx(v: bigint) { this.set('rcx', v); }
+  /** The RDX register. */
   get rdx(): bigint { return this.get('rdx'); }
   set rdx(v: bigint) { this.set('rdx', v); }
+  /** The RSI register. */
   get rsi(): bigint { return this.get('rsi'); }
   set rsi(v: bigint) { this.set('rsi', v); }
+  /** The RDI register. */
   get rdi(): bigint { return this.get('rdi'); }
   set rdi(v: bigint) { this.set('rdi', v); }
+  /** The RSP register. */
   get rsp(): bigint { return this.get('rsp'); }
   set rsp(v: bigint) { this.set('rsp', v); }
+  /** The RBP register. */
   get rbp(): bigint { return this.get('rbp'); }
   set rbp(v: bigint) { this.set('rbp', v); }
+  /** The R8 register. */
   get r8(): bigint { return this.get('r8'); }
   set r8(v: bigint) { this.set('r8', v); }
+  /** The R9 register. */
   get r9(): bigint { return this.get('r9'); }
   set r9(v: bigint) { this.set('r9', v); }
+  /** The R10 register. */
   get r10(): bigint { return this.get('r10'); }
   set r10(v: bigint) { this.set('r10', v); }
+  /** The R11 register. */
   get r11(): bigint { return this.get('r11'); }
   set r11(v: bigint) { this.set('r11', v); }
+  /** The R12 register. */
   get r12(): bigint { return this.get('r12'); }
   set r12(v: bigint) { this.set('r12', v); }
+  /** The R13 register. */
   get r13(): bigint { return this.get('r13'); }
   set r13(v: bigint) { this.set('r13', v); }
+  /** The R14 register. */
   get r14(): bigint { return this.get('r14'); }
   set r14(v: bigint) { this.set('r14', v); }
+  /** The R15 register. */
   get r15(): bigint { return this.get('r15'); }
   set r15(v: bigint) { this.set('r15', v); }
+  /** The instruction pointer. */
   get rip(): bigint { return this.get('rip'); }
   set rip(v: bigint) { this.set('rip', v); }
+  /** RFLAGS (bit 1 is always set on real hardware: use 2n for "no flags"). */
   get rflags(): bigint { return this.get('rflags'); }
   set rflags(v: bigint) { this.set('rflags', v); }
 }
 
 /** One struct kvm_segment inside a struct kvm_sregs; writes go to the bytes. */
 export class SegmentView {
+  /** The segment at byte `at` of the struct that `dv` views (see {@link SregsView.segment}). */
   constructor(private readonly dv: DataView, private readonly at: number) {}
 
+  /** The segment's base address. */
   get base(): bigint { return this.dv.getBigUint64(this.at + SEGMENT.base, true); }
   set base(v: bigint) { this.dv.setBigUint64(this.at + SEGMENT.base, BigInt.asUintN(64, v), true); }
+  /** The segment's limit. */
   get limit(): number { return this.dv.getUint32(this.at + SEGMENT.limit, true); }
   set limit(v: number) { this.dv.setUint32(this.at + SEGMENT.limit, v >>> 0, true); }
+  /** The selector (the value of the segment register). */
   get selector(): number { return this.dv.getUint16(this.at + SEGMENT.selector, true); }
   set selector(v: number) { this.dv.setUint16(this.at + SEGMENT.selector, v & 0xffff, true); }
+  /** The descriptor type field (4 bits). */
   get type(): number { return this.dv.getUint8(this.at + SEGMENT.type); }
   set type(v: number) { this.dv.setUint8(this.at + SEGMENT.type, v); }
+  /** The present bit (1 = present). */
   get present(): number { return this.dv.getUint8(this.at + SEGMENT.present); }
   set present(v: number) { this.dv.setUint8(this.at + SEGMENT.present, v); }
+  /** The descriptor privilege level (0 to 3). */
   get dpl(): number { return this.dv.getUint8(this.at + SEGMENT.dpl); }
   set dpl(v: number) { this.dv.setUint8(this.at + SEGMENT.dpl, v); }
+  /** The default operation size bit: 1 = 32-bit. */
   get db(): number { return this.dv.getUint8(this.at + SEGMENT.db); }
   set db(v: number) { this.dv.setUint8(this.at + SEGMENT.db, v); }
+  /** The descriptor type bit: 1 = code or data, 0 = system. */
   get s(): number { return this.dv.getUint8(this.at + SEGMENT.s); }
   set s(v: number) { this.dv.setUint8(this.at + SEGMENT.s, v); }
+  /** The 64-bit code segment bit. */
   get l(): number { return this.dv.getUint8(this.at + SEGMENT.l); }
   set l(v: number) { this.dv.setUint8(this.at + SEGMENT.l, v); }
+  /** The granularity bit: 1 = the limit counts 4 KiB pages. */
   get g(): number { return this.dv.getUint8(this.at + SEGMENT.g); }
   set g(v: number) { this.dv.setUint8(this.at + SEGMENT.g, v); }
+  /** The bit available to system software. */
   get avl(): number { return this.dv.getUint8(this.at + SEGMENT.avl); }
   set avl(v: number) { this.dv.setUint8(this.at + SEGMENT.avl, v); }
+  /** 1 when the segment is unusable (a null selector loaded). */
   get unusable(): number { return this.dv.getUint8(this.at + SEGMENT.unusable); }
   set unusable(v: number) { this.dv.setUint8(this.at + SEGMENT.unusable, v); }
 }
 
 /** A struct kvm_dtable (gdt / idt) inside a struct kvm_sregs. */
 export class DtableView {
+  /** The table register at byte `at` of the struct that `dv` views. */
   constructor(private readonly dv: DataView, private readonly at: number) {}
 
+  /** The table's linear base address. */
   get base(): bigint { return this.dv.getBigUint64(this.at + DTABLE.base, true); }
   set base(v: bigint) { this.dv.setBigUint64(this.at + DTABLE.base, BigInt.asUintN(64, v), true); }
+  /** The table's limit (its size in bytes, minus 1). */
   get limit(): number { return this.dv.getUint16(this.at + DTABLE.limit, true); }
   set limit(v: number) { this.dv.setUint16(this.at + DTABLE.limit, v & 0xffff, true); }
 }
 
+/** The segment registers of struct kvm_sregs. */
 export type SegmentName = 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt';
 
 /** Typed access to struct kvm_sregs bytes (e.g. from `Vcpu.getSregs()`); writes go to the bytes. */
 export class SregsView {
+  /** The size of struct kvm_sregs in bytes. */
   static readonly SIZE = SREGS.size;
+  /** The struct's bytes, which the accessors read and write. */
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
 
@@ -445,48 +493,70 @@ export class SregsView {
     this.dv = viewOf(bytes);
   }
 
+  /** The segment register called `name`. */
   segment(name: SegmentName): SegmentView {
     return new SegmentView(this.dv, SREGS[name]);
   }
+  /** The code segment. */
   get cs(): SegmentView { return this.segment('cs'); }
+  /** The data segment. */
   get ds(): SegmentView { return this.segment('ds'); }
+  /** The ES segment. */
   get es(): SegmentView { return this.segment('es'); }
+  /** The FS segment. */
   get fs(): SegmentView { return this.segment('fs'); }
+  /** The GS segment. */
   get gs(): SegmentView { return this.segment('gs'); }
+  /** The stack segment. */
   get ss(): SegmentView { return this.segment('ss'); }
+  /** The task register. */
   get tr(): SegmentView { return this.segment('tr'); }
+  /** The local descriptor table register. */
   get ldt(): SegmentView { return this.segment('ldt'); }
 
+  /** Shorthand for `cs.base`. */
   get csBase(): bigint { return this.cs.base; }
   set csBase(v: bigint) { this.cs.base = v; }
+  /** Shorthand for `cs.selector`. */
   get csSelector(): number { return this.cs.selector; }
   set csSelector(v: number) { this.cs.selector = v; }
 
+  /** The global descriptor table register. */
   get gdt(): DtableView { return new DtableView(this.dv, SREGS.gdt); }
+  /** The interrupt descriptor table register. */
   get idt(): DtableView { return new DtableView(this.dv, SREGS.idt); }
 
   private u64(at: number): bigint { return this.dv.getBigUint64(at, true); }
   private setU64(at: number, v: bigint): void { this.dv.setBigUint64(at, BigInt.asUintN(64, v), true); }
 
+  /** Control register CR0. */
   get cr0(): bigint { return this.u64(SREGS.cr0); }
   set cr0(v: bigint) { this.setU64(SREGS.cr0, v); }
+  /** CR2, the page-fault linear address. */
   get cr2(): bigint { return this.u64(SREGS.cr2); }
   set cr2(v: bigint) { this.setU64(SREGS.cr2, v); }
+  /** CR3, the page-table base. */
   get cr3(): bigint { return this.u64(SREGS.cr3); }
   set cr3(v: bigint) { this.setU64(SREGS.cr3, v); }
+  /** Control register CR4. */
   get cr4(): bigint { return this.u64(SREGS.cr4); }
   set cr4(v: bigint) { this.setU64(SREGS.cr4, v); }
+  /** CR8, the task priority. */
   get cr8(): bigint { return this.u64(SREGS.cr8); }
   set cr8(v: bigint) { this.setU64(SREGS.cr8, v); }
+  /** The EFER MSR (long mode, NX, ...). */
   get efer(): bigint { return this.u64(SREGS.efer); }
   set efer(v: bigint) { this.setU64(SREGS.efer, v); }
+  /** The APIC base MSR. */
   get apicBase(): bigint { return this.u64(SREGS.apicBase); }
   set apicBase(v: bigint) { this.setU64(SREGS.apicBase, v); }
 }
 
 /** Typed access to struct kvm_debugregs bytes; writes go to the bytes. */
 export class DebugregsView {
+  /** The size of struct kvm_debugregs in bytes. */
   static readonly SIZE = DEBUGREGS.size;
+  /** The struct's bytes, which the accessors read and write. */
   readonly bytes: Uint8Array;
   private readonly dv: DataView;
 
@@ -497,17 +567,21 @@ export class DebugregsView {
     this.dv = viewOf(bytes);
   }
 
-  /** DR0..DR3. */
+  /** Debug address register DR`i` (`i` from 0 to 3). */
   db(i: number): bigint {
     return this.dv.getBigUint64(DEBUGREGS.db + checkDr(i) * 8, true);
   }
+  /** Sets debug address register DR`i`. */
   setDb(i: number, value: bigint): void {
     this.dv.setBigUint64(DEBUGREGS.db + checkDr(i) * 8, BigInt.asUintN(64, value), true);
   }
+  /** DR6, the debug status. */
   get dr6(): bigint { return this.dv.getBigUint64(DEBUGREGS.dr6, true); }
   set dr6(v: bigint) { this.dv.setBigUint64(DEBUGREGS.dr6, BigInt.asUintN(64, v), true); }
+  /** DR7, the debug control. */
   get dr7(): bigint { return this.dv.getBigUint64(DEBUGREGS.dr7, true); }
   set dr7(v: bigint) { this.dv.setBigUint64(DEBUGREGS.dr7, BigInt.asUintN(64, v), true); }
+  /** The struct's flags field. */
   get flags(): bigint { return this.dv.getBigUint64(DEBUGREGS.flags, true); }
   set flags(v: bigint) { this.dv.setBigUint64(DEBUGREGS.flags, BigInt.asUintN(64, v), true); }
 }

@@ -23,6 +23,7 @@ export interface IoExit {
   direction: number;
   /** Bytes per element: 1, 2 or 4. */
   size: number;
+  /** The I/O port. */
   port: number;
   /** Elements (more than 1 for `rep ins/outs`). */
   count: number;
@@ -32,9 +33,11 @@ export interface IoExit {
 
 /** The MMIO exit data of kvm_run (KVM_EXIT_MMIO). */
 export interface MmioExit {
+  /** The guest physical address of the access. */
   physAddr: bigint;
   /** Access width in bytes (at most 8). */
   len: number;
+  /** True for a write by the guest. */
   isWrite: boolean;
   /** Offset in kvm_run of the 8-byte data: written bytes, or where a read's value goes. */
   dataOffset: number;

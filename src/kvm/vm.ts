@@ -22,12 +22,15 @@ import {
 
 /** Argument of {@link Vm.setUserMemoryRegion} (struct kvm_userspace_memory_region). */
 export interface UserMemoryRegion {
+  /** The slot number (the VM's slots are numbered from 0). */
   slot: number;
   /** KVM_MEM_LOG_DIRTY_PAGES | KVM_MEM_READONLY. */
   flags: number;
+  /** Where the slot starts in guest physical memory. */
   guestPhysAddr: bigint;
   /** 0 deletes the slot. */
   memorySize: bigint;
+  /** The host address of the memory backing the slot. */
   userspaceAddr: bigint;
 }
 
@@ -35,6 +38,7 @@ export interface UserMemoryRegion {
 export interface IoEventFd {
   /** The eventfd to signal. */
   fd: number;
+  /** The port or guest physical address. */
   address: bigint;
   /** Access width 1, 2, 4 or 8; 0 = any width (no datamatch then). */
   length: number;
@@ -50,6 +54,7 @@ export interface IoEventFd {
 export interface IrqFd {
   /** The eventfd whose signal raises `gsi`. */
   fd: number;
+  /** The interrupt line (global system interrupt). */
   gsi: number;
   /** Level-triggered mode: KVM signals this eventfd on EOI (KVM_IRQFD_FLAG_RESAMPLE). */
   resampleFd?: number;
@@ -59,8 +64,26 @@ export interface IrqFd {
 
 /** One GSI route of {@link Vm.setGsiRouting} (struct kvm_irq_routing_entry). */
 export type GsiRoute =
-  | { gsi: number; kind: 'irqchip'; irqchip: number; pin: number }
-  | { gsi: number; kind: 'msi'; address: bigint; data: number };
+  | {
+      /** The interrupt line being routed. */
+      gsi: number;
+      /** To a pin of an in-kernel interrupt controller. */
+      kind: 'irqchip';
+      /** KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE or KVM_IRQCHIP_IOAPIC. */
+      irqchip: number;
+      /** The pin of that chip. */
+      pin: number;
+    }
+  | {
+      /** The interrupt line being routed. */
+      gsi: number;
+      /** To a message-signalled interrupt. */
+      kind: 'msi';
+      /** The MSI address. */
+      address: bigint;
+      /** The MSI data. */
+      data: number;
+    };
 
 /** Size of the state inside struct kvm_irqchip for a chip id. */
 function irqchipStateSize(chipId: number, syscall: string): number {

@@ -9,8 +9,7 @@
  * compiler from <linux/kvm.h>, so TypeScript never hard-codes them.
  */
 import { createRequire } from 'node:module';
-import path from 'node:path';
-import { PACKAGE_ROOT } from '../package-root.js';
+import { addonPath, NATIVE_FIX, NativePartsError } from './locate.js';
 
 /** An error from a system call: `errno` is the positive errno value. */
 export interface ErrnoError extends Error {
@@ -243,8 +242,18 @@ export interface Native {
   ): VcpuSet;
 }
 
-const require = createRequire(import.meta.url);
+function loadAddon(): Native {
+  const file = addonPath();
+  try {
+    return createRequire(import.meta.url)(file) as Native;
+  } catch (e) {
+    // dlopen's reason (a wrong ELF class, an undefined symbol, a missing
+    // library) is the first line of the message.
+    const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
+    throw new NativePartsError(`plugvisor's native addon ${file} cannot be loaded (${reason}): ${NATIVE_FIX}`);
+  }
+}
 
 /** The loaded addon. Loading it is cheap and happens once per thread. */
-export const native: Native = require(path.join(PACKAGE_ROOT, 'build/Release/plugvisor.node')) as Native;
+export const native: Native = loadAddon();
 export const C: Constants = native.constants;

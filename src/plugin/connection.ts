@@ -66,6 +66,7 @@ export function releaseObjectId(id: number): void {
 
 // ---- public types ----
 
+/** The host's first tap device, from {@link Connection.getNetConfig}. */
 export interface NetConfig {
   /** The tap device's fd, owned by the caller. */
   tapFd: number;
@@ -76,31 +77,73 @@ export interface NetConfig {
   /** The host side's MAC address ("aa:bb:cc:dd:ee:ff"). */
   hostMac: string;
   /** The same values as the wire has them (u32 with the first octet most significant; 6 MAC bytes). */
-  raw: { hostIpv4: number; netmask: number; hostMac: Uint8Array };
+  raw: {
+    /** The host's IPv4 address as a u32. */
+    hostIpv4: number;
+    /** The netmask as a u32. */
+    netmask: number;
+    /** The 6 bytes of the MAC address. */
+    hostMac: Uint8Array;
+  };
 }
 
 /** One GSI route for setIrqRouting. */
 export type IrqRoute =
-  | { irqId: number; kind: 'irqchip'; irqchip: number; pin: number }
-  | { irqId: number; kind: 'msi'; address: bigint; data: number };
+  | {
+      /** The GSI being routed. */
+      irqId: number;
+      /** To a pin of an in-kernel interrupt controller. */
+      kind: 'irqchip';
+      /** 0 = primary PIC, 1 = secondary PIC, 2 = IOAPIC. */
+      irqchip: number;
+      /** The pin of that chip. */
+      pin: number;
+    }
+  | {
+      /** The GSI being routed. */
+      irqId: number;
+      /** To a message-signalled interrupt. */
+      kind: 'msi';
+      /** The MSI address. */
+      address: bigint;
+      /** The MSI data. */
+      data: number;
+    };
 
 /** One register match of a call hint (all fields optional; omitted = false / 0). */
 export interface RegHint {
+  /** Match only when RAX equals `rax`. */
   matchRax?: boolean;
+  /** Match only when RBX equals `rbx`. */
   matchRbx?: boolean;
+  /** Match only when RCX equals `rcx`. */
   matchRcx?: boolean;
+  /** Match only when RDX equals `rdx`. */
   matchRdx?: boolean;
+  /** The value `matchRax` compares with. */
   rax?: bigint;
+  /** The value `matchRbx` compares with. */
   rbx?: bigint;
+  /** The value `matchRcx` compares with. */
   rcx?: bigint;
+  /** The value `matchRdx` compares with. */
   rdx?: bigint;
+  /** On a match, the event carries the special registers too. */
   sendSregs?: boolean;
+  /** On a match, the event carries the debug registers too. */
   sendDebugregs?: boolean;
 }
 
+/**
+ * A call hint ({@link Connection.setCallHint}): IO events at this address
+ * carry the VCPU's registers, saving the plugin a round trip per register set.
+ */
 export interface CallHint {
+  /** The address space of `address`. */
   space: AddressSpace;
+  /** The hinted address; 0 clears the hint. */
   address: bigint;
+  /** True: hint writes to the address; false: reads. */
   onWrite: boolean;
   /** At most {@link MAX_HINT_DETAILS}; the first one whose matches all hold decides. */
   details: RegHint[];
@@ -122,6 +165,7 @@ export interface VcpuOptions {
   threadPerVcpu?: boolean;
 }
 
+/** Where and how {@link Connection.createMemory} installs plugin memory in the guest. */
 export interface MemoryOptions {
   /** Offset into the file (default 0). */
   offset?: bigint;
@@ -129,6 +173,7 @@ export interface MemoryOptions {
   start: bigint;
   /** Length in bytes (default: from offset to the end of a GuestMemory). */
   length?: bigint;
+  /** The guest cannot write it (its writes become MMIO exits). */
   readOnly?: boolean;
   /** Track dirty pages (MemorySlot.dirtyLog). */
   dirtyLog?: boolean;
@@ -136,29 +181,37 @@ export interface MemoryOptions {
 
 /** An ioeventfd: the host signals `fd` on matching guest writes. */
 export interface IoEvent {
+  /** The object id on the wire. */
   readonly id: number;
   /** The eventfd, owned by the handle (closed by destroy). */
   readonly fd: number;
+  /** Deassigns the ioeventfd and closes `fd`. */
   destroy(): void;
 }
 
 /** An irqfd with resample: write `fd` to raise the GSI; `resampleFd` fires on EOI. */
 export interface IrqEvent {
+  /** The object id on the wire. */
   readonly id: number;
   /** Trigger eventfd, owned by the handle. */
   readonly fd: number;
   /** Resample eventfd, owned by the handle. */
   readonly resampleFd: number;
+  /** Removes the irqfd and closes both eventfds. */
   destroy(): void;
 }
 
 /** A KVM memory slot backed by plugin memory. The memfd stays the caller's. */
 export interface MemorySlot {
+  /** The object id on the wire. */
   readonly id: number;
+  /** The guest physical address where the slot starts. */
   readonly start: bigint;
+  /** Its length in bytes. */
   readonly length: bigint;
   /** The dirty bitmap since the last call: one bit per 4 KiB page (needs dirtyLog). */
   dirtyLog(): Uint8Array;
+  /** Removes the slot from the VM (the memfd stays open). */
   destroy(): void;
 }
 
@@ -179,6 +232,12 @@ function closeQuietly(fds: readonly number[]): void {
   }
 }
 
+/**
+ * A connection to the host: the main one ({@link Connection.connect}) or one
+ * made with {@link Connection.newConnection}. Every method is one request
+ * and its answer (synchronous); a non-zero errno in the answer throws a
+ * {@link PluginError}. One thread at a time per connection.
+ */
 export class Connection {
   /** The seqpacket socket. */
   readonly fd: number;
@@ -219,7 +278,12 @@ export class Connection {
    * the answer; throws a transport PluginError if the host hung up or the
    * answer cannot be read.
    */
-  request(req: MainRequest, fds: readonly number[] = []): { response: MainResponse; fds: number[] } {
+  request(req: MainRequest, fds: readonly number[] = []): {
+    /** The host's answer. */
+    response: MainResponse;
+    /** Descriptors that came with it, owned by the caller. */
+    fds: number[];
+  } {
     const name = req.message ? snakeCase(req.message.$case) : 'request';
     this.checkOpen(name);
     const bytes = encodeMessage(MainRequest, req);
@@ -316,14 +380,17 @@ export class Connection {
     return this.call({ $case: 'checkExtension', checkExtension: { extension } }).body.hasExtension;
   }
 
+  /** The CPUID leaves KVM supports on this host (KVM_GET_SUPPORTED_CPUID). */
   getSupportedCpuid(): CpuidEntry[] {
     return this.call({ $case: 'getSupportedCpuid', getSupportedCpuid: {} }).body.entries;
   }
 
+  /** The CPUID leaves KVM emulates (KVM_GET_EMULATED_CPUID). */
   getEmulatedCpuid(): CpuidEntry[] {
     return this.call({ $case: 'getEmulatedCpuid', getEmulatedCpuid: {} }).body.entries;
   }
 
+  /** The indices of the MSRs KVM saves and restores (KVM_GET_MSR_INDEX_LIST). */
   getMsrIndexList(): number[] {
     return this.call({ $case: 'getMsrIndexList', getMsrIndexList: {} }).body.indices;
   }

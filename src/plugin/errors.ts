@@ -13,6 +13,7 @@ import { errnoDescription, errnoName } from '../errno.js';
 export const errnoCode = errnoName;
 export { errnoDescription };
 
+/** A request the host refused (its errno), or a failure of the connection itself (`transport`). */
 export class PluginError extends Error {
   /** The positive errno value (what the host put on the wire, or the local cause). */
   readonly errno: number;

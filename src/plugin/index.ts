@@ -14,6 +14,11 @@
  *   for (;;) { const event = vcpu.wait(); ...; vcpu.resume(); }
  */
 import { native } from '../native/index.js';
+import type {
+  CpuidEntry as GeneratedCpuidEntry,
+  MainRequest as GeneratedMainRequest,
+  MainResponse as GeneratedMainResponse,
+} from '../protocol/gen/plugin.js';
 
 export { Connection, MAX_HINT_DETAILS } from './connection.js';
 export type {
@@ -46,10 +51,25 @@ export {
   MainRequest_StateSet as VmStateSet,
   VcpuRequest_StateSet as VcpuStateSet,
 } from '../protocol/gen/plugin.js';
-export type { CpuidEntry, MainRequest, MainResponse } from '../protocol/gen/plugin.js';
+/**
+ * One CPUID leaf, as the protocol carries it: `function` (the leaf),
+ * `hasIndex` and `index` (the sub-leaf, when the leaf has them), and the
+ * values `eax`, `ebx`, `ecx`, `edx` that CPUID returns for it.
+ */
+export type CpuidEntry = GeneratedCpuidEntry;
+
+/**
+ * A request on a main connection, as ts-proto generates it from
+ * src/protocol/plugin.proto: `{ message: { $case: 'reserveRange', reserveRange: {...} } }`.
+ * For {@link Connection.request}, the way to send what the SDK has no method
+ * for; docs/protocol.md describes every member.
+ */
+export type MainRequest = GeneratedMainRequest;
+/** The answer to a {@link MainRequest}: `errnoValue` (0 or a positive errno) and the same `message` member. */
+export type MainResponse = GeneratedMainResponse;
 
 // Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
-export { DebugregsView, RegsView, SegmentView, SregsView } from '../kvm/structs.js';
+export { DebugregsView, DtableView, RegsView, SegmentView, SregsView, type SegmentName } from '../kvm/structs.js';
 
 /** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */
 export function kvmConstants(): typeof native.constants {

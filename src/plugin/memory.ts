@@ -5,6 +5,10 @@
  */
 import { native } from '../native/index.js';
 
+/**
+ * Guest RAM the plugin owns: a sealed memfd, mapped in the plugin at
+ * {@link GuestMemory.bytes}; {@link Connection.createMemory} puts it in the VM.
+ */
 export class GuestMemory {
   /** The memfd (owned by this object; the host gets its own copy when the memory is registered). */
   readonly fd: number;

@@ -34,14 +34,19 @@ import { errno as Errno } from '../errno.js';
 
 /** The VCPU stopped before running for the first time; set it up, then resume. */
 export interface InitEvent {
+  /** What happened. */
   kind: 'init';
 }
 
 /** An access to a reserved range. */
 export interface IoAccessEvent {
+  /** What happened. */
   kind: 'io';
+  /** The address space of the access. */
   space: AddressSpace;
+  /** The port or guest physical address. */
   address: bigint;
+  /** True when the guest wrote, false when it read. */
   isWrite: boolean;
   /**
    * True for a write to an async-write range: the VCPU did not stop, so do
@@ -63,14 +68,19 @@ export interface IoAccessEvent {
 
 /** The VCPU stopped because of Connection.pauseVcpus. */
 export interface PausedEvent {
+  /** What happened. */
   kind: 'paused';
+  /** The `user` value given to pauseVcpus. */
   user: bigint;
 }
 
 /** A Hyper-V hypercall: set `result` before resume(). */
 export interface HypervCallEvent {
+  /** What happened. */
   kind: 'hypervCall';
+  /** The hypercall input value (call code and flags). */
   input: bigint;
+  /** The two parameters (input and output GPAs, or fast-call values). */
   params: [bigint, bigint];
   /** The hypercall's result, sent with the next resume() (default 0). */
   result: bigint;
@@ -78,18 +88,26 @@ export interface HypervCallEvent {
 
 /** A Hyper-V SynIC MSR write. */
 export interface HypervSynicEvent {
+  /** What happened. */
   kind: 'hypervSynic';
+  /** The SynIC MSR the guest wrote. */
   msr: number;
+  /** The SynIC control value. */
   control: bigint;
+  /** The event flags page's address. */
   evtPage: bigint;
+  /** The message page's address. */
   msgPage: bigint;
 }
 
+/** Why a VCPU stopped, as {@link Vcpu.wait} returns it: switch on `kind`. */
 export type VcpuEvent = InitEvent | IoAccessEvent | PausedEvent | HypervCallEvent | HypervSynicEvent;
 
 /** One MSR for setMsrs. */
 export interface MsrEntry {
+  /** The MSR's index. */
   index: number;
+  /** Its value. */
   data: bigint;
 }
 
@@ -125,6 +143,11 @@ const SET_NAMES: Record<number, string> = {
   [VcpuRequest_StateSet.DEBUGREGS]: 'debugregs',
 };
 
+/**
+ * One VCPU of the VM, from {@link Connection.getVcpu}: {@link Vcpu.wait}
+ * for the next event, handle it, {@link Vcpu.resume}. While it is stopped,
+ * its state can be read and written.
+ */
 export class Vcpu {
   /** The VCPU's index (0-based, in the host's order). */
   readonly id: number;
@@ -291,14 +314,17 @@ export class Vcpu {
     return data;
   }
 
+  /** Writes MSRs (KVM_SET_MSRS). */
   setMsrs(entries: readonly MsrEntry[]): void {
     this.roundTrip({ $case: 'setMsrs', setMsrs: { entries: entries.map((e) => ({ index: e.index, data: e.data })) } }, 'setMsrs');
   }
 
+  /** Sets the CPUID the guest sees (KVM_SET_CPUID2); `hasIndex` entries match on the sub-leaf. */
   setCpuid(entries: readonly CpuidEntry[]): void {
     this.roundTrip({ $case: 'setCpuid', setCpuid: { entries: entries.map((e) => ({ ...e })) } }, 'setCpuid');
   }
 
+  /** The Hyper-V CPUID leaves KVM supports for this VCPU (KVM_GET_SUPPORTED_HV_CPUID). */
   getHypervCpuid(): CpuidEntry[] {
     return this.roundTrip({ $case: 'getHypervCpuid', getHypervCpuid: {} }, 'getHypervCpuid').entries;
   }

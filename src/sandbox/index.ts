@@ -6,7 +6,8 @@
  *
  *   plugvisor-jail-exec --nofile 32768 --keep-fds-below 5 -- bwrap <namespaces, identity, mounts> --seccomp 4 -- <plugin>
  *
- * plugvisor-jail-exec (native/seccomp) sets RLIMIT_NOFILE and closes every
+ * plugvisor-jail-exec (native/seccomp, one of the native parts binding.gyp
+ * builds and the package ships prebuilt) sets RLIMIT_NOFILE and closes every
  * fd the host inherited by accident, then execs bubblewrap.
  *
  * Everything that can be checked before the spawn is checked here, and every
@@ -18,13 +19,35 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.js';
+import { addonPath, nativeDir, NATIVE_FIX } from '../native/locate.js';
 
-export interface BindMount { source: string; target: string; writable: boolean }
-export interface GidMap { inner: number; outer: number; count: number }
+/** A host path bound into the jail (`--plugin-mount SRC:DST[:WRITABLE]`). */
+export interface BindMount {
+  /** The host path (absolute). */
+  source: string;
+  /** Where the plugin sees it (absolute, not `/`, not under /proc or /dev). */
+  target: string;
+  /** True for a read-write bind; binds are read-only otherwise. */
+  writable: boolean;
+}
+/** A range of host groups mapped into the jail's user namespace (`--plugin-gid-map`; plugvisor must run as root). */
+export interface GidMap {
+  /** The first gid inside the jail. */
+  inner: number;
+  /** The host gid it maps to. */
+  outer: number;
+  /** How many consecutive gids the range covers. */
+  count: number;
+}
+/** How to jail the plugin (`RunOptions.sandbox`); see the README's "Sandbox" section. */
 export interface SandboxConfig {
+  /** A directory bound read-only as the plugin's `/` instead of the default empty root. */
   pluginRoot?: string;
+  /** Host paths to bind in, after the automatic binds. */
   mounts: BindMount[];
+  /** Extra gid ranges (root only). */
   gidMaps: GidMap[];
+  /** A seccomp policy file replacing src/sandbox/plugin-seccomp.policy. */
   seccompPolicyFile?: string;
   /** crosvm's --seccomp-log-failures: calls the policy would kill the plugin for are logged and allowed instead. */
   seccompLogFailures?: boolean;
@@ -155,9 +178,9 @@ export function formatIdMap(maps: GidMap[]): string {
 // ---------------------------------------------------------------------------
 // Host tools and kernel support
 
-/** The first executable file called `name` on PATH. */
-export function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
+/** The first executable file called `name` on PATH (or on `searchPath`, a list in PATH's form). */
+export function findOnPath(name: string, searchPath: string = process.env.PATH ?? ''): string | undefined {
+  for (const dir of searchPath.split(':')) {
     if (dir === '') continue;
     const candidate = path.join(dir, name);
     try {
@@ -168,10 +191,10 @@ export function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
-function requireTool(name: string, what: string): string {
+function requireTool(name: string, what: string, install = ''): string {
   const found = findOnPath(name);
   if (found === undefined) {
-    throw new Error(`cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH` +
+    throw new Error(`cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH${install}` +
       ' (or run the plugin unsandboxed with --disable-sandbox)');
   }
   return found;
@@ -246,15 +269,14 @@ export function pluginNofileLimit(): number {
 // ---------------------------------------------------------------------------
 // Seccomp
 
-/** The sandbox's C helpers, built from native/seccomp. */
+/** The sandbox's C helpers, built from native/seccomp with the addon. */
 export type HelperName = 'plugvisor-seccomp-compile' | 'plugvisor-jail-exec';
 
-/** Where a helper may have been built, most specific first ($PLUGVISOR_HELPER_DIR overrides). */
+/** Where a helper may be, most specific first: $PLUGVISOR_HELPER_DIR, then beside the addon. */
 export function helperCandidates(name: HelperName): string[] {
   const list: string[] = [];
   if (process.env.PLUGVISOR_HELPER_DIR) list.push(path.join(process.env.PLUGVISOR_HELPER_DIR, name));
-  list.push(path.join(PACKAGE_ROOT, 'build', 'Release', name));
-  list.push(path.join(PACKAGE_ROOT, 'native', 'seccomp', 'build', name));
+  list.push(path.join(nativeDir(), name));
   return list;
 }
 
@@ -265,8 +287,7 @@ function findHelper(name: HelperName): string {
       return candidate;
     } catch { /* next */ }
   }
-  throw new Error(`cannot sandbox the plugin: ${name} is not built (looked for ${helperCandidates(name).join(', ')}); ` +
-    'build it with `make -C native/seccomp` (needs libseccomp-dev, pkg-config and a C compiler)');
+  throw new Error(`cannot sandbox the plugin: ${name} is missing (looked for ${helperCandidates(name).join(', ')}); ${NATIVE_FIX}`);
 }
 
 /**
@@ -459,11 +480,38 @@ function addPlugvisorRuntime(binds: Bind[]): void {
     const p = path.join(root, name);
     if (fs.existsSync(p)) addReadOnly(binds, p);
   }
-  const addon = path.join(root, 'build', 'Release', 'plugvisor.node');
-  if (fs.existsSync(addon)) {
-    addReadOnly(binds, addon);
-    for (const lib of sharedLibraries(addon)) addReadOnly(binds, fs.realpathSync(lib), lib);
+  // Where node-gyp-build finds it in the jail too: the same path as here.
+  addElfWithLibraries(binds, fs.realpathSync(addonPath()));
+}
+
+/**
+ * The program and arguments a `#!/usr/bin/env ...` line runs, for a jail
+ * that has no env: `env PROGRAM` and `env -S PROGRAM ARGS...` (the kernel
+ * hands env everything after its name as one argument; -S splits it at
+ * white space). Whatever else env would do — assignments, options, quotes,
+ * escapes, ${VAR} — is refused with the reason, rather than half done.
+ */
+function envCommand(pluginPath: string, env: string, argument: string | undefined): string[] {
+  const refuse = (why: string): never => {
+    throw new Error(`plugin ${pluginPath}: cannot run '#!${env}${argument === undefined ? '' : ` ${argument}`}' in the sandbox: ${why}. ` +
+      "The jail has no env: plugvisor runs the interpreter itself and understands '#!/usr/bin/env PROGRAM' and " +
+      "'#!/usr/bin/env -S PROGRAM ARGS...'; use one of those or an absolute interpreter path " +
+      '(set environment variables in plugvisor\'s own environment: the plugin inherits it)');
+  };
+  if (argument === undefined) return refuse('it names no program');
+  const split = /^(?:-S|--split-string(?:=|\s))\s*(.*)$/s.exec(argument);
+  if (split === null) {
+    if (argument.startsWith('-')) return refuse(`env's option ${argument.split(/\s/)[0]} is not supported`);
+    if (/\s/.test(argument)) return refuse('without -S, env looks for a program whose name contains the spaces');
+    return [argument];
   }
+  const rest = split[1]!;
+  if (/["'\\$#]/.test(rest)) return refuse("-S with quotes, escapes, '$' or '#' is not supported (plain words only)");
+  const words = rest.split(/\s+/).filter((w) => w !== '');
+  if (words.length === 0) return refuse('-S is followed by no program');
+  if (words[0]!.startsWith('-')) return refuse(`env's option ${words[0]} is not supported`);
+  if (words[0]!.includes('=')) return refuse(`variable assignments (${words[0]}) are not supported`);
+  return words;
 }
 
 /** Works out the jail's command and contents for a plugin on the empty root. */
@@ -485,13 +533,11 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): PluginLayout {
   let interpreter = kind.interpreter;
   const interpArgs: string[] = [];
   if (path.basename(interpreter) === 'env') {
-    const name = kind.argument;
-    if (name === undefined || name.startsWith('-') || /\s/.test(name)) {
-      throw new Error(`plugin ${pluginPath}: unsupported '#!${kind.interpreter} ${name ?? ''}' line (use '#!/usr/bin/env PROGRAM' or an absolute interpreter)`);
-    }
-    const found = findOnPath(name);
+    const [name, ...args] = envCommand(pluginPath, kind.interpreter, kind.argument);
+    const found = findOnPath(name!);
     if (found === undefined) throw new Error(`plugin ${pluginPath} wants '${name}', which is not on PATH`);
     interpreter = found;
+    interpArgs.push(...args);
   } else if (kind.argument !== undefined) {
     interpArgs.push(kind.argument);
   }
@@ -585,7 +631,8 @@ function prepareUserNamespace(uidMap: string, gidMap: string): number {
 
 /** Throws a clear Error naming the missing piece (bubblewrap not installed, user namespaces disabled, ...) — never falls back to unsandboxed. */
 export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, pluginArgs: string[]): LaunchPlan {
-  const bwrap = requireTool('bwrap', 'bubblewrap');
+  // Everything else the jail uses ships with plugvisor (the helpers link only libc).
+  const bwrap = requireTool('bwrap', 'bubblewrap', '; install it, the one system package the sandbox needs (Debian/Ubuntu: apt-get install bubblewrap)');
   const jailExec = findHelper('plugvisor-jail-exec');
   const identity = jailIdentity();
   const isRoot = process.geteuid!() === 0;

@@ -25,6 +25,12 @@
  *      -Wl,-rpath,<prefix>/lib -lcrosvm_plugin
  * or, with PKG_CONFIG_PATH=<prefix>/lib/pkgconfig:
  *   cc plugin.c $(pkg-config --cflags --libs crosvm_plugin)
+ * where, in a project that installed plugvisor from npm, `npx plugvisor
+ * c-flags` prints the first form's flags and `npx plugvisor pkg-config-path`
+ * the directory for PKG_CONFIG_PATH.
+ *
+ * The reference for every name here is docs/c-api.md in the plugvisor
+ * package; the protocol beneath it is docs/protocol.md.
  */
 #ifndef CROSVM_H_
 #define CROSVM_H_

@@ -5,7 +5,7 @@
  * protobuf MainRequest per message and one MainResponse back, with
  * descriptors as SCM_RIGHTS. Each VCPU (struct crosvm_vcpu) is a pair of
  * pipes: unframed VcpuRequests out, length-delimited VcpuResponses in. See
- * shared/spec/plugin-protocol.md and c-api.md for the contracts.
+ * docs/protocol.md and docs/c-api.md for the contracts.
  *
  * Nothing received from the host is trusted: malformed or unexpected answers
  * give -EPROTO, and descriptors that arrive with them are closed.
