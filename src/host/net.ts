@@ -14,6 +14,7 @@ import { errno } from '../errno.js';
 import { formatIpv4, formatMac, parseHostIp, parseMac, parseNetmask } from '../protocol/addresses.js';
 import type { Log } from './log.js';
 
+/** The tap devices of a run (`RunOptions.net`; the CLI's --host-ip, --netmask, --mac, --tap-name, --tap-fd). */
 export interface NetOptions {
   /** The IPv4 address of a tap the host creates (crosvm's --host_ip); needs `netmask`. */
   hostIp?: string;
