@@ -18,7 +18,7 @@ import { mainFailure, type MainRequestCase } from '../protocol/responses.js';
 import { encodeMessage } from '../protocol/framing.js';
 import { decodeStrict, leadingMessageField, messageDescriptor } from '../protocol/strict.js';
 import { errno, RequestError } from '../errno.js';
-import { forEachLine } from './lines.js';
+import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
 import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
@@ -115,7 +115,7 @@ export class PluginProcess {
     private readonly vm: Vm,
     vcpuCount: number,
     private readonly log: Log,
-    private readonly pluginLog: (line: string) => void,
+    private readonly pluginLog: LineSink,
     private readonly events: ProcessEvents,
   ) {
     this.stderrDone = new Promise((resolve) => (this.stderrClosed = resolve));
@@ -208,6 +208,9 @@ export class PluginProcess {
     this.objects.clear();
     this.vcpus.close();
     native.close(this.killEventFd);
+    // Not read to its end when the sink held it up, or when something the
+    // plugin left behind still holds the pipe: its fd goes now.
+    this.child?.stderr?.destroy();
     runningPlugins.delete(this);
   }
 
