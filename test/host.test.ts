@@ -42,12 +42,15 @@ interface Started {
   stderr(): string;
 }
 
-/** Runs node with `args` and waits (at most 10 s) until its stdout matches `pattern`. */
-async function startNode(args: readonly string[], pattern: RegExp): Promise<Started> {
+/**
+ * Runs node with `args` and waits (at most 10 s) until its stdout matches
+ * `pattern`. With `readStderr: false` its stderr is left unread (stderr() stays empty).
+ */
+async function startNode(args: readonly string[], pattern: RegExp, options: { readStderr?: boolean } = {}): Promise<Started> {
   const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
-  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  if (options.readStderr ?? true) child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })));
   const match = await new Promise<RegExpExecArray>((resolve, reject) => {
@@ -233,6 +236,35 @@ describe('a host whose stderr is closed', needsKvm, () => {
       assert.equal(await gone(pid, 2_000), true, `the plugin (${pid}) survived`);
     } finally {
       cleanUp(run.child, [pid]);
+    }
+  });
+});
+
+describe('a host whose stderr is not read', needsKvm, () => {
+  test('stops reading the plugin\'s stderr, so the plugin blocks and the host stays small; then everything arrives', async () => {
+    const floodMiB = 32;
+    const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'flood', String(floodMiB)], /flooding/, { readStderr: false });
+    try {
+      // Nobody reads the host's stderr for a while (its 'data' is not listened to yet).
+      await new Promise((r) => setTimeout(r, 2_000));
+      const progressKiB = Number(/.*wrote (\d+) KiB/s.exec(run.stdout())?.[1] ?? 0);
+      const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${run.child.pid}/status`, 'utf8'))?.[1]);
+      // Without backpressure the plugin wrote all 32 MiB into the host's memory at once.
+      assert.ok(progressKiB < 8 * 1024, `the plugin wrote ${progressKiB} KiB while the host's stderr was not read`);
+      assert.ok(rssKiB < 256 * 1024, `the host grew to ${rssKiB} KiB`);
+      let pluginBytes = 0;
+      let partial = '';
+      run.child.stderr.on('data', (d: Buffer) => {
+        const text = partial + d.toString();
+        const lines = text.split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) if (line.startsWith('[plugin] ')) pluginBytes += line.length - '[plugin] '.length + 1;
+      });
+      assert.deepEqual(await run.exited, { code: 0, signal: null });
+      assert.match(run.stdout(), /flood done/);
+      assert.equal(pluginBytes, floodMiB * 1024 * 1024, 'every byte the plugin wrote reached the host\'s stderr');
+    } finally {
+      cleanUp(run.child, []);
     }
   });
 });

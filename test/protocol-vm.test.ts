@@ -217,12 +217,16 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`robustness of the main connection (${mode})`, needsKvm, () => {
-    test('malformed and out-of-range requests get their errno; undecodable or oversized messages drop only their connection; the VM still runs', async () => {
+    test('malformed and out-of-range requests get their errno; undecodable messages drop only their connection; too large ones get E2BIG / EMSGSIZE; the VM still runs', async () => {
       const got = await report<{
         results: Record<string, WireResult>;
         garbageDropped: boolean;
         badWireTypeDropped: boolean;
-        oversizedDropped: boolean;
+        strict: Record<string, boolean>;
+        oversized: WireResult;
+        oversizedKeepsConnection: boolean;
+        oversizedGarbageDropped: boolean;
+        hugeDirtyLogKeepsConnection: boolean;
         stillServing: boolean;
         sideServing: boolean;
         guestResult: number;
@@ -234,6 +238,7 @@ for (const sandboxed of SANDBOX_MODES) {
         ioEventFirst: create(0),
         ioEventSameRegistration: create(E.EEXIST), // KVM_IOEVENTFD refuses a duplicate
         createWithoutKind: create(E.EINVAL),
+        ioEventWraps: create(E.EINVAL),
         destroyFirstIoEvent: { errno: 0, member: 'destroy' },
         // The kernel takes an irqfd on any GSI (it just routes nowhere): the kernel wins.
         irqEventHugeGsi: create(0),
@@ -244,6 +249,7 @@ for (const sandboxed of SANDBOX_MODES) {
         memoryZeroLength: create(E.EINVAL),
         memoryOffsetOverflow: create(E.EOVERFLOW),
         memoryStartOverflow: create(E.EOVERFLOW),
+        memoryEndIsTop: create(E.EOVERFLOW),
         memoryNotMemfd: create(E.EPERM),
         memoryFirst: create(0),
         memoryOverlapping: create(E.ENOSPC),
@@ -257,16 +263,39 @@ for (const sandboxed of SANDBOX_MODES) {
         setIrqHugeIrq: { errno: 0, member: 'setIrq' },
         reserveUnknownSpace: { errno: E.EINVAL, member: 'reserveRange' },
         reserveEndOverflows: { errno: E.EINVAL, member: 'reserveRange' },
-        reserveEndIsTop: { errno: 0, member: 'reserveRange' }, // end == 2^64 exactly is fine
+        // start + length must not overflow a u64: reaching 2^64 exactly overflows too.
+        reserveEndIsTop: { errno: E.EINVAL, member: 'reserveRange' },
+        reserveOnePlusMax: { errno: E.EINVAL, member: 'reserveRange' },
+        reserveMaxPlusOne: { errno: E.EINVAL, member: 'reserveRange' },
+        reserveHalfPlusHalf: { errno: E.EINVAL, member: 'reserveRange' },
+        reserveLastAddress: { errno: 0, member: 'reserveRange' }, // ends at 2^64 - 1
         unreserveTop: { errno: 0, member: 'reserveRange' },
         callHintUnknownSpace: { errno: E.EINVAL, member: 'setCallHint' },
         pauseMissingVcpus: { errno: 0, member: 'pauseVcpus' },
         fiveFdsCheckExtension: { errno: 0, member: 'checkExtension' },
         fiveFdsMemory: create(0), // the memfd came first; the rest were closed
+        hugeDirtyMemory: create(0),
+        // A 512 KiB bitmap is more than one response may carry.
+        hugeDirtyLog: { errno: E.EMSGSIZE, member: 'dirtyLog' },
+        destroyHugeDirtyMemory: { errno: 0, member: 'destroy' },
       });
       assert.equal(got.garbageDropped, true, 'a truncated message drops its connection');
       assert.equal(got.badWireTypeDropped, true, 'an invalid wire type drops its connection');
-      assert.equal(got.oversizedDropped, true, 'a request over 4096 bytes drops its connection');
+      assert.deepEqual(got.strict, {
+        zeroTag: true,
+        lengthPastEnd: true,
+        zeroTagNested: true,
+        fieldStraddlesEnd: true,
+        wrongWireType: true,
+        startGroup: true,
+        endGroup: true,
+        u32Of64Bits: true,
+        varintOf11Bytes: true,
+      }, 'each malformed message drops its connection');
+      assert.deepEqual(got.oversized, { errno: E.E2BIG, member: 'setIrqRouting' }, 'a request over 4096 bytes is answered E2BIG');
+      assert.equal(got.oversizedKeepsConnection, true, 'and its connection still serves');
+      assert.equal(got.oversizedGarbageDropped, true, 'over 4096 bytes without a member\'s tag: dropped');
+      assert.equal(got.hugeDirtyLogKeepsConnection, true, 'an EMSGSIZE answer keeps the connection');
       assert.equal(got.stillServing, true, 'the main connection still answers');
       assert.equal(got.sideServing, true, 'new connections still work');
       assert.equal(got.guestResult, 42, 'the guest ran to completion, without a pause for VCPU 0');

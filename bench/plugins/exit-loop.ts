@@ -39,6 +39,17 @@
  *   --hold F  after writing the result, wait (VM still alive, VCPUs stopped at
  *             "done") until file F exists, then exit: lets the runner read the
  *             host's memory use while the VM is up
+ *   --probe-main host|kvm  (with --threads) while the worker threads' VCPUs
+ *             exit, the main thread times main-connection requests on a
+ *             connection of its own, then as many again once every VCPU is
+ *             done: probeStormP50Ms, probeStormP99Ms, probeStormMaxMs,
+ *             probeIdleP50Ms, probeIdleP99Ms, probeStormCount (issue 16: how
+ *             long a request waits under a VCPU exit storm). `host`: requests
+ *             the host answers without KVM (reserve_range of a fresh port,
+ *             its unreserve, a pause_vcpus of no VCPU); `kvm`: requests that
+ *             change the VM (an io event created and destroyed: KVM_IOEVENTFD
+ *             twice; a 4 KiB memory slot created and destroyed:
+ *             KVM_SET_USER_MEMORY_REGION twice)
  *
  * By default one thread serves every VCPU, round-robin (each VCPU has at most
  * one pending exit, so this never deadlocks). With --threads, as the C plugin
@@ -71,6 +82,7 @@ interface Options {
   mmio: boolean;
   async: boolean;
   threads: boolean;
+  probeMain?: 'host' | 'kvm';
   out?: string;
   hold?: string;
 }
@@ -89,6 +101,11 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--mmio') o.mmio = true;
     else if (a === '--async') o.async = true;
     else if (a === '--threads') o.threads = true;
+    else if (a === '--probe-main') {
+      const kind = value();
+      if (kind !== 'host' && kind !== 'kvm') throw new Error('--probe-main takes host or kvm');
+      o.probeMain = kind;
+    }
     else if (a === '--out') o.out = value();
     else if (a === '--hold') o.hold = value();
     else throw new Error(`unknown argument ${a}`);
@@ -98,6 +115,7 @@ function parseArgs(argv: string[]): Options {
   if (!Number.isInteger(o.warmupExits) || o.warmupExits < 0 || o.warmupExits >= o.exits) {
     throw new Error('--warmup-exits must be 0..(--exits - 1)');
   }
+  if (o.probeMain && !o.threads) throw new Error('--probe-main needs --threads (the main thread must be free to probe)');
   return o;
 }
 
@@ -289,12 +307,14 @@ interface WorkerInput {
   fd: number;
   /** An Int32 the main thread sets to 1 (and notifies) once the VM is started. */
   started: SharedArrayBuffer;
+  /** An Int32 each worker adds 1 to once its VCPU is done (the probe's end; message events wait for a free main thread). */
+  done: SharedArrayBuffer;
 }
 
 type WorkerMessage = { kind: 'ready' } | { kind: 'tally'; tally: Tally };
 
 /** In a worker: take the VCPU, say so, serve it once the VM is started, post the tally. */
-function workerMain({ opts, index, fd, started }: WorkerInput): void {
+function workerMain({ opts, index, fd, started, done }: WorkerInput): void {
   const vcpu = Connection.fromFd(fd).getVcpus({ threadPerVcpu: true })[index];
   if (vcpu === undefined) throw new Error(`no VCPU ${index}`);
   const post = (m: WorkerMessage): void => parentPort!.postMessage(m);
@@ -303,7 +323,9 @@ function workerMain({ opts, index, fd, started }: WorkerInput): void {
   // the workers, and a worker blocked in a native read of a VCPU that never
   // starts (another worker failed) would keep the plugin from exiting.
   Atomics.wait(new Int32Array(started), 0, 0);
-  post({ kind: 'tally', tally: serve([vcpu], opts) });
+  const tally = serve([vcpu], opts);
+  Atomics.add(new Int32Array(done), 0, 1);
+  post({ kind: 'tally', tally });
 }
 
 /** Starts the worker for one VCPU: `ready` once it holds its VCPU, `tally` once the VCPU is done. */
@@ -322,16 +344,68 @@ function spawnWorker(input: WorkerInput): { ready: Promise<void>; tally: Promise
   return { ready: Promise.race([ready, failed]), tally: Promise.race([tally, failed]) };
 }
 
-async function serveInWorkers(conn: Connection, cpus: number, opts: Options): Promise<Tally> {
+async function serveInWorkers(conn: Connection, cpus: number, opts: Options): Promise<{ tally: Tally; probe?: Probe }> {
   const started = new SharedArrayBuffer(4);
+  const done = new SharedArrayBuffer(4);
   const workers = Array.from({ length: cpus }, (_, index) =>
-    spawnWorker({ opts, index, fd: conn.newConnection().fd, started }));
+    spawnWorker({ opts, index, fd: conn.newConnection().fd, started, done }));
   await Promise.all(workers.map((w) => w.ready));
+  const prober = opts.probeMain ? conn.newConnection() : undefined;
   conn.start();
   const flag = new Int32Array(started);
   Atomics.store(flag, 0, 1);
   Atomics.notify(flag, 0);
-  return combine(await Promise.all(workers.map((w) => w.tally)));
+  const probe = prober && probeMain(prober, opts.probeMain!, new Int32Array(done), cpus);
+  return { tally: combine(await Promise.all(workers.map((w) => w.tally))), probe };
+}
+
+// ---- --probe-main ----
+
+interface Probe {
+  storm: number[];
+  idle: number[];
+}
+
+/** A port and a guest address no guest touches, used by the probe. */
+const PROBE_PORT = 0x700n;
+const PROBE_MEMORY_START = 0x4000_0000n;
+
+/** Times main requests until every VCPU is done (the storm), then as many again (idle). In ms. */
+function probeMain(conn: Connection, kind: 'host' | 'kvm', done: Int32Array, cpus: number): Probe {
+  const memory = GuestMemory.create(0x1000);
+  const once = (): number => {
+    const t0 = performance.now();
+    if (kind === 'host') {
+      conn.reserveRange(AddressSpace.IOPORT, PROBE_PORT, 1n);
+      conn.unreserveRange(AddressSpace.IOPORT, PROBE_PORT);
+      conn.pauseVcpus(0n, 0n);
+    } else {
+      conn.createIoEvent(AddressSpace.IOPORT, PROBE_PORT, 1, 1n).destroy();
+      conn.createMemory(memory, { start: PROBE_MEMORY_START }).destroy();
+    }
+    return performance.now() - t0;
+  };
+  const storm: number[] = [];
+  while (Atomics.load(done, 0) < cpus) storm.push(once());
+  const idle = storm.map(() => once());
+  return { storm, idle };
+}
+
+function percentile(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+function probeReport(probe: Probe): Record<string, number> {
+  const storm = [...probe.storm].sort((a, b) => a - b);
+  const idle = [...probe.idle].sort((a, b) => a - b);
+  return {
+    probeStormCount: storm.length,
+    probeStormP50Ms: percentile(storm, 50),
+    probeStormP99Ms: percentile(storm, 99),
+    probeStormMaxMs: storm.at(-1) ?? NaN,
+    probeIdleP50Ms: percentile(idle, 50),
+    probeIdleP99Ms: percentile(idle, 99),
+  };
 }
 
 // ---- main ----
@@ -348,14 +422,15 @@ async function main(): Promise<void> {
   conn.reserveRange(AddressSpace.IOPORT, PORT_DONE, 2n); // 0x11 done, 0x12 count
   const vcpus = conn.getVcpus(); // with --threads only counted here: each worker takes its own
   let tally: Tally;
+  let probe: Probe | undefined;
   if (opts.threads) {
-    tally = await serveInWorkers(conn, vcpus.length, opts);
+    ({ tally, probe } = await serveInWorkers(conn, vcpus.length, opts));
   } else {
     conn.start();
     tally = serve(vcpus, opts);
   }
 
-  const text = JSON.stringify(report(opts, vcpus.length, tally)) + '\n';
+  const text = JSON.stringify({ ...report(opts, vcpus.length, tally), ...(probe ? probeReport(probe) : {}) }) + '\n';
   if (opts.out) {
     // Write then rename, so a runner polling for the file never reads half of it.
     writeFileSync(`${opts.out}.tmp`, text);

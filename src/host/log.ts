@@ -22,11 +22,32 @@ export function createLog(sink: LogSink): Log {
   };
 }
 
-/** Writes `plugvisor: warning: ...` lines to stderr; info lines only when verbose. */
-export function stderrSink(verbose: boolean): LogSink {
+/**
+ * How much of the host's own log may wait for a slow stderr. The host cannot
+ * wait for it (its one main thread serves the plugin), and a plugin can make
+ * it log fast (a warning per malformed request): past this, lines are
+ * dropped and counted instead of piling up in memory.
+ */
+export const MAX_PENDING_LOG_BYTES = 1024 * 1024;
+
+/**
+ * Writes `plugvisor: warning: ...` lines to `output` (stderr); info lines
+ * only when verbose. While more than MAX_PENDING_LOG_BYTES wait to be
+ * written, lines are dropped; the next line written says how many.
+ */
+export function stderrSink(verbose: boolean, output: NodeJS.WritableStream & { writableLength: number } = process.stderr): LogSink {
+  let dropped = 0;
   return (level, message) => {
     if (level === 'info' && !verbose) return;
+    if (output.writableLength > MAX_PENDING_LOG_BYTES) {
+      dropped++;
+      return;
+    }
+    if (dropped > 0) {
+      output.write(`plugvisor: warning: ${dropped} log line(s) dropped: stderr was not keeping up\n`);
+      dropped = 0;
+    }
     const tag = level === 'info' ? '' : `${level === 'warn' ? 'warning' : 'error'}: `;
-    process.stderr.write(`plugvisor: ${tag}${message}\n`);
+    output.write(`plugvisor: ${tag}${message}\n`);
   };
 }

@@ -7,6 +7,7 @@
 import { C, native } from '../native/index.js';
 import type { Vm } from '../kvm/index.js';
 import { errno, RequestError } from '../errno.js';
+import { wrapsPastU64 } from './ranges.js';
 
 export interface PluginObject {
   readonly kind: 'ioEvent' | 'memory' | 'irqEvent';
@@ -14,8 +15,6 @@ export interface PluginObject {
   readonly fds: readonly number[];
   destroy(vm: Vm): void;
 }
-
-const U64_MAX = (1n << 64n) - 1n;
 
 export class IoEventObject implements PluginObject {
   readonly kind = 'ioEvent';
@@ -30,6 +29,8 @@ export class IoEventObject implements PluginObject {
 
   static create(vm: Vm, pio: boolean, address: bigint, length: number, datamatch: bigint): IoEventObject {
     if (![0, 1, 2, 4, 8].includes(length)) throw new RequestError(errno.EINVAL, `io event length ${length} is not 0, 1, 2, 4 or 8`);
+    // The kernel refuses this too; checked here so the rule is the host's own, as for ranges.
+    if (wrapsPastU64(address, BigInt(length))) throw new RequestError(errno.EINVAL, 'io event address + length overflows');
     const registration = { address, length, pio, ...(length > 0 ? { datamatch } : {}) };
     const eventFd = native.eventfd(0, C.EFD_CLOEXEC);
     try {
@@ -120,7 +121,7 @@ export class MemoryObject implements PluginObject {
     }
     if ((seals & C.F_SEAL_SHRINK) === 0) throw new RequestError(errno.EPERM, 'the memfd is not sealed against shrinking');
     const { offset, start, length } = request;
-    if (offset + length > U64_MAX || start + length > U64_MAX) throw new RequestError(errno.EOVERFLOW, 'memory range overflows');
+    if (wrapsPastU64(offset, length) || wrapsPastU64(start, length)) throw new RequestError(errno.EOVERFLOW, 'memory range overflows');
     if (offset + length > BigInt(native.fstatSize(fd))) throw new RequestError(errno.EINVAL, 'memory range passes the end of the memfd');
     if (length === 0n || length > BigInt(Number.MAX_SAFE_INTEGER)) throw new RequestError(errno.EINVAL, 'bad memory length');
     const address = native.mmap(Number(length), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, Number(offset));

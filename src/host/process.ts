@@ -15,10 +15,11 @@ import {
   type MainRequest_Create,
   type MainRequest_SetCallHint,
 } from '../protocol/gen/plugin.js';
-import { mainFailure } from '../protocol/responses.js';
+import { mainFailure, type MainRequestCase } from '../protocol/responses.js';
 import { encodeMessage } from '../protocol/framing.js';
+import { decodeStrict, leadingMessageField, messageDescriptor } from '../protocol/strict.js';
 import { errno, RequestError } from '../errno.js';
-import { forEachLine } from './lines.js';
+import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
 import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
@@ -30,6 +31,15 @@ import type { Tap, TapConfig } from './net.js';
 const REQUEST_BUFFER_SIZE = 4096;
 /** Descriptors accepted with one request (only `create memory` sends one). */
 const MAX_REQUEST_FDS = 4;
+/**
+ * The largest response that is sent: the protocol's clients read responses
+ * into a 256 KiB buffer and take up to 253 fds (the kernel's SCM_MAX_FD;
+ * get_vcpus sends 128 for 64 VCPUs). A larger one (a dirty log of a slot over
+ * 8 GiB), or one the socket will not take whole (EMSGSIZE), is answered with
+ * errno EMSGSIZE instead.
+ */
+const MAX_RESPONSE_BYTES = 256 * 1024;
+const MAX_RESPONSE_FDS = 253;
 
 /** How to start the plugin: a command line, and descriptors it inherits at 4, 5, ... */
 export interface LaunchPlan {
@@ -121,7 +131,7 @@ export class PluginProcess {
     private readonly vm: Vm,
     vcpuCount: number,
     private readonly log: Log,
-    private readonly pluginLog: (line: string) => void,
+    private readonly pluginLog: LineSink,
     private readonly events: ProcessEvents,
     /** The tap devices of the run (owned by the caller); get_net_config offers the first. */
     private readonly taps: readonly Tap[] = [],
@@ -218,6 +228,9 @@ export class PluginProcess {
     this.objects.clear();
     this.vcpus.close();
     native.close(this.killEventFd);
+    // Not read to its end when the sink held it up, or when something the
+    // plugin left behind still holds the pipe: its fd goes now.
+    this.child?.stderr?.destroy();
     runningPlugins.delete(this);
   }
 
@@ -253,33 +266,50 @@ export class PluginProcess {
         this.dropConnection(fd);
         return;
       }
+      if (received.bytes > REQUEST_BUFFER_SIZE) {
+        // Cut short, so not decodable; but when it starts with a member's
+        // tag, the plugin learns what was too large (E2BIG) instead of being
+        // dropped. Anything else this large is malformed.
+        for (const f of received.fds) native.close(f);
+        const member = leadingMember(this.requestBuffer);
+        if (member !== undefined) {
+          this.log.warn(`connection ${fd}: ${member} request larger than ${REQUEST_BUFFER_SIZE} bytes; answering E2BIG`);
+          this.send(fd, reply(mainFailure(errno.E2BIG, member)));
+          continue;
+        }
+        this.log.warn(`connection ${fd}: malformed request (larger than ${REQUEST_BUFFER_SIZE} bytes); dropping it`);
+        this.dropConnection(fd);
+        return;
+      }
       let request: MainRequest;
       try {
-        // A request that does not fit is malformed. Descriptors beyond
-        // MAX_REQUEST_FDS are not: the kernel closed the extra ones, and the
-        // request is served with those that arrived (and closes them too).
-        if (received.bytes > REQUEST_BUFFER_SIZE) throw new Error(`request larger than ${REQUEST_BUFFER_SIZE} bytes`);
-        request = MainRequest.decode(this.requestBuffer.subarray(0, received.bytes));
+        // Descriptors beyond MAX_REQUEST_FDS are not malformed: the kernel
+        // closed the extra ones, and the request is served with those that
+        // arrived (and closes them too).
+        request = decodeStrict(MainRequest, messageDescriptor('MainRequest'), this.requestBuffer.subarray(0, received.bytes));
       } catch (e) {
         for (const f of received.fds) native.close(f);
         this.log.warn(`connection ${fd}: malformed request (${e instanceof Error ? e.message : String(e)}); dropping it`);
         this.dropConnection(fd);
         return;
       }
-      let reply: Reply;
+      let answer: Reply;
       try {
-        reply = this.handleRequest(request, received.fds);
+        answer = this.handleRequest(request, received.fds);
       } finally {
         for (const f of received.fds) native.close(f);
       }
-      this.send(fd, reply);
+      this.send(fd, answer);
     }
   }
 
   private send(fd: number, reply: Reply): void {
-    const bytes = encodeMessage(MainResponse, reply.response);
     try {
-      if (native.sendmsg(fd, bytes, bytes.length, reply.fds) < 0) throw new Error('socket buffer full');
+      if (!sendWhole(fd, reply.response, reply.fds)) {
+        const member = reply.response.message?.$case;
+        this.log.warn(`connection ${fd}: the ${member ?? 'empty'} response is too large for one message; answering EMSGSIZE`);
+        if (!sendWhole(fd, mainFailure(errno.EMSGSIZE, member), [])) throw new Error('even an empty response does not fit');
+      }
     } catch (e) {
       this.log.warn(`connection ${fd}: sending a response failed (${String(e)}); dropping it`);
       this.dropConnection(fd);
@@ -455,6 +485,27 @@ export class PluginProcess {
   private publishVcpuConfig(): void {
     this.vcpus.publish(encodeVcpuConfig(this.ranges, this.callHint));
   }
+}
+
+/** Sends `response` as one message; false (nothing sent) when it is too large for one. */
+function sendWhole(fd: number, response: MainResponse, fds: readonly number[]): boolean {
+  const bytes = encodeMessage(MainResponse, response);
+  if (bytes.length > MAX_RESPONSE_BYTES || fds.length > MAX_RESPONSE_FDS) return false;
+  let sent: number;
+  try {
+    sent = native.sendmsg(fd, bytes, bytes.length, fds);
+  } catch (e) {
+    if (isErrnoError(e) && e.errno === errno.EMSGSIZE) return false;
+    throw e;
+  }
+  if (sent < 0) throw new Error('socket buffer full');
+  return true;
+}
+
+/** The MainRequest member whose tag starts `bytes`, if it starts with one. */
+function leadingMember(bytes: Uint8Array): MainRequestCase | undefined {
+  // The descriptor's field names are the generated oneof's case names (both lowerCamelCase).
+  return leadingMessageField(messageDescriptor('MainRequest'), bytes)?.localName as MainRequestCase | undefined;
 }
 
 function ok(message: MainResponse['message'], fds: readonly number[] = [], closeAfterSend: readonly number[] = []): Reply {

@@ -18,7 +18,17 @@ export interface Reservation {
   asyncWrite: boolean;
 }
 
-const U64_LIMIT = 1n << 64n;
+const U64_MAX = (1n << 64n) - 1n;
+
+/**
+ * True when [start, start + length) does not fit in 64-bit addresses: when
+ * start + length overflows a u64, as the protocol counts (so a range may end
+ * at the last address, 2^64 - 1, but not reach 2^64). The values are exact
+ * bigints (protobuf u64 fields decode unsigned), so the sum never wraps here.
+ */
+export function wrapsPastU64(start: bigint, length: bigint): boolean {
+  return start + length > U64_MAX;
+}
 
 export class ReservedRanges {
   /** Per address space, sorted by start and never overlapping. */
@@ -36,8 +46,8 @@ export class ReservedRanges {
       ranges.splice(index, 1);
       return 0;
     }
+    if (wrapsPastU64(start, length)) return errno.EINVAL;
     const end = start + length;
-    if (end > U64_LIMIT) return errno.EINVAL;
     // The protocol's overlap rule: the new start may not lie inside an
     // existing range, and the new range may not cover an existing start.
     for (const r of ranges) {

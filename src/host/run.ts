@@ -9,6 +9,7 @@ import { constants as osConstants } from 'node:os';
 import { Kvm, type Vm } from '../kvm/index.js';
 import { diagnoseSandbox, openFileLimit, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
+import { writeWithBackpressure, type LineSink } from './lines.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
 import { openTaps, planNetwork, type NetOptions, type Tap } from './net.js';
 import { MAX_CPUS } from './limits.js';
@@ -33,8 +34,13 @@ export interface RunOptions {
   shutdownTimeoutMs?: number;
   /** Where the host's own log lines go (default: stderr, warnings and errors). */
   log?: LogSink;
-  /** Where each line the plugin writes to stderr goes (default: stderr, prefixed "[plugin] "). */
-  pluginStderr?: (line: string) => void;
+  /**
+   * Where each line the plugin writes to stderr goes (default: stderr,
+   * prefixed "[plugin] "). A sink that cannot keep up returns a promise: no
+   * more of the plugin's stderr is read until it settles, and the plugin
+   * blocks on its full pipe meanwhile.
+   */
+  pluginStderr?: LineSink;
   /** Aborting stops the VM and the plugin. */
   signal?: AbortSignal;
 }
@@ -132,7 +138,7 @@ export function validateRunOptions(options: RunOptions): void {
 export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   validateRunOptions(options);
   const log = createLog(options.log ?? stderrSink(false));
-  const pluginStderr = options.pluginStderr ?? ((line: string) => process.stderr.write(`[plugin] ${line}\n`));
+  const pluginStderr = options.pluginStderr ?? ((line: string) => writeWithBackpressure(process.stderr, `[plugin] ${line}\n`));
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
 
@@ -177,7 +183,7 @@ function createMachine(kvm: Kvm): Vm {
 
 interface ServeSettings {
   log: ReturnType<typeof createLog>;
-  pluginStderr: (line: string) => void;
+  pluginStderr: LineSink;
   startTimeoutMs: number;
   shutdownTimeoutMs: number;
   signal: AbortSignal | undefined;

@@ -5,6 +5,9 @@
  *   signal      connect, then die by SIGKILL
  *   hang        connect, start a grandchild (sleep), print both pids, and never start the VM
  *   stderr N    connect, write N "x" to stderr without a newline, then "\nend\n", and exit 0
+ *   flood N     connect, print "flooding", write N MiB to stderr in 1 KiB lines (blocking
+ *               writes), printing "wrote K KiB" on stdout after every 64 KiB and "flood done"
+ *               at the end; exit 0
  *   chatter     connect, print "pid <plugin>", then write a line to stderr every 10 ms, forever
  *               (and live on if stderr breaks: only the host may end it); print
  *               "shutdown eventfd signalled" when the host asks it to exit
@@ -12,6 +15,7 @@
  * nothing is left behind.
  */
 import { spawn } from 'node:child_process';
+import { writeSync } from 'node:fs';
 import { Connection } from '../../src/plugin/index.js';
 import { C, native } from '../../src/native/index.js';
 
@@ -37,6 +41,28 @@ switch (mode) {
     process.stderr.write('\nend\n');
     process.exit(0);
     break;
+  case 'flood': {
+    const line = Buffer.from(`${'y'.repeat(1023)}\n`);
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    writeSync(1, 'flooding\n');
+    for (let kib = 64; kib <= Number(value) * 1024; kib += 64) {
+      for (let i = 0; i < 64; i++) {
+        for (let written = 0; written < line.length; ) {
+          try {
+            written += writeSync(2, line, written);
+          } catch (e) {
+            // The host made the pipe non-blocking on its side of the open file.
+            if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+            Atomics.wait(pause, 0, 0, 1);
+          }
+        }
+      }
+      writeSync(1, `wrote ${kib} KiB\n`);
+    }
+    writeSync(1, 'flood done\n');
+    process.exit(0);
+    break;
+  }
   case 'chatter':
     process.stdout.write(`pid ${process.pid}\n`);
     process.stderr.on('error', () => {});

@@ -58,6 +58,7 @@ runPlugin(() => {
   const firstIoEvent = create('ioEventFirst', ioEvent(AddressSpace.IOPORT, 0x300n, 1, 1n));
   create('ioEventSameRegistration', ioEvent(AddressSpace.IOPORT, 0x300n, 1, 1n));
   create('createWithoutKind', undefined);
+  create('ioEventWraps', ioEvent(AddressSpace.MMIO, U64_MAX - 3n, 8));
   discard(send('destroyFirstIoEvent', { message: { $case: 'destroy', destroy: { id: firstIoEvent } } }));
 
   // ---- create: irq_event ----
@@ -74,6 +75,7 @@ runPlugin(() => {
   create('memoryZeroLength', memory(0n, 0x10000n, 0n), [memfd]);
   create('memoryOffsetOverflow', memory(U64_MAX - 0xfffn, 0x10000n, 0x2000n), [memfd]);
   create('memoryStartOverflow', memory(0n, U64_MAX - 0xfffn, 0x2000n), [memfd]);
+  create('memoryEndIsTop', memory(0n, U64_MAX - 0xfffn, 0x1000n), [memfd]);
   const notMemfd = native.eventfd(0, C.EFD_CLOEXEC);
   create('memoryNotMemfd', memory(0n, 0x10000n, 0x1000n), [notMemfd]);
   native.close(notMemfd);
@@ -94,7 +96,12 @@ runPlugin(() => {
   // ---- reserve_range / set_call_hint / pause_vcpus ----
   discard(send('reserveUnknownSpace', reserve(5, 0x100n, 0x10n)));
   discard(send('reserveEndOverflows', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0x20n)));
+  // start + length == 2^64 overflows a u64 as well (the three cases of issue 16).
   discard(send('reserveEndIsTop', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0x10n)));
+  discard(send('reserveOnePlusMax', reserve(AddressSpace.MMIO, 1n, U64_MAX)));
+  discard(send('reserveMaxPlusOne', reserve(AddressSpace.IOPORT, U64_MAX, 1n)));
+  discard(send('reserveHalfPlusHalf', reserve(AddressSpace.MMIO, 1n << 63n, 1n << 63n)));
+  discard(send('reserveLastAddress', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0xfn)));
   discard(send('unreserveTop', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0n)));
   discard(send('callHintUnknownSpace', { message: { $case: 'setCallHint', setCallHint: { space: 9 as AddressSpace, address: 0x10n, onWrite: true, hints: [] } } }));
   // VCPUs 1..63 do not exist (this VM has one): ignored. VCPU 0 is not asked
@@ -123,11 +130,45 @@ runPlugin(() => {
   const garbageDropped = dropped(new Uint8Array([0x0a, 0x05, 0x01]));
   // Field 1 with wire type 7, which does not exist.
   const badWireTypeDropped = dropped(new Uint8Array([0x0f, 0x00]));
-  // A valid set_irq_routing of 1000 routes: bigger than the host's 4096-byte request buffer.
+  // What the generated decoder let through (issue 16), each malformed:
+  const strict = Object.fromEntries(Object.entries({
+    zeroTag: [0x00], // a zero tag (once read as the end of the message)
+    lengthPastEnd: [0x2a, 0x03, 0x00], // check_extension of 3 bytes, 1 there
+    zeroTagNested: [0x2a, 0x02, 0x00, 0x00], // a zero tag inside check_extension
+    fieldStraddlesEnd: [0x2a, 0x01, 0x08, 0x01], // check_extension of 1 byte whose field takes 2
+    wrongWireType: [0x08, 0x00], // create (a message) sent as a varint
+    startGroup: [0x0b, 0x0c], // create as a group
+    endGroup: [0x2a, 0x00, 0x0c], // a stray end-group tag
+    u32Of64Bits: [0x2a, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // extension 2^64 - 1
+    varintOf11Bytes: [0x2a, 0x0c, 0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
+  }).map(([name, bytes]) => [name, dropped(new Uint8Array(bytes))]));
+
+  // A valid set_irq_routing of 1000 routes: bigger than the host's
+  // 4096-byte request buffer. Answered E2BIG with its member, the
+  // connection kept.
   const big = routing(Array.from({ length: 1000 }, (_, i) => ({ irqId: i, route: { $case: 'irqchip' as const, irqchip: { irqchip: 2, pin: i % 24 } } })));
   const bigBytes = MainRequestCodec.encode(big).finish();
   check(bigBytes.length > 4096, `the oversized request is only ${bigBytes.length} bytes`);
-  const oversizedDropped = dropped(bigBytes);
+  const oversizedSide = conn.newConnection();
+  const { response: oversizedResponse } = oversizedSide.request(big);
+  const oversized = { errno: oversizedResponse.errnoValue, member: oversizedResponse.message?.$case ?? null };
+  const oversizedKeepsConnection = oversizedSide.checkExtension(C.KVM_CAP_IRQCHIP);
+  oversizedSide.close();
+  // Bytes over 4096 that start with no member's tag: malformed, dropped.
+  const oversizedGarbageDropped = dropped(new Uint8Array(5000).fill(0x08));
+
+  // A dirty log of a 16 GiB slot is a 512 KiB bitmap, more than a response
+  // may hold: EMSGSIZE with its member, the connection kept.
+  const hugeMemfd = native.memfdCreate('proto-robust-huge', C.MFD_CLOEXEC | C.MFD_ALLOW_SEALING);
+  native.ftruncate(hugeMemfd, 16 * 2 ** 30); // sparse: nothing is allocated
+  native.fcntl(hugeMemfd, C.F_ADD_SEALS, C.F_SEAL_SHRINK);
+  const hugeId = nextId++;
+  const huge = { offset: 0n, start: 1n << 32n, length: 16n << 30n, readOnly: false, dirtyLog: true };
+  discard(send('hugeDirtyMemory', { message: { $case: 'create', create: { id: hugeId, kind: { $case: 'memory', memory: huge } } } }, [hugeMemfd]));
+  native.close(hugeMemfd);
+  discard(send('hugeDirtyLog', { message: { $case: 'dirtyLog', dirtyLog: { id: hugeId } } }));
+  const hugeDirtyLogKeepsConnection = conn.checkExtension(C.KVM_CAP_IRQCHIP);
+  discard(send('destroyHugeDirtyMemory', { message: { $case: 'destroy', destroy: { id: hugeId } } }));
 
   // ---- the host still serves: the main connection, a new one, and a guest ----
   const stillServing = conn.checkExtension(C.KVM_CAP_IRQCHIP);
@@ -151,5 +192,17 @@ runPlugin(() => {
   vcpu.resume();
   const guestResult = Number(expectPortWrite(vcpu, REPORT_PORT));
 
-  finish({ results, garbageDropped, badWireTypeDropped, oversizedDropped, stillServing, sideServing, guestResult });
+  finish({
+    results,
+    garbageDropped,
+    badWireTypeDropped,
+    strict,
+    oversized,
+    oversizedKeepsConnection,
+    oversizedGarbageDropped,
+    hugeDirtyLogKeepsConnection,
+    stillServing,
+    sideServing,
+    guestResult,
+  });
 });
