@@ -5,6 +5,7 @@
 export { runPlugin, validateRunOptions, RunSetupError, type RunOptions, type RunOutcome } from './host/run.js';
 export type { PluginStatus } from './host/process.js';
 export type { LogLevel, LogSink } from './host/log.js';
+export type { LineSink } from './host/lines.js';
 export type { NetOptions } from './host/net.js';
 export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
 export { Kvm, Vm, Vcpu } from './kvm/index.js';
