@@ -1,42 +1,21 @@
 #!/usr/bin/env node
 /**
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
- * plugin; everything it does is `runPlugin` from the library.
+ * plugin; everything it does is `runPlugin` from the library. `plugvisor
+ * exec` runs a compiled program (exec.ts).
  */
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import { runPlugin, RunSetupError, MAX_CPUS, type RunOptions } from '../host/run.js';
 import { stderrSink } from '../host/log.js';
-import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
+import { addExecCommand } from './exec.js';
+import { addSandboxOptions, integerIn, sandboxFrom, stopOnSignals, type SandboxFlags } from './options.js';
 
-interface RunFlags {
+interface RunFlags extends SandboxFlags {
   plugin: string;
   cpus: number;
-  disableSandbox?: boolean;
-  pluginRoot?: string;
-  pluginMount: BindMount[];
-  pluginGidMap: GidMap[];
-  seccompPolicy?: string;
   startTimeout: number;
   verbose?: boolean;
-}
-
-function integerIn(min: number, max: number, what: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
-    return n;
-  };
-}
-
-function collect<T>(parse: (spec: string) => T) {
-  return (value: string, previous: T[]): T[] => {
-    try {
-      return [...previous, parse(value)];
-    } catch (e) {
-      throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
-    }
-  };
 }
 
 const program = new Command('plugvisor')
@@ -44,17 +23,13 @@ const program = new Command('plugvisor')
   .version(PACKAGE_VERSION)
   .showHelpAfterError('(run with --help for usage)');
 
-program
+const run = program
   .command('run')
   .description('Create a VM and hand its control to a plugin executable.')
   .usage('--plugin PATH [options] [-- PLUGIN_ARGS...]')
   .requiredOption('--plugin <path>', 'the plugin executable (any language; it finds the host through CROSVM_SOCKET)')
-  .addOption(new Option('--cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
-  .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
-  .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
-  .option('--plugin-mount <src:dst[:writable]>', 'bind a host path into the jail (repeatable; writable is true or false)', collect(parseBindMount), [])
-  .option('--plugin-gid-map <inner:outer:count>', 'map host groups into the jail (repeatable)', collect(parseGidMap), [])
-  .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
+  .addOption(new Option('--cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')));
+addSandboxOptions(run)
   .addOption(
     new Option('--start-timeout <seconds>', 'fail if the plugin has not started the VM by then')
       .default(10)
@@ -74,26 +49,12 @@ Example:
   )
   .action(async (pluginArgs: string[], flags: RunFlags) => {
     const abort = new AbortController();
-    const stop = (): void => abort.abort();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    // A closed stdout or stderr (the reader of a pipe went away, as with
-    // `| head`) ends the run the way SIGPIPE ends other tools, through the
-    // usual shutdown; unhandled, the write error would kill node at once.
-    process.stdout.on('error', stop);
-    process.stderr.on('error', stop);
+    const removeSignalHandlers = stopOnSignals(abort);
     const options: RunOptions = {
       plugin: flags.plugin,
       args: pluginArgs,
       cpus: flags.cpus,
-      sandbox: flags.disableSandbox
-        ? false
-        : {
-            mounts: flags.pluginMount,
-            gidMaps: flags.pluginGidMap,
-            ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
-            ...(flags.seccompPolicy !== undefined ? { seccompPolicyFile: flags.seccompPolicy } : {}),
-          },
+      sandbox: sandboxFrom(flags),
       startTimeoutMs: flags.startTimeout * 1000,
       log: stderrSink(flags.verbose ?? false),
       signal: abort.signal,
@@ -108,9 +69,10 @@ Example:
       process.stderr.write(`plugvisor: error: ${e.message}\n`);
       process.exitCode = 1;
     } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      removeSignalHandlers();
     }
   });
+
+addExecCommand(program);
 
 await program.parseAsync(process.argv);

@@ -49,7 +49,8 @@ export {
 export type { CpuidEntry, MainRequest, MainResponse } from '../protocol/gen/plugin.js';
 
 // Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
-export { DebugregsView, RegsView, SegmentView, SregsView } from '../kvm/structs.js';
+export { DebugregsView, REG_NAMES, RegsView, SegmentView, SregsView } from '../kvm/structs.js';
+export type { RegName } from '../kvm/structs.js';
 
 /** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */
 export function kvmConstants(): typeof native.constants {
