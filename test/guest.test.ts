@@ -11,8 +11,8 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, modeName, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
-import { compileC, compileGuest, guestBuildDir, symbols } from './support/guest-c.js';
+import { SANDBOX_MODES, examplePlugin, modeName, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import { GUEST_CFLAGS, GUEST_HEADER_DIR, compileC, compileGuest, guestBuildDir, symbols } from './support/guest-c.js';
 import { guestInput } from './support/guest-input.js';
 
 const GUEST_PROGRAM = testPlugin('guest-program');
@@ -131,6 +131,17 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
     r = await exec(false, elf['faults']!, ['spin'], ['--timeout', '1']);
     assert.equal(r.code, 124, r.stderr);
     assert.equal(r.stderr, 'plugvisor: the program did not finish within 1 s\n');
+  });
+
+  test('the examples: hello.c under exec, upper.c under run-program.ts (README)', async () => {
+    const hello = compileC(path.join(GUEST_HEADER_DIR, 'hello.c'), path.join(dir, 'hello.elf'), GUEST_CFLAGS);
+    const upper = compileC(path.join(GUEST_HEADER_DIR, 'upper.c'), path.join(dir, 'upper.elf'), GUEST_CFLAGS);
+    let r = await exec(true, hello, ['one', 'two']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, `hello from a plugvisor guest\nargv[0] = ${hello}\nargv[1] = one\nargv[2] = two\nfree memory: 58 MiB\n`);
+    r = await runPluginCli(examplePlugin('run-program'), { sandboxed: true, flags: ['--plugin-mount', `${dir}:${dir}`], args: [upper, 'hello', 'World!'] });
+    assert.equal(r.stdout, 'HELLO\nWORLD!\n');
+    assert.equal(r.code, 9, 'the program exits with the number of letters changed');
   });
 
   test('exec refuses what it cannot run with a reason, before starting a VM', async () => {

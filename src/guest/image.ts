@@ -121,7 +121,7 @@ function auxVector(program: ElfProgram): (readonly [number, number])[] {
   return [[AUX.AT_PAGESZ, PAGE_SIZE], [AUX.AT_ENTRY, program.entry], [AUX.AT_NULL, 0]];
 }
 
-/** Writes the whole image into `memory` (zero-filled, at least `options.memorySize` bytes). */
+/** Writes the whole image into `memory`, which must be zero-filled (a new GuestMemory is) and at least `options.memorySize` bytes. */
 export function buildImage(memory: Uint8Array, program: ElfProgram, options: ImageOptions): Image {
   const layout = layOut(program, options);
   const { memorySize } = options;
@@ -139,8 +139,7 @@ export function buildImage(memory: Uint8Array, program: ElfProgram, options: Ima
 
   // The program, free memory and the stack (the guard page below it stays unmapped).
   for (const s of program.segments) {
-    memory.set(s.data, s.address);
-    memory.fill(0, s.address + s.data.length, s.address + s.memorySize);
+    memory.set(s.data, s.address); // the rest (.bss) is zero already: not touched, so not allocated before the program uses it
     pages.add(s.address, s.address + s.memorySize,
       Page.PRESENT | Page.USER | (s.writable ? Page.WRITABLE : 0) | (s.executable ? Page.EXECUTABLE : 0));
   }

@@ -219,7 +219,7 @@ class Session {
         throw new Error(`vcpu 0: unexpected '${event.kind}' event while running the program`);
       }
       const port = Number(event.address);
-      if (port === HOST_CALL_PORT) {
+      if (port === HOST_CALL_PORT && event.isWrite) {
         const outcome = this.hostCall(event);
         if (outcome) return outcome;
       } else if (port >= COM1_PORT && port < COM1_PORT + COM1_PORT_COUNT) {
