@@ -18,6 +18,8 @@ import { Uart16550 } from '../src/guest/uart.js';
 import { HostCallError, ProgramMemory } from '../src/guest/host-calls.js';
 import { describeFault, type GuestFault } from '../src/guest/faults.js';
 import type { ElfProgram } from '../src/guest/elf.js';
+import { cpuFeatures, userModeSregs } from '../src/guest/cpu.js';
+import { SregsView } from '../src/plugin/index.js';
 
 test('the ring-0 stub is the code of its nasm listing', () => {
   const source = `
@@ -280,4 +282,30 @@ test('faults are described with their cause', () => {
   assert.equal(describeFault(fault({ vector: 13, errorCode: 0n })), 'guest fault: #GP (general protection, vector 13) at rip 0x401234, error 0x0');
   assert.match(describeFault(fault({ vector: 6, code: new Uint8Array([0xcd, 0x80]) })), /\(the program made a 32-bit Linux system call \(int 0x80\)/);
   assert.match(describeFault(fault({ vector: 9 })), /^guest fault: vector 9 \(reserved exception, vector 9\)/);
+});
+
+test('the CPU features come from CPUID, and the sregs put the VCPU at CPL 3 in long mode', () => {
+  const entry = (fn: number, regs: { eax?: number; ebx?: number; ecx?: number; edx?: number }, index = 0) =>
+    ({ function: fn, index, hasIndex: fn === 7 || fn === 0xd, eax: 0, ebx: 0, ecx: 0, edx: 0, ...regs });
+  const sse = cpuFeatures([entry(1, { ecx: 0 }), entry(0x8000_0001, { edx: 1 << 20 })]);
+  assert.deepEqual(sse, { noExecute: true, xsave: false, fsgsbase: false, xcr0: 0n });
+  const avx = cpuFeatures([entry(1, { ecx: (1 << 26) | (1 << 28) }), entry(0xd, { eax: 0x7 }), entry(7, { ebx: 1 })]);
+  assert.deepEqual(avx, { noExecute: false, xsave: true, fsgsbase: true, xcr0: 0x7n });
+  const avx512 = cpuFeatures([entry(1, { ecx: (1 << 26) | (1 << 28) }), entry(0xd, { eax: 0xe7 }), entry(7, { ebx: 1 << 16 })]);
+  assert.equal(avx512.xcr0, 0xe7n);
+  const noAvx = cpuFeatures([entry(1, { ecx: 1 << 26 }), entry(0xd, { eax: 0xe7 }), entry(7, { ebx: 1 << 16 })]);
+  assert.equal(noAvx.xcr0, 0x3n, 'AVX-512 states need AVX');
+
+  const sregs = new SregsView();
+  userModeSregs(sregs, { gdt: 0x1000, idt: 0x2000, tss: 0x5000, cr3: 0xa000n }, avx);
+  assert.equal(sregs.cs.selector, 0x1b);
+  assert.equal(sregs.cs.dpl, 3);
+  assert.equal(sregs.cs.l, 1);
+  assert.equal(sregs.ss.selector, 0x23);
+  assert.equal(sregs.ss.dpl, 3);
+  assert.equal(sregs.tr.base, 0x5000n);
+  assert.equal(sregs.cr3, 0xa000n);
+  assert.equal(sregs.cr0 & 0x8000_0007n, 0x8000_0003n, 'PG, PE and MP set, EM clear');
+  assert.equal(sregs.cr4, (1n << 5n) | (1n << 9n) | (1n << 10n) | (1n << 16n) | (1n << 18n), 'PAE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE');
+  assert.equal(sregs.efer, 0x501n, 'SCE, LME, LMA; no NXE without CPUID NX');
 });

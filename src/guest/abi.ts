@@ -1,7 +1,7 @@
 /**
  * The guest ABI of `plugvisor/guest`: what a program compiled for plugvisor
  * may rely on, in one place. examples/guest/plugvisor.h states the same
- * numbers for C (test/guest-abi.test.ts checks that they agree), and
+ * numbers for C (test/guest-parts.test.ts checks that they agree), and
  * docs/guest.md explains them.
  *
  * Memory (guest physical = guest virtual, identity-mapped from 0):
@@ -55,12 +55,6 @@ export const CALL_EXIT = 0x8000_0000;
 export const CALL_WRITE = 0x8000_0001;
 /** clock(which): 0 = the host's wall clock (ns since the Unix epoch), 1 = its monotonic clock (ns). */
 export const CALL_CLOCK = 0x8000_0002;
-
-/** The largest function number a plugin may serve. */
-export const MAX_PLUGIN_CALL = BUILTIN_CALL_BASE - 1;
-
-/** Returned in RAX by a host call that failed in a way the program can handle (a bad stream number, ...). */
-export const CALL_EINVAL = -22n;
 
 /** Where the program's segments may start. */
 export const USER_BASE = 0x20_0000;

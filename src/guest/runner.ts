@@ -88,6 +88,7 @@ export const PIC_VECTOR_BASE = 0x20;
 /** Runs `options.program` to its end. Throws ElfError/ImageError for a program that cannot run, HostCallError for a host call that failed. */
 export function runProgram(options: RunProgramOptions): ProgramOutcome {
   const program = options.program instanceof Uint8Array ? parseElf(options.program) : options.program;
+  const functions = hostFunctionsOf(options.hostFunctions);
   const conn = options.connection ?? Connection.connect();
   const memorySize = options.memorySize ?? DEFAULT_MEMORY_SIZE;
   const cpuid = conn.getSupportedCpuid();
@@ -129,8 +130,7 @@ export function runProgram(options: RunProgramOptions): ProgramOutcome {
       },
     });
     if (options.serialInput) uart.receive(options.serialInput);
-    const session = new Session(vcpu, memory.bytes, image, hostFunctionsOf(options.hostFunctions), uart, stdout, stderr,
-      options.onInterrupt);
+    const session = new Session(vcpu, memory.bytes, image, functions, uart, stdout, stderr, options.onInterrupt);
     try {
       return session.serve();
     } finally {
