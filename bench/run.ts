@@ -34,10 +34,16 @@ const RAW_EXIT = path.join(BUILD, 'raw_exit');
 const PIPE_BASELINE = path.join(BUILD, 'pipe_baseline');
 const RUSAGE_EXEC = path.join(BUILD, 'rusage_exec');
 const C_PLUGIN = path.join(BUILD, 'exit_loop_plugin');
+const KERNEL_NATIVE = path.join(BUILD, 'kernel_native');
+const KERNEL_GUEST = path.join(BUILD, 'kernel_guest.elf');
+const STARTUP_GUEST = path.join(BUILD, 'startup_guest.elf');
+const HOSTCALL_GUEST = path.join(BUILD, 'hostcall_guest.elf');
 /** The host CLI; --host replaces it (e.g. to compare with another build). */
 let HOST_CLI = path.join(ROOT, 'dist', 'bundle', 'plugvisor.js');
 const SDK = path.join(ROOT, 'dist', 'bundle', 'plugin.js');
 const TS_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'exit-loop.js');
+const HOSTCALL_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'host-call.js');
+const GUEST_SDK = path.join(ROOT, 'dist', 'bundle', 'guest.js');
 const CLIENT_INCLUDE = path.join(ROOT, 'clients', 'c', 'include');
 const CLIENT_BUILD = path.join(ROOT, 'clients', 'c', 'build');
 const DEFAULT_OUT = path.join(BENCH_SRC, 'results', 'latest.json');
@@ -297,6 +303,13 @@ function needPlugvisor(): string | undefined {
   if (!existsSync(HOST_CLI)) return `the host CLI is not built yet (${path.relative(ROOT, HOST_CLI)})`;
   if (!existsSync(SDK)) return 'the plugin SDK is not built yet (dist/bundle/plugin.js)';
   if (!existsSync(TS_PLUGIN)) return 'the benchmark plugin is not built (dist/bench/plugins/exit-loop.js: npm run build)';
+  return undefined;
+}
+
+function needGuestToolkit(): string | undefined {
+  if (cBuildError) return cBuildError;
+  if (!existsSync(HOST_CLI)) return `the host CLI is not built yet (${path.relative(ROOT, HOST_CLI)})`;
+  if (!existsSync(GUEST_SDK)) return 'plugvisor/guest is not built yet (dist/bundle/guest.js)';
   return undefined;
 }
 
@@ -684,6 +697,69 @@ function vcpuMemoryCase(cpus: number): Case {
   };
 }
 
+/** `plugvisor exec PROGRAM` under rusage_exec (unsandboxed unless `sandboxed`): the program's JSON line and the rusage. */
+async function runExec(ctx: RunContext, program: string, sandboxed = false): Promise<{ guest: Json; rusage: Json; proc: ProcResult }> {
+  return withTempDir(async (dir) => {
+    const rusageOut = path.join(dir, 'rusage.json');
+    const proc = await runProcess(RUSAGE_EXEC, [
+      rusageOut, process.execPath, HOST_CLI, 'exec', ...(sandboxed ? [] : ['--disable-sandbox']), program,
+    ], ctx.options.timeoutSec);
+    checkExit('plugvisor exec', proc);
+    return { guest: lastJsonLine('plugvisor exec', proc.stdout), rusage: readJson(rusageOut), proc };
+  });
+}
+
+/** The compute kernel natively, once per round: the baseline of guest.kernel. */
+const kernelNativeCase: Case = {
+  id: 'c.kernel',
+  title: 'compute kernel (bench/c/kernel.h: sieve, CRC-32, matrix product) as a Linux process: 2nd pass, 1st pass',
+  metrics: [lower('kernelMs', 'ms'), lower('firstPassMs', 'ms')],
+  unavailable: needC,
+  run: async (ctx) => {
+    const j = await runC(KERNEL_NATIVE, [], ctx);
+    nativeKernelChecksum = j['checksum'];
+    return { kernelMs: num(j, 'kernelMs'), firstPassMs: num(j, 'firstPassMs') };
+  },
+};
+
+/** The checksum the native kernel printed (c.kernel runs first in every round), to check that the guest computed the same. */
+let nativeKernelChecksum: unknown;
+
+const kernelGuestCase: Case = {
+  id: 'guest.kernel',
+  title: 'the same compute kernel as a plugvisor program (plugvisor exec, CPL 3, timed with host calls)',
+  baseline: 'c.kernel',
+  metrics: [lower('kernelMs', 'ms'), lower('firstPassMs', 'ms')],
+  unavailable: needGuestToolkit,
+  run: async (ctx) => {
+    nativeKernelChecksum ??= (await runC(KERNEL_NATIVE, [], ctx))['checksum'];
+    const { guest } = await runExec(ctx, KERNEL_GUEST);
+    if (guest['checksum'] !== nativeKernelChecksum) {
+      throw new Error(`the guest's checksum ${String(guest['checksum'])} differs from the native ${String(nativeKernelChecksum)}`);
+    }
+    return { kernelMs: num(guest, 'kernelMs'), firstPassMs: num(guest, 'firstPassMs') };
+  },
+};
+
+function execStartupCase(sandboxed: boolean): Case {
+  return {
+    id: `guest.exec.startup${sandboxed ? '.sandboxed' : ''}`,
+    title: `plugvisor exec: start to the program's first instruction (a host call), whole run${sandboxed ? ' (in the jail: the default)' : ''}`,
+    baseline: 'node.empty',
+    metrics: [lower('msToFirstInstruction', 'ms'), lower('msWholeRun', 'ms'), lower('cpuMsWholeRun', 'ms')],
+    baselineMetrics: { msToFirstInstruction: 'msWholeRun', msWholeRun: 'msWholeRun', cpuMsWholeRun: 'cpuMsWholeRun' },
+    unavailable: needGuestToolkit,
+    run: async (ctx) => {
+      const { guest, rusage, proc } = await runExec(ctx, STARTUP_GUEST, sandboxed);
+      return {
+        msToFirstInstruction: num(guest, 'firstInstructionUnixMs') - proc.spawnUnixMs,
+        msWholeRun: num(rusage, 'wallSec') * 1000,
+        cpuMsWholeRun: (num(rusage, 'userSec') + num(rusage, 'sysSec')) * 1000,
+      };
+    },
+  };
+}
+
 /**
  * An idle guest: after its exits every VCPU halts (HLT, which the in-kernel
  * irqchip handles without leaving KVM_RUN) and the plugin sleeps; the host's
@@ -699,6 +775,26 @@ function idleCase(cpus: number): Case {
     run: async (ctx) => {
       const { plugin } = await runPlugvisor(ctx, C_PLUGIN, cpus, ['--exits', '100', '--idle-ms', '2000']);
       return { idleHostCpuPct: num(plugin, 'idleHostCpuPct'), idlePluginCpuPct: num(plugin, 'idlePluginCpuPct') };
+    },
+  };
+}
+
+function hostCallCase(calls: number, warmup: number): Case {
+  return {
+    id: 'guest.hostcall',
+    title: 'host call round trip: program -> TypeScript function of the plugin -> program, after warm-up',
+    // The floor of the same exit: from CPL 3 (raw.user.1cpu's own ratio says what CPL 3 costs against real mode).
+    baseline: 'raw.user.1cpu',
+    metrics: [lower('usPerCall', 'µs')],
+    baselineMetrics: { usPerCall: 'usPerExit' },
+    unavailable: () => needGuestToolkit() ?? (existsSync(HOSTCALL_PLUGIN) ? undefined : 'dist/bench/plugins/host-call.js is not built'),
+    run: async (ctx) => {
+      const proc = await runProcess(process.execPath, [
+        HOST_CLI, 'run', '--disable-sandbox', '--plugin', HOSTCALL_PLUGIN,
+        '--', HOSTCALL_GUEST, String(ctx.exits(calls)), String(ctx.exits(warmup)),
+      ], ctx.options.timeoutSec);
+      checkExit('plugvisor run host-call.js', proc);
+      return { usPerCall: num(lastJsonLine('host-call.js', proc.stdout), 'usPerCall') };
     },
   };
 }
@@ -720,6 +816,7 @@ function buildCases(o: Options): Case[] {
     rawCase('raw.io.1cpu', 'KVM exit floor: port write, VMM just re-enters (C)', 50_000, []),
     rawCase('raw.mmio.1cpu', 'KVM exit floor: MMIO write (C)', 50_000, ['--mmio'], 'raw.io.1cpu'),
     rawCase('raw.io.2cpu', 'KVM exit floor: port write, 2 VCPUs (C, a thread each)', 50_000, ['--cpus', '2'], 'raw.io.1cpu'),
+    rawCase('raw.user.1cpu', 'KVM exit floor: port write from 64-bit user mode, CPL 3, as plugvisor programs exit (C)', 50_000, ['--user'], 'raw.io.1cpu'),
     pipeCase('pipe.io.1cpu', 'pipe round trip per exit to a 2nd process (C)', 50_000, [], 'raw.io.1cpu'),
     pipeCase('pipe.mmio.1cpu', 'pipe round trip per MMIO exit (C)', 50_000, ['--mmio'], 'raw.mmio.1cpu'),
     pipeCase('pipe.io.2cpu', 'pipe round trip, 2 VCPUs, 1-thread plugin (C)', 50_000, ['--cpus', '2'], 'raw.io.2cpu'),
@@ -784,6 +881,12 @@ function buildCases(o: Options): Case[] {
     vcpuMemoryCase(16),
     vcpuMemoryCase(64),
     rssCase('plugvisor.rss.20vms', 'host memory, 20 VMs (20 hosts) at once, per VM', 20, 1),
+    // --- compiled programs (plugvisor/guest, plugvisor exec) ---
+    kernelNativeCase,
+    kernelGuestCase,
+    execStartupCase(false),
+    execStartupCase(true),
+    hostCallCase(20_000, 20_000),
   ];
   return cases;
 }

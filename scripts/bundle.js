@@ -1,7 +1,8 @@
-// Runs after tsc: bundles into dist/bundle/ the two entry points that start a
-// process — the `plugvisor` CLI, and the plugin SDK (`plugvisor/plugin`,
-// which every TypeScript plugin process loads first) — plus the SDK once
-// more as CommonJS, for plugins that `require()` it.
+// Runs after tsc: bundles into dist/bundle/ the entry points that start a
+// process — the `plugvisor` CLI, the plugin SDK (`plugvisor/plugin`, which
+// every TypeScript plugin process loads first) and `plugvisor exec`'s plugin
+// — plus the SDK once more as CommonJS, for plugins that `require()` it, and
+// the guest toolkit (`plugvisor/guest`).
 //
 // Why: node's ESM loader resolves, reads and compiles every module
 // separately, and the host loads ~40 of them. On the benchmark machine that
@@ -28,6 +29,7 @@ await build({
   entryPoints: {
     plugvisor: 'dist/src/cli/main.js',
     plugin: 'dist/src/plugin/index.js',
+    'exec-plugin': 'dist/src/cli/exec-plugin.js',
   },
   format: 'esm',
   // commander and node-gyp-build are CommonJS: their require() calls need a
@@ -43,4 +45,19 @@ await build({
   // The SDK finds the package (and the addon) from its own file's URL.
   define: { 'import.meta.url': 'plugvisorModuleUrl' },
   banner: { js: "const plugvisorModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
+});
+
+// `plugvisor/guest` uses the SDK of `plugvisor/plugin` (./plugin.js beside
+// it) instead of a copy of its own: a plugin imports both, and two copies
+// would hand out the same object ids and fail each other's instanceof.
+await build({
+  ...common,
+  entryPoints: { guest: 'dist/src/guest/index.js' },
+  format: 'esm',
+  plugins: [{
+    name: 'sdk-from-plugin-bundle',
+    setup(b) {
+      b.onResolve({ filter: /\/plugin\/index\.js$/ }, () => ({ path: './plugin.js', external: true }));
+    },
+  }],
 });

@@ -92,6 +92,27 @@ static const uint8_t GUEST_LOOP_MMIO[] = {
   0xEB, 0xFD,
 };
 
+/* The same IO loop for 64-bit user mode (raw_exit --user), at guest-physical
+ * and virtual 0x200000, CPL 3, as plugvisor/guest runs programs:
+ *
+ *   200000  E5 12        in   eax, 0x12
+ *   200002  89 C1        mov  ecx, eax
+ *   200004  E6 10        out  0x10, al      ; <- the measured exit
+ *   200006  FF C9        dec  ecx
+ *   200008  75 FA        jnz  0x200004      ; rel8 -6 (from 20000a)
+ *   20000a  E6 11        out  0x11, al      ; done
+ *   20000c  EB FE        jmp  0x20000c      ; (HLT is for ring 0)
+ */
+static const uint8_t GUEST_LOOP_USER[] = {
+  0xE5, 0x12,
+  0x89, 0xC1,
+  0xE6, 0x10,
+  0xFF, 0xC9,
+  0x75, 0xFA,
+  0xE6, 0x11,
+  0xEB, 0xFE,
+};
+
 /* At the reset vector, CS:0xfff0 (guest-physical 0xfffffff0):
  *
  *   fff0  E9 0D FF     jmp  near 0xff00    ; rel16 0xff0d = -0xf3 (from fff3)
@@ -188,6 +209,68 @@ static inline void vcpu_create(struct vm *vm, struct vcpu *v, int id) {
   }
 }
 
+/* User mode (--user): a second slot of 4 MiB at guest-physical 0 holding
+ * page tables (an identity map of the slot with 2 MiB user pages), a GDT
+ * (64-bit code and data at DPL 3, a TSS), the TSS with an IO bitmap that
+ * allows every port, and GUEST_LOOP_USER at 0x200000. No IDT: a fault would
+ * shut the VM down, and the VMM dies on that exit. */
+#define USER_MEM_SIZE 0x400000
+#define USER_PML4 0x1000
+#define USER_PDPT 0x2000
+#define USER_PD 0x3000
+#define USER_GDT 0x4000
+#define USER_TSS 0x5000
+#define USER_TSS_LIMIT (0x68 + 0x2000) /* the IO bitmap's 8 KiB, then the 0xff byte */
+#define USER_CODE 0x200000
+
+static inline void vm_add_user_mode(struct vm *vm) {
+  errno = 0;
+  uint8_t *mem = mmap(NULL, USER_MEM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) die("mmap user-mode memory");
+  uint64_t *pml4 = (uint64_t *)(mem + USER_PML4), *pdpt = (uint64_t *)(mem + USER_PDPT), *pd = (uint64_t *)(mem + USER_PD);
+  pml4[0] = USER_PDPT | 7;                                        /* present, writable, user */
+  pdpt[0] = USER_PD | 7;
+  for (uint64_t i = 0; i < USER_MEM_SIZE >> 21; i++) pd[i] = (i << 21) | 0x87; /* 2 MiB pages */
+  uint64_t *gdt = (uint64_t *)(mem + USER_GDT);
+  gdt[3] = 0x00affb000000ffffULL; /* 0x18: 64-bit code, DPL 3 */
+  gdt[4] = 0x00cff3000000ffffULL; /* 0x20: data, DPL 3 */
+  uint64_t base = USER_TSS, limit = USER_TSS_LIMIT;
+  gdt[5] = (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x8bULL << 40) | (((limit >> 16) & 0xf) << 48) | (((base >> 24) & 0xff) << 56);
+  gdt[6] = base >> 32;
+  *(uint16_t *)(mem + USER_TSS + 0x66) = 0x68; /* the IO bitmap right after the TSS, all zero: every port allowed */
+  mem[USER_TSS + USER_TSS_LIMIT] = 0xff;
+  memcpy(mem + USER_CODE, GUEST_LOOP_USER, sizeof GUEST_LOOP_USER);
+  struct kvm_userspace_memory_region region = {
+    .slot = 1, .flags = 0, .guest_phys_addr = 0, .memory_size = USER_MEM_SIZE, .userspace_addr = (uint64_t)(uintptr_t)mem,
+  };
+  if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) die("KVM_SET_USER_MEMORY_REGION (user mode)");
+}
+
+static inline void user_segment(struct kvm_segment *s, uint16_t selector, uint8_t type, int code) {
+  *s = (struct kvm_segment){ .base = 0, .limit = 0xffffffff, .selector = selector, .type = type, .present = 1, .dpl = 3,
+                             .db = !code, .s = 1, .l = code, .g = 1 };
+}
+
+/* Puts the VCPU at GUEST_LOOP_USER in 64-bit mode at CPL 3 (no boot code, as plugvisor/guest does). */
+static inline void vcpu_enter_user(struct vcpu *v) {
+  errno = 0;
+  struct kvm_sregs sregs;
+  if (ioctl(v->fd, KVM_GET_SREGS, &sregs) < 0) die("KVM_GET_SREGS");
+  user_segment(&sregs.cs, 0x1b, 0xb, 1);
+  user_segment(&sregs.ds, 0x23, 0x3, 0);
+  sregs.es = sregs.fs = sregs.gs = sregs.ss = sregs.ds;
+  sregs.tr = (struct kvm_segment){ .base = USER_TSS, .limit = USER_TSS_LIMIT, .selector = 0x28, .type = 0xb, .present = 1 };
+  sregs.gdt.base = USER_GDT;
+  sregs.gdt.limit = 7 * 8 - 1;
+  sregs.cr0 = 0x80010033; /* PG, WP, NE, ET, MP, PE */
+  sregs.cr3 = USER_PML4;
+  sregs.cr4 = 0x620;      /* PAE, OSFXSR, OSXMMEXCPT */
+  sregs.efer = 0x500;     /* LME, LMA */
+  if (ioctl(v->fd, KVM_SET_SREGS, &sregs) < 0) die("KVM_SET_SREGS (user mode)");
+  struct kvm_regs regs = { .rip = USER_CODE, .rflags = 2 };
+  if (ioctl(v->fd, KVM_SET_REGS, &regs) < 0) die("KVM_SET_REGS (user mode)");
+}
+
 /* What one exit was, as far as the benchmark cares. */
 enum exit_kind { EXIT_COUNT, EXIT_MEASURED, EXIT_DONE };
 
@@ -233,6 +316,7 @@ struct options {
   unsigned long exits; /* measured exits per VCPU */
   int cpus;
   int mmio;
+  int user;
   long spin;
 };
 
@@ -241,11 +325,13 @@ static inline void usage(const char *prog, const char *extra) {
   exit(2);
 }
 
+/* `allow_spin`: pipe_baseline's --spin N; otherwise raw_exit's --user. */
 static inline void parse_options(int argc, char **argv, struct options *o, int allow_spin) {
-  const char *extra = allow_spin ? " [--spin N]" : "";
+  const char *extra = allow_spin ? " [--spin N]" : " [--user]";
   o->exits = 0;
   o->cpus = 1;
   o->mmio = 0;
+  o->user = 0;
   o->spin = 0;
   for (int i = 1; i < argc; i++) {
     char *end;
@@ -254,6 +340,8 @@ static inline void parse_options(int argc, char **argv, struct options *o, int a
       if (*end || o->cpus < 1 || o->cpus > 64) usage(argv[0], extra);
     } else if (strcmp(argv[i], "--mmio") == 0) {
       o->mmio = 1;
+    } else if (!allow_spin && strcmp(argv[i], "--user") == 0) {
+      o->user = 1;
     } else if (allow_spin && strcmp(argv[i], "--spin") == 0 && i + 1 < argc) {
       o->spin = strtol(argv[++i], &end, 10);
       if (*end || o->spin < 0) usage(argv[0], extra);
@@ -264,7 +352,7 @@ static inline void parse_options(int argc, char **argv, struct options *o, int a
       usage(argv[0], extra);
     }
   }
-  if (o->exits == 0) usage(argv[0], extra);
+  if (o->exits == 0 || (o->user && o->mmio)) usage(argv[0], extra);
 }
 
 #endif

@@ -1,10 +1,12 @@
 /*
  * raw_exit: the kernel's floor for one guest exit to userspace and back.
  *
- *   raw_exit EXITS [--cpus N] [--mmio]
+ *   raw_exit EXITS [--cpus N] [--mmio | --user]
  *
  * One VM, N VCPUs (one thread each), the guest of common.h. Every VCPU makes
- * EXITS measured exits (port 0x10 writes, or MMIO writes with --mmio); the
+ * EXITS measured exits (port 0x10 writes, or MMIO writes with --mmio; with
+ * --user the port writes come from 64-bit user mode, CPL 3, as plugvisor
+ * programs make them, instead of real mode); the
  * VMM does nothing with them but KVM_RUN again. Prints one JSON line:
  *
  *   exits          measured exits, all VCPUs together
@@ -52,11 +54,13 @@ int main(int argc, char **argv) {
 
   struct vm vm;
   vm_create(&vm, o.mmio);
+  if (o.user) vm_add_user_mode(&vm);
   struct worker *workers = calloc((size_t)o.cpus, sizeof *workers);
   pthread_t *threads = calloc((size_t)o.cpus, sizeof *threads);
   if (!workers || !threads) die("calloc");
   for (int i = 0; i < o.cpus; i++) {
     vcpu_create(&vm, &workers[i].vcpu, i);
+    if (o.user) vcpu_enter_user(&workers[i].vcpu);
     workers[i].count = (uint32_t)o.exits;
   }
   for (int i = 0; i < o.cpus; i++) {
@@ -87,7 +91,7 @@ int main(int argc, char **argv) {
   printf("{\"program\":\"raw_exit\",\"mode\":\"%s\",\"cpus\":%d,\"exits\":%lu,\"seconds\":%.6f,"
          "\"usPerExit\":%.4f,\"exitsPerSec\":%.1f,\"cpuUserSec\":%.6f,\"cpuSysSec\":%.6f,"
          "\"cpuUsPerExit\":%.4f,\"maxRssKiB\":%ld,\"firstExitUnixMs\":%.3f}\n",
-         o.mmio ? "mmio" : "io", o.cpus, total, secs, secs * 1e6 / (double)o.exits, (double)total / secs,
+         o.mmio ? "mmio" : o.user ? "user" : "io", o.cpus, total, secs, secs * 1e6 / (double)o.exits, (double)total / secs,
          user, sys, (user + sys) * 1e6 / (double)total, ru.ru_maxrss, workers[0].first_exit_unix_ms);
   return 0;
 }

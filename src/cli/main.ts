@@ -1,36 +1,30 @@
 #!/usr/bin/env node
 /**
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
- * plugin; everything it does is `runPlugin` from the library.
+ * plugin; everything it does is `runPlugin` from the library. `plugvisor
+ * exec` runs a compiled program (exec.ts).
  *
- * The host (and with it the native addon) is imported only when `run` runs,
+ * The host (and with it the native addon) is imported only when a VM runs,
  * so --version, --help and the C library's commands work, and a missing or
  * broken addon is a one-line error, not a stack trace from an import.
  */
-import { existsSync } from 'node:fs';
-import path from 'node:path';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, Option } from 'commander';
 import type { RunOptions } from '../host/run.js';
 import { MAX_CPUS } from '../host/limits.js';
-import { createLog, stderrSink, type LogSink } from '../host/log.js';
+import { stderrSink, type LogSink } from '../host/log.js';
 import { NativePartsError } from '../native/locate.js';
 import { parseHostIp, parseMac, parseNetmask } from '../protocol/addresses.js';
-import { parseBindMount, parseGidMap, type BindMount, type GidMap } from '../sandbox/index.js';
 import { PACKAGE_VERSION } from '../package-root.js';
 import { cLibraryFlags, pkgConfigDir } from './c-library.js';
-import { parseListFile } from './list-file.js';
+import { addExecCommand } from './exec.js';
+import {
+  UsageError, addSandboxOptions, collect, integerIn, sandboxFrom, stopOnSignals, validated, type SandboxFlags,
+} from './options.js';
 
-type Host = typeof import('../host/run.js');
-
-interface RunFlags {
+interface RunFlags extends SandboxFlags {
   plugin: string;
   cpus: number;
   params?: string[];
-  disableSandbox?: boolean;
-  pluginRoot?: string;
-  seccompPolicy?: string;
-  seccompPolicyDir?: string;
-  seccompLogFailures?: boolean;
   hostIp?: string;
   host_ip?: string;
   netmask?: string;
@@ -41,95 +35,19 @@ interface RunFlags {
   verbose?: boolean;
 }
 
-/** The file --seccomp-policy-dir names in its directory: the one crosvm read for plugins. */
-const PLUGIN_POLICY_FILE = 'plugin.policy';
-
-/** Options of the jail, by attribute name, for the warning that they do nothing without it. */
-const SANDBOX_OPTIONS: Readonly<Record<string, string>> = {
-  pluginRoot: '--plugin-root',
-  pluginMount: '--plugin-mount',
-  pluginMountFile: '--plugin-mount-file',
-  pluginGidMap: '--plugin-gid-map',
-  pluginGidMapFile: '--plugin-gid-map-file',
-  seccompPolicy: '--seccomp-policy',
-  seccompPolicyDir: '--seccomp-policy-dir',
-  seccompLogFailures: '--seccomp-log-failures',
-};
-
-function integerIn(min: number, max: number, what: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
-    return n;
-  };
-}
-
-/** A parser as commander wants one: errors become InvalidArgumentError. */
-function checked<T>(parse: (value: string) => T) {
-  return (value: string): T => {
-    try {
-      return parse(value);
-    } catch (e) {
-      throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
-    }
-  };
-}
-
-/** A parser that only checks: the value stays the text (the library parses it again). */
-function validated(check: (value: string) => unknown) {
-  return checked((value: string): string => {
-    check(value);
-    return value;
-  });
-}
-
-/** A repeatable option: each value is parsed and collected. */
-function collect<T>(parse: (spec: string) => T) {
-  const parseOne = checked(parse);
-  return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parseOne(value)];
-}
-
-/**
- * Collects into `list` in command-line order, from several options: an entry
- * of --plugin-mount and those of a --plugin-mount-file keep their order, as
- * in crosvm (a later bind covers an earlier one).
- */
-function collectInOrder<T>(list: T[], parse: (value: string) => T[]) {
-  const parseChecked = checked(parse);
-  return (value: string): T[] => {
-    list.push(...parseChecked(value));
-    return list;
-  };
-}
-
-const mounts: BindMount[] = [];
-const gidMaps: GidMap[] = [];
-
 const program = new Command('plugvisor')
   .description('A KVM virtual machine monitor driven by a plugin process (crosvm plugin protocol).')
   .version(PACKAGE_VERSION)
   .showHelpAfterError('(run with --help for usage)');
 
-program
+const run = program
   .command('run')
   .description('Create a VM and hand its control to a plugin executable.')
   .usage('--plugin PATH [options] [-- PLUGIN_ARGS...]')
   .requiredOption('--plugin <path>', 'the plugin executable (any language; it finds the host through CROSVM_SOCKET)')
   .addOption(new Option('-c, --cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
-  .option('-p, --params <arg>', 'an argument for the plugin, before those after -- (repeatable, as crosvm\'s -p)', collect(String))
-  .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
-  .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
-  .option('--plugin-mount <src[:dst[:writable]]>', 'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
-    collectInOrder(mounts, (spec) => [parseBindMount(spec)]))
-  .option('--plugin-mount-file <file>', 'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
-    collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)))
-  .option('--plugin-gid-map <inner[:outer[:count]]>', 'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
-    collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]))
-  .option('--plugin-gid-map-file <file>', 'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
-    collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)))
-  .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
-  .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
-  .option('--seccomp-log-failures', 'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it')
+  .option('-p, --params <arg>', 'an argument for the plugin, before those after -- (repeatable, as crosvm\'s -p)', collect(String));
+addSandboxOptions(run)
   .option('--host-ip <ip>', 'create a tap device with this IPv4 address for the plugin (needs --netmask)', validated(parseHostIp))
   .addOption(new Option('--host_ip <ip>', 'crosvm\'s spelling of --host-ip').hideHelp().argParser(validated(parseHostIp)))
   .option('--netmask <mask>', 'the netmask of the tap --host-ip creates, e.g. 255.255.255.0', validated(parseNetmask))
@@ -159,30 +77,18 @@ Examples:
   plugvisor run --plugin ./net-plugin --host-ip 100.115.92.5 --netmask 255.255.255.252 --mac de:21:e8:47:6b:6a`,
   )
   .action(async (pluginArgs: string[], flags: RunFlags, command: Command) => {
-    let host: Host;
+    const sink = stderrSink(flags.verbose ?? false);
+    let options: RunOptions;
+    let host: typeof import('../host/run.js');
     try {
+      options = runOptions(pluginArgs, flags, command, sink);
       host = await import('../host/run.js');
     } catch (e) {
       failOn(e);
       return;
     }
-    const sink = stderrSink(flags.verbose ?? false);
-    let options: RunOptions;
-    try {
-      options = runOptions(host, pluginArgs, flags, command, sink);
-    } catch (e) {
-      failOn(e, host.RunSetupError);
-      return;
-    }
     const abort = new AbortController();
-    const stop = (): void => abort.abort();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-    // A closed stdout or stderr (the reader of a pipe went away, as with
-    // `| head`) ends the run the way SIGPIPE ends other tools, through the
-    // usual shutdown; unhandled, the write error would kill node at once.
-    process.stdout.on('error', stop);
-    process.stderr.on('error', stop);
+    const removeSignalHandlers = stopOnSignals(abort);
     options.signal = abort.signal;
     try {
       const outcome = await host.runPlugin(options);
@@ -192,47 +98,21 @@ Examples:
     } catch (e) {
       failOn(e, host.RunSetupError);
     } finally {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
+      removeSignalHandlers();
     }
   });
 
-/** The library's options from the command line; warns about options that do nothing here. */
-function runOptions({ RunSetupError }: Host, pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
-  const given = (key: string): boolean => command.getOptionValueSource(key) === 'cli';
-  if (flags.disableSandbox) {
-    for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
-      if (given(key)) createLog(log).warn(`${option} has no effect with --disable-sandbox: the plugin runs outside the jail`);
-    }
-  }
+/** The library's options from `run`'s command line; warns about options that do nothing here. */
+function runOptions(pluginArgs: string[], flags: RunFlags, command: Command, log: LogSink): RunOptions {
   if (flags.hostIp !== undefined && flags.host_ip !== undefined && flags.hostIp !== flags.host_ip) {
-    throw new RunSetupError(`--host-ip ${flags.hostIp} and --host_ip ${flags.host_ip} disagree: give one`);
-  }
-  if (flags.seccompPolicy !== undefined && flags.seccompPolicyDir !== undefined) {
-    throw new RunSetupError('--seccomp-policy and --seccomp-policy-dir both name the policy: give one');
-  }
-  let seccompPolicyFile = flags.seccompPolicy;
-  if (flags.seccompPolicyDir !== undefined && !flags.disableSandbox) {
-    seccompPolicyFile = path.join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
-    if (!existsSync(seccompPolicyFile)) {
-      throw new RunSetupError(`--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +
-        "(plugvisor reads the plugin's policy from that file, as crosvm did in plugin mode)");
-    }
+    throw new UsageError(`--host-ip ${flags.hostIp} and --host_ip ${flags.host_ip} disagree: give one`);
   }
   const hostIp = flags.hostIp ?? flags.host_ip;
   return {
     plugin: flags.plugin,
     args: [...(flags.params ?? []), ...pluginArgs],
     cpus: flags.cpus,
-    sandbox: flags.disableSandbox
-      ? false
-      : {
-          mounts,
-          gidMaps,
-          ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
-          ...(seccompPolicyFile !== undefined ? { seccompPolicyFile } : {}),
-          ...(flags.seccompLogFailures ? { seccompLogFailures: true } : {}),
-        },
+    sandbox: sandboxFrom(flags, command, log),
     net: {
       ...(hostIp !== undefined ? { hostIp } : {}),
       ...(flags.netmask !== undefined ? { netmask: flags.netmask } : {}),
@@ -245,9 +125,12 @@ function runOptions({ RunSetupError }: Host, pluginArgs: string[], flags: RunFla
   };
 }
 
-/** Prints a setup error (or a NativePartsError) as one line and sets exit status 1; rethrows anything else. */
+/**
+ * Prints a usage or setup error (or a NativePartsError) as one line and sets
+ * exit status 1; rethrows anything else.
+ */
 function failOn(e: unknown, ...expected: (abstract new (...args: never[]) => Error)[]): void {
-  if (!(e instanceof NativePartsError) && !expected.some((type) => e instanceof type)) throw e;
+  if (!(e instanceof NativePartsError) && !(e instanceof UsageError) && !expected.some((type) => e instanceof type)) throw e;
   process.stderr.write(`plugvisor: error: ${(e as Error).message}\n`);
   process.exitCode = 1;
 }
@@ -262,6 +145,8 @@ function printer(line: () => string) {
     }
   };
 }
+
+addExecCommand(program, failOn);
 
 program
   .command('c-flags')

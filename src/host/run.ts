@@ -53,6 +53,8 @@ export interface RunOutcome {
   exitCode: number;
   /** What happened, for a person. */
   message: string;
+  /** The first thing that failed on the host's side (a VCPU, the start timeout, an interrupt), if anything did. */
+  failure?: string;
   /** How the plugin process ended. */
   plugin: PluginStatus;
 }
@@ -273,7 +275,8 @@ async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, taps: rea
   await Promise.race([process_.stderrEnded(), delay(KILL_REAP_TIMEOUT_MS)]);
   process_.close();
 
-  const outcome = judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
+  const judged = judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
+  const outcome = failure === undefined ? judged : { ...judged, failure };
   if (!outcome.ok && settings.sandboxed && !started) {
     // A jail bubblewrap cannot build looks like a plugin that failed early: say which it was.
     const problem = diagnoseSandbox();

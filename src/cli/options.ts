@@ -1,0 +1,165 @@
+/**
+ * What the `plugvisor` commands share: option parsers, the sandbox options
+ * (the same for `run` and `exec`, crosvm's spellings included), and how a run
+ * is stopped by SIGINT, SIGTERM or a closed output. Nothing here loads the
+ * host or the native addon.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { createLog, type LogSink } from '../host/log.js';
+import { parseBindMount, parseGidMap, type BindMount, type GidMap, type SandboxConfig } from '../sandbox/index.js';
+import { parseListFile } from './list-file.js';
+
+/** A command line that cannot run as given; the message says what to change. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export function integerIn(min: number, max: number, what: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+/** A parser as commander wants one: errors become InvalidArgumentError. */
+export function checked<T>(parse: (value: string) => T) {
+  return (value: string): T => {
+    try {
+      return parse(value);
+    } catch (e) {
+      throw new InvalidArgumentError(e instanceof Error ? e.message : String(e));
+    }
+  };
+}
+
+/** A parser that only checks: the value stays the text (the library parses it again). */
+export function validated(check: (value: string) => unknown) {
+  return checked((value: string): string => {
+    check(value);
+    return value;
+  });
+}
+
+/** A repeatable option: each value is parsed and collected. */
+export function collect<T>(parse: (spec: string) => T) {
+  const parseOne = checked(parse);
+  return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parseOne(value)];
+}
+
+/**
+ * Collects into `list` in command-line order, from several options: an entry
+ * of --plugin-mount and those of a --plugin-mount-file keep their order, as
+ * in crosvm (a later bind covers an earlier one).
+ */
+function collectInOrder<T>(list: T[], parse: (value: string) => T[]) {
+  const parseChecked = checked(parse);
+  return (value: string): T[] => {
+    list.push(...parseChecked(value));
+    return list;
+  };
+}
+
+/** The file --seccomp-policy-dir names in its directory: the one crosvm read for plugins. */
+export const PLUGIN_POLICY_FILE = 'plugin.policy';
+
+/** Options of the jail, by attribute name, for the warning that they do nothing without it. */
+const SANDBOX_OPTIONS: Readonly<Record<string, string>> = {
+  pluginRoot: '--plugin-root',
+  pluginMount: '--plugin-mount',
+  pluginMountFile: '--plugin-mount-file',
+  pluginGidMap: '--plugin-gid-map',
+  pluginGidMapFile: '--plugin-gid-map-file',
+  seccompPolicy: '--seccomp-policy',
+  seccompPolicyDir: '--seccomp-policy-dir',
+  seccompLogFailures: '--seccomp-log-failures',
+};
+
+export interface SandboxFlags {
+  disableSandbox?: boolean;
+  pluginRoot?: string;
+  /** --plugin-mount and --plugin-mount-file fill the same list, in command-line order. */
+  pluginMount?: BindMount[];
+  pluginMountFile?: BindMount[];
+  /** --plugin-gid-map and --plugin-gid-map-file, likewise. */
+  pluginGidMap?: GidMap[];
+  pluginGidMapFile?: GidMap[];
+  seccompPolicy?: string;
+  seccompPolicyDir?: string;
+  seccompLogFailures?: boolean;
+}
+
+/** Adds the jail's options: --disable-sandbox, --plugin-root, the binds, the gid maps and the seccomp policy. */
+export function addSandboxOptions(command: Command): Command {
+  const mounts: BindMount[] = [];
+  const gidMaps: GidMap[] = [];
+  return command
+    .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
+    .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
+    .option('--plugin-mount <src[:dst[:writable]]>', 'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
+      collectInOrder(mounts, (spec) => [parseBindMount(spec)]))
+    .option('--plugin-mount-file <file>', 'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
+      collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)))
+    .option('--plugin-gid-map <inner[:outer[:count]]>', 'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
+      collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]))
+    .option('--plugin-gid-map-file <file>', 'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
+      collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)))
+    .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
+    .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
+    .option('--seccomp-log-failures', 'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it');
+}
+
+/**
+ * The run's sandbox from the flags (false with --disable-sandbox, warning
+ * about each jail option given that then does nothing); `extraMounts` are
+ * bound after the user's. Throws a UsageError for options that contradict.
+ */
+export function sandboxFrom(flags: SandboxFlags, command: Command, log: LogSink, extraMounts: BindMount[] = []): SandboxConfig | false {
+  if (flags.disableSandbox) {
+    for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
+      if (command.getOptionValueSource(key) === 'cli') {
+        createLog(log).warn(`${option} has no effect with --disable-sandbox: the plugin runs outside the jail`);
+      }
+    }
+    return false;
+  }
+  if (flags.seccompPolicy !== undefined && flags.seccompPolicyDir !== undefined) {
+    throw new UsageError('--seccomp-policy and --seccomp-policy-dir both name the policy: give one');
+  }
+  let seccompPolicyFile = flags.seccompPolicy;
+  if (flags.seccompPolicyDir !== undefined) {
+    seccompPolicyFile = path.join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
+    if (!existsSync(seccompPolicyFile)) {
+      throw new UsageError(`--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +
+        "(plugvisor reads the plugin's policy from that file, as crosvm did in plugin mode)");
+    }
+  }
+  return {
+    mounts: [...(flags.pluginMount ?? flags.pluginMountFile ?? []), ...extraMounts],
+    gidMaps: flags.pluginGidMap ?? flags.pluginGidMapFile ?? [],
+    ...(flags.pluginRoot !== undefined ? { pluginRoot: flags.pluginRoot } : {}),
+    ...(seccompPolicyFile !== undefined ? { seccompPolicyFile } : {}),
+    ...(flags.seccompLogFailures ? { seccompLogFailures: true } : {}),
+  };
+}
+
+/**
+ * Makes SIGINT, SIGTERM and a closed stdout or stderr abort `abort`; returns
+ * the function that removes the signal handlers again. A closed output (the
+ * reader of a pipe went away, as with `| head`) ends the run the way SIGPIPE
+ * ends other tools, through the usual shutdown; unhandled, the write error
+ * would kill node at once.
+ */
+export function stopOnSignals(abort: AbortController): () => void {
+  const stop = (): void => abort.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  process.stdout.on('error', stop);
+  process.stderr.on('error', stop);
+  return () => {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  };
+}
