@@ -204,6 +204,7 @@ export const REG_NAMES = [
   'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15',
   'rip', 'rflags',
 ] as const;
+/** The name of a general register of struct kvm_regs (`rax` ... `rflags`). */
 export type RegName = (typeof REG_NAMES)[number];
 
 /** struct kvm_regs: offsets of each register. */
