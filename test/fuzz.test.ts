@@ -6,7 +6,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MainRequest, VcpuRequest } from '../src/protocol/gen/plugin.js';
-import { checkWellFormed, MalformedMessageError, messageDescriptor } from '../src/protocol/strict.js';
+import { checkWellFormed, MalformedMessageError } from '../src/protocol/strict.js';
+import { messageDescriptor } from './support/descriptor.js';
 import { Random, breakMessage, randomMessage } from './fuzz/generate.js';
 import { fuzz } from './fuzz/run.js';
 import { needsKvm } from './support/kvm.js';

@@ -8,9 +8,11 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BinaryWriter } from '@bufbuild/protobuf/wire';
 import { MainRequest, VcpuRequest, VcpuResponse } from '../src/protocol/gen/plugin.js';
-import { checkWellFormed, leadingMessageField, MalformedMessageError, messageDescriptor } from '../src/protocol/strict.js';
+import { checkWellFormed, leadingMessageField, MalformedMessageError, messageShape } from '../src/protocol/strict.js';
+import type { MessageShape } from '../src/protocol/shape.js';
+import { messageDescriptor } from './support/descriptor.js';
 
-const MAIN = messageDescriptor('MainRequest');
+const MAIN = messageShape('MainRequest');
 const hex = (text: string): Uint8Array => Buffer.from(text.replace(/ /g, ''), 'hex');
 
 function refused(bytes: Uint8Array, desc = MAIN): string {
@@ -68,7 +70,7 @@ describe('the strict wire check', () => {
     // A negative enum (StateSet -1) is a 10-byte varint: a valid int32.
     checkWellFormed(MAIN, hex('6a 0b 08 ffffffffffffffffff 01'));
 
-    const vcpuRequest = messageDescriptor('VcpuRequest');
+    const vcpuRequest = messageShape('VcpuRequest');
     const indices = Array.from({ length: 300 }, (_, i) => i * 1000);
     const packed = VcpuRequest.encode({ message: { $case: 'getMsrs', getMsrs: { entryIndices: indices } } }).finish();
     checkWellFormed(vcpuRequest, packed);
@@ -83,7 +85,7 @@ describe('the strict wire check', () => {
     assert.match(refused(hex('2a 03 0a 01 80'), vcpuRequest), /runs past the end/);
 
     const wait = VcpuResponse.encode({ errnoValue: -5, message: { $case: 'wait', wait: { exit: { $case: 'user', user: { user: 7n } } } } }).finish();
-    checkWellFormed(messageDescriptor('VcpuResponse'), wait);
+    checkWellFormed(messageShape('VcpuResponse'), wait);
   });
 
   test('a request cut short is named only by a leading member tag', () => {
@@ -91,5 +93,17 @@ describe('the strict wire check', () => {
     assert.equal(leadingMessageField(MAIN, hex('08 01')), undefined, 'a varint is no member');
     assert.equal(leadingMessageField(MAIN, hex('90 03 01')), undefined, 'an unknown field is no member');
     assert.equal(leadingMessageField(MAIN, hex('')), undefined);
+  });
+
+  test("the host's generated shapes say what plugin.proto's descriptor says, for every message", () => {
+    const names = ['MainRequest', 'MainResponse', 'VcpuRequest', 'VcpuResponse', 'CpuidEntry', 'VcpuResponse.Wait.Io'];
+    const summary = (m: MessageShape, depth = 0): unknown => ({
+      name: m.name,
+      fields: m.fields.map((f) => ({
+        number: f.number, name: f.name, localName: f.localName, fieldKind: f.fieldKind, listKind: f.listKind, scalar: f.scalar,
+        message: f.message === undefined ? undefined : depth < 3 ? summary(f.message, depth + 1) : f.message.name,
+      })),
+    });
+    for (const name of names) assert.deepEqual(summary(messageShape(name)), summary(messageDescriptor(name)), name);
   });
 });

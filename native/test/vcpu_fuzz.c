@@ -55,7 +55,7 @@ static void fuzz_request(const uint8_t *data, size_t size, bool init_unsent) {
   CHECK(result != VCPU_SERVE_FAILED, "the dispatcher failed: %s", vcpu->failure);
   if (result == VCPU_SERVE_RESUME) {
     vcpu_apply_resume(vcpu, resume->resume);
-    vcpu_conn_free_request(resume);
+    vcpu_conn_free_request(vcpu, resume);
   }
   drain_responses();
 }

@@ -32,12 +32,56 @@
 
 /* The varint32 length prefix of a response takes at most this many bytes. */
 #define LENGTH_PREFIX_MAX 5
+/*
+ * The largest `wait` the host sends: an access's data (at most a page, see
+ * dispatch_access in loop.c) and the three register sets of a call hint,
+ * with their tags. The response buffer never holds less, so a wait is packed
+ * without sizing it first (on every exit, that would walk the message twice).
+ */
+#define WAIT_MAX 8192
+/* Requests decode into this much of the VCPU's own memory (then malloc): a resume needs a few hundred bytes. */
+#define ARENA_SIZE 16384
+
+/*
+ * protobuf-c's allocator for decoding requests: a bump allocator over the
+ * VCPU's arena, malloc past its end. One request is decoded at a time and
+ * freed before the next is read (vcpu_conn_free_request), which empties the
+ * arena, so the exit path does not call malloc.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ARENA_OFF 1 /* AddressSanitizer checks each malloc'ed block, not blocks carved out of one */
+#endif
+#endif
+#ifndef ARENA_OFF
+#define ARENA_OFF 0
+#endif
+
+static void *arena_alloc(void *data, size_t size) {
+  struct vcpu *v = data;
+  size_t rounded = (size + 15) & ~(size_t)15;
+  if (!ARENA_OFF && rounded >= size && rounded <= ARENA_SIZE - v->arena_used) {
+    void *p = v->arena + v->arena_used;
+    v->arena_used += rounded;
+    return p;
+  }
+  return malloc(size);
+}
+
+static void arena_free(void *data, void *p) {
+  struct vcpu *v = data;
+  if ((uint8_t *)p >= v->arena && (uint8_t *)p < v->arena + ARENA_SIZE) return; /* emptied with the request */
+  free(p);
+}
 
 int vcpu_conn_init(struct vcpu *v) {
   v->request_buf = malloc(VCPU_REQUEST_MAX);
-  v->response_capacity = 4096;
+  v->response_capacity = WAIT_MAX;
   v->response_buf = malloc(v->response_capacity);
-  if (!v->request_buf || !v->response_buf) {
+  v->arena = malloc(ARENA_SIZE);
+  v->arena_used = 0;
+  v->allocator = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free, .allocator_data = v};
+  if (!v->request_buf || !v->response_buf || !v->arena) {
     vcpu_conn_destroy(v);
     return ENOMEM;
   }
@@ -47,11 +91,15 @@ int vcpu_conn_init(struct vcpu *v) {
 void vcpu_conn_destroy(struct vcpu *v) {
   free(v->request_buf);
   free(v->response_buf);
-  v->request_buf = v->response_buf = NULL;
+  free(v->arena);
+  v->request_buf = v->response_buf = v->arena = NULL;
   v->response_capacity = 0;
 }
 
-void vcpu_conn_free_request(VcpuRequest *request) { plugvisor__plugin__vcpu_request__free_unpacked(request, NULL); }
+void vcpu_conn_free_request(struct vcpu *v, VcpuRequest *request) {
+  plugvisor__plugin__vcpu_request__free_unpacked(request, &v->allocator);
+  v->arena_used = 0;
+}
 
 static enum vcpu_serve fail(struct vcpu *v, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static enum vcpu_serve fail(struct vcpu *v, const char *format, ...) {
@@ -137,7 +185,21 @@ static enum vcpu_serve write_all(struct vcpu *v, const uint8_t *bytes, size_t le
   return VCPU_SERVE_ANSWERED;
 }
 
-/* Encodes `response` behind its varint32 length and writes it. */
+/*
+ * Packs `response` after LENGTH_PREFIX_MAX bytes of the response buffer (which
+ * must hold it), puts its varint32 length right in front, and writes both.
+ */
+static enum vcpu_serve pack_and_send(struct vcpu *v, const VcpuResponse *response) {
+  uint8_t *message = v->response_buf + LENGTH_PREFIX_MAX;
+  size_t size = plugvisor__plugin__vcpu_response__pack(response, message);
+  size_t prefix = 1;
+  for (size_t rest = size >> 7; rest > 0; rest >>= 7) prefix++;
+  uint8_t *start = message - prefix;
+  for (size_t i = 0, rest = size; i < prefix; i++, rest >>= 7) start[i] = (uint8_t)((rest & 0x7f) | (i + 1 < prefix ? 0x80 : 0));
+  return write_all(v, start, prefix + size);
+}
+
+/* Encodes any response (sized first: answers such as get_msrs have no bound) and writes it. */
 static enum vcpu_serve send_response(struct vcpu *v, const VcpuResponse *response) {
   size_t size = plugvisor__plugin__vcpu_response__get_packed_size(response);
   if (size > UINT32_MAX - LENGTH_PREFIX_MAX) return fail(v, "a VCPU response of %zu bytes is too large", size);
@@ -150,22 +212,15 @@ static enum vcpu_serve send_response(struct vcpu *v, const VcpuResponse *respons
     v->response_buf = grown;
     v->response_capacity = capacity;
   }
-  size_t prefix = 0;
-  for (size_t rest = size; ; rest >>= 7) {
-    uint8_t byte = rest & 0x7f;
-    if (rest > 0x7f) byte |= 0x80;
-    v->response_buf[prefix++] = byte;
-    if (rest <= 0x7f) break;
-  }
-  plugvisor__plugin__vcpu_response__pack(response, v->response_buf + prefix);
-  return write_all(v, v->response_buf, prefix + size);
+  return pack_and_send(v, response);
 }
 
+/* A wait is bounded (WAIT_MAX), and the buffer never smaller: packed without sizing. */
 static enum vcpu_serve send_wait(struct vcpu *v, VcpuWait *reason) {
   VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
   response.message_case = VRESP(WAIT);
   response.wait = reason;
-  return send_response(v, &response);
+  return pack_and_send(v, &response);
 }
 
 /*
@@ -441,7 +496,7 @@ static enum vcpu_serve enable_capability(struct vcpu *v, const Plugvisor__Plugin
 
 /* Every VcpuRequest, in one place. */
 enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t length, VcpuRequest **resume) {
-  VcpuRequest *request = plugvisor__plugin__vcpu_request__unpack(NULL, length, bytes);
+  VcpuRequest *request = plugvisor__plugin__vcpu_request__unpack(&v->allocator, length, bytes);
   if (!request) {
     vcpu_log(v, VCPU_LOG_WARN, "malformed VCPU request (%zu bytes); answered EINVAL", length);
     VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
@@ -483,7 +538,7 @@ enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t le
       default: result = send_failure(v, ENOTTY, which); break; /* a member added to the .proto but not here */
     }
   }
-  vcpu_conn_free_request(request);
+  vcpu_conn_free_request(v, request);
   return result;
 }
 

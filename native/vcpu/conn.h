@@ -34,7 +34,7 @@ enum vcpu_serve {
  * plugin's first `wait`; every other reason is pushed at once), then serves
  * its requests until it resumes or something ends the conversation. On
  * VCPU_SERVE_RESUME, *resume is the plugin's message: the caller applies it and
- * frees it with vcpu_conn_free_request.
+ * frees it with vcpu_conn_free_request before the next request is read.
  */
 enum vcpu_serve vcpu_conn_stop(struct vcpu *v, VcpuWait *reason, VcpuRequest **resume);
 
@@ -44,7 +44,7 @@ enum vcpu_serve vcpu_conn_push(struct vcpu *v, VcpuWait *reason);
 /* Decodes and handles one request of `length` bytes, as read from the plugin's pipe. */
 enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t length, VcpuRequest **resume);
 
-void vcpu_conn_free_request(VcpuRequest *request);
+void vcpu_conn_free_request(struct vcpu *v, VcpuRequest *request);
 
 /* Applies a resume (loop.c): its non-empty register sets, then its data to a pending read. */
 void vcpu_apply_resume(struct vcpu *v, const VcpuResume *resume);

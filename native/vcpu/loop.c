@@ -111,7 +111,7 @@ static bool after_stop(struct vcpu *v, enum vcpu_serve served, VcpuRequest *resu
     case VCPU_SERVE_RESUME:
       if (resume) {
         vcpu_apply_resume(v, resume->resume);
-        vcpu_conn_free_request(resume);
+        vcpu_conn_free_request(v, resume);
       }
       return true;
     case VCPU_SERVE_SHUTDOWN: return end(out, false, "shut down on request");

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <protobuf-c/protobuf-c.h>
+
 #include "config.h"
 
 struct kvm_run;
@@ -65,6 +67,9 @@ struct vcpu {
   uint8_t *request_buf;   /* VCPU_REQUEST_MAX bytes */
   uint8_t *response_buf;
   size_t response_capacity;
+  uint8_t *arena;     /* where a request decodes (conn.c) */
+  size_t arena_used;
+  ProtobufCAllocator allocator;
   char failure[VCPU_MESSAGE_MAX]; /* why the conversation failed (VCPU_SERVE_FAILED) */
 };
 

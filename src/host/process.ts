@@ -17,7 +17,7 @@ import {
 } from '../protocol/gen/plugin.js';
 import { mainFailure, type MainRequestCase } from '../protocol/responses.js';
 import { encodeMessage } from '../protocol/framing.js';
-import { decodeStrict, leadingMessageField, messageDescriptor } from '../protocol/strict.js';
+import { decodeStrict, leadingMessageField, messageShape } from '../protocol/strict.js';
 import { errno, RequestError } from '../errno.js';
 import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
@@ -286,7 +286,7 @@ export class PluginProcess {
         // Descriptors beyond MAX_REQUEST_FDS are not malformed: the kernel
         // closed the extra ones, and the request is served with those that
         // arrived (and closes them too).
-        request = decodeStrict(MainRequest, messageDescriptor('MainRequest'), this.requestBuffer.subarray(0, received.bytes));
+        request = decodeStrict(MainRequest, messageShape('MainRequest'), this.requestBuffer.subarray(0, received.bytes));
       } catch (e) {
         for (const f of received.fds) native.close(f);
         this.log.warn(`connection ${fd}: malformed request (${e instanceof Error ? e.message : String(e)}); dropping it`);
@@ -505,7 +505,7 @@ function sendWhole(fd: number, response: MainResponse, fds: readonly number[]): 
 /** The MainRequest member whose tag starts `bytes`, if it starts with one. */
 function leadingMember(bytes: Uint8Array): MainRequestCase | undefined {
   // The descriptor's field names are the generated oneof's case names (both lowerCamelCase).
-  return leadingMessageField(messageDescriptor('MainRequest'), bytes)?.localName as MainRequestCase | undefined;
+  return leadingMessageField(messageShape('MainRequest'), bytes)?.localName as MainRequestCase | undefined;
 }
 
 function ok(message: MainResponse['message'], fds: readonly number[] = [], closeAfterSend: readonly number[] = []): Reply {

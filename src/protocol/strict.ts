@@ -1,7 +1,7 @@
 /**
  * Strict decoding of messages from an untrusted peer: the bytes are checked
- * against the message's descriptor (from plugin.proto) before the generated
- * decoder reads them.
+ * against the message's shape (plugin.proto's descriptor, as generated data:
+ * shape.ts) before the generated decoder reads them.
  *
  * Why by hand: ts-proto's generated `decode` is lenient, and so is the
  * BinaryReader of @bufbuild/protobuf under it. The generated loop ends a
@@ -24,10 +24,9 @@
  * sign-extended 32-bit value for int32 and enums). Unknown fields are allowed
  * (that is how a request with no known member reaches ENOTTY).
  */
-import { createFileRegistry, fromBinary, ScalarType, type DescField, type DescMessage, type FileRegistry } from '@bufbuild/protobuf';
-import { FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
-import { PLUGIN_DESCRIPTOR_SET } from './gen/descriptor.js';
 import type { MessageFns } from './gen/plugin.js';
+import { PLUGIN_SHAPES } from './gen/shapes.js';
+import { linkShapes, Scalar, type FieldShape, type MessageShape } from './shape.js';
 
 /** A message from a peer that is not well-formed protobuf of its type. */
 export class MalformedMessageError extends Error {
@@ -42,28 +41,28 @@ const I32 = 5;
 /** The schema's messages nest at most a few deep; this only bounds a corrupt descriptor. */
 const MAX_DEPTH = 32;
 
-let registry: FileRegistry | undefined;
+let shapes: ReadonlyMap<string, MessageShape> | undefined;
 
-/** The descriptor of plugin.proto's message `name` (e.g. 'MainRequest'); parsed on first use. */
-export function messageDescriptor(name: string): DescMessage {
-  registry ??= createFileRegistry(fromBinary(FileDescriptorSetSchema, Buffer.from(PLUGIN_DESCRIPTOR_SET, 'base64')));
-  const desc = registry.getMessage(`plugvisor.plugin.${name}`);
-  if (desc === undefined) throw new Error(`plugin.proto has no message ${name}`);
-  return desc;
+/** The shape of plugin.proto's message `name` (e.g. 'MainRequest'), from the generated table. */
+export function messageShape(name: string): MessageShape {
+  shapes ??= linkShapes(PLUGIN_SHAPES);
+  const shape = shapes.get(`plugvisor.plugin.${name}`);
+  if (shape === undefined) throw new Error(`plugin.proto has no message ${name}`);
+  return shape;
 }
 
 /** Throws a {@link MalformedMessageError} unless `bytes` is exactly one well-formed `desc` message. */
-export function checkWellFormed(desc: DescMessage, bytes: Uint8Array): void {
+export function checkWellFormed(desc: MessageShape, bytes: Uint8Array): void {
   checkMessage(desc, bytes, 0, bytes.length, 0);
 }
 
 /** Decodes `bytes` with the generated `type` after {@link checkWellFormed}. */
-export function decodeStrict<T>(type: MessageFns<T>, desc: DescMessage, bytes: Uint8Array): T {
+export function decodeStrict<T>(type: MessageFns<T>, desc: MessageShape, bytes: Uint8Array): T {
   checkWellFormed(desc, bytes);
   return type.decode(bytes);
 }
 
-function malformed(desc: DescMessage, at: number, what: string): MalformedMessageError {
+function malformed(desc: MessageShape, at: number, what: string): MalformedMessageError {
   return new MalformedMessageError(`${desc.name} at byte ${at}: ${what}`);
 }
 
@@ -73,7 +72,7 @@ interface Varint {
   end: number;
 }
 
-function readVarint(desc: DescMessage, bytes: Uint8Array, pos: number, end: number): Varint {
+function readVarint(desc: MessageShape, bytes: Uint8Array, pos: number, end: number): Varint {
   let value = 0n;
   for (let i = 0; ; i++) {
     if (pos + i >= end) throw malformed(desc, pos, 'varint runs past the end');
@@ -85,7 +84,7 @@ function readVarint(desc: DescMessage, bytes: Uint8Array, pos: number, end: numb
   }
 }
 
-function checkMessage(desc: DescMessage, bytes: Uint8Array, start: number, end: number, depth: number): void {
+function checkMessage(desc: MessageShape, bytes: Uint8Array, start: number, end: number, depth: number): void {
   if (depth > MAX_DEPTH) throw malformed(desc, start, 'messages nested too deep');
   let pos = start;
   while (pos < end) {
@@ -102,18 +101,18 @@ function checkMessage(desc: DescMessage, bytes: Uint8Array, start: number, end: 
 }
 
 /** The end of a length-delimited payload starting at `pos` (after checking it fits). */
-function payloadEnd(desc: DescMessage, bytes: Uint8Array, pos: number, end: number): { start: number; end: number } {
+function payloadEnd(desc: MessageShape, bytes: Uint8Array, pos: number, end: number): { start: number; end: number } {
   const length = readVarint(desc, bytes, pos, end);
   if (length.value > BigInt(end - length.end)) throw malformed(desc, pos, `length ${length.value} passes the end of its message`);
   return { start: length.end, end: length.end + Number(length.value) };
 }
 
-function fixedEnd(desc: DescMessage, pos: number, end: number, size: number): number {
+function fixedEnd(desc: MessageShape, pos: number, end: number, size: number): number {
   if (pos + size > end) throw malformed(desc, pos, `${size}-byte value runs past the end`);
   return pos + size;
 }
 
-function skipUnknown(desc: DescMessage, bytes: Uint8Array, pos: number, end: number, wireType: number, tagAt: number): number {
+function skipUnknown(desc: MessageShape, bytes: Uint8Array, pos: number, end: number, wireType: number, tagAt: number): number {
   switch (wireType) {
     case VARINT:
       return readVarint(desc, bytes, pos, end).end;
@@ -129,8 +128,8 @@ function skipUnknown(desc: DescMessage, bytes: Uint8Array, pos: number, end: num
 }
 
 function checkField(
-  desc: DescMessage,
-  field: DescField,
+  desc: MessageShape,
+  field: FieldShape,
   bytes: Uint8Array,
   pos: number,
   end: number,
@@ -147,7 +146,7 @@ function checkField(
     return payload.end;
   }
   if (kind === 'map') throw wrong(); // plugin.proto has no maps
-  const scalar = kind === 'enum' ? ScalarType.INT32 : field.scalar!;
+  const scalar = kind === 'enum' ? Scalar.INT32 : field.scalar!;
   const expected = scalarWireType(scalar);
   if (wireType === expected) return checkScalar(desc, field, scalar, bytes, pos, end, tagAt);
   // A repeated number may come packed: one payload of elements back to back.
@@ -159,18 +158,18 @@ function checkField(
   throw wrong();
 }
 
-function scalarWireType(scalar: ScalarType): number {
+function scalarWireType(scalar: number): number {
   switch (scalar) {
-    case ScalarType.DOUBLE:
-    case ScalarType.FIXED64:
-    case ScalarType.SFIXED64:
+    case Scalar.DOUBLE:
+    case Scalar.FIXED64:
+    case Scalar.SFIXED64:
       return I64;
-    case ScalarType.FLOAT:
-    case ScalarType.FIXED32:
-    case ScalarType.SFIXED32:
+    case Scalar.FLOAT:
+    case Scalar.FIXED32:
+    case Scalar.SFIXED32:
       return I32;
-    case ScalarType.STRING:
-    case ScalarType.BYTES:
+    case Scalar.STRING:
+    case Scalar.BYTES:
       return LEN;
     default:
       return VARINT;
@@ -180,7 +179,7 @@ function scalarWireType(scalar: ScalarType): number {
 const INT32_NEGATIVE_MIN = (1n << 64n) - (1n << 31n);
 
 /** Checks one value of `scalar` at `pos`; returns the position after it. */
-function checkScalar(desc: DescMessage, field: DescField, scalar: ScalarType, bytes: Uint8Array, pos: number, end: number, at: number): number {
+function checkScalar(desc: MessageShape, field: FieldShape, scalar: number, bytes: Uint8Array, pos: number, end: number, at: number): number {
   switch (scalarWireType(scalar)) {
     case I64:
       return fixedEnd(desc, pos, end, 8);
@@ -188,7 +187,7 @@ function checkScalar(desc: DescMessage, field: DescField, scalar: ScalarType, by
       return fixedEnd(desc, pos, end, 4);
     case LEN: {
       const payload = payloadEnd(desc, bytes, pos, end);
-      if (scalar === ScalarType.STRING) {
+      if (scalar === Scalar.STRING) {
         try {
           new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(payload.start, payload.end));
         } catch {
@@ -200,9 +199,9 @@ function checkScalar(desc: DescMessage, field: DescField, scalar: ScalarType, by
   }
   const { value, end: after } = readVarint(desc, bytes, pos, end);
   const fits =
-    scalar === ScalarType.UINT32 || scalar === ScalarType.SINT32
+    scalar === Scalar.UINT32 || scalar === Scalar.SINT32
       ? value <= 0xffffffffn
-      : scalar === ScalarType.INT32
+      : scalar === Scalar.INT32
         ? value <= 0x7fffffffn || value >= INT32_NEGATIVE_MIN
         : true;
   if (!fits) throw malformed(desc, at, `field ${field.name}: ${value} does not fit its type`);
@@ -214,7 +213,7 @@ function checkScalar(desc: DescMessage, field: DescField, scalar: ScalarType, by
  * cut short (too large to read whole) was asking for, so that it can still be
  * answered with its member. Only the tag is read.
  */
-export function leadingMessageField(desc: DescMessage, bytes: Uint8Array): DescField | undefined {
+export function leadingMessageField(desc: MessageShape, bytes: Uint8Array): FieldShape | undefined {
   let tag;
   try {
     tag = readVarint(desc, bytes, 0, bytes.length);

@@ -31,7 +31,8 @@ import { errno } from '../../src/errno.js';
 import { Connection } from '../../src/plugin/index.js';
 import { MainRequest, MainResponse, VcpuRequest, VcpuResponse } from '../../src/protocol/gen/plugin.js';
 import { DelimitedStream } from '../../src/protocol/framing.js';
-import { checkWellFormed, messageDescriptor } from '../../src/protocol/strict.js';
+import { checkWellFormed } from '../../src/protocol/strict.js';
+import { messageDescriptor } from '../support/descriptor.js';
 import { Random, breakMessage, mutate, randomMessage } from '../fuzz/generate.js';
 
 const [seedArg, budgetArg] = process.argv.slice(2);

@@ -1084,9 +1084,12 @@ API_EXPORT int crosvm_get_vcpu(struct crosvm *self, uint32_t cpu_id,
 /* VCPU connection */
 
 static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req) {
-  size_t len;
-  uint8_t *buf = pack_message(&req->base, &len);
+  /* The usual request (a resume after an exit) fits on the stack: no malloc on the exit path. */
+  uint8_t small[1024];
+  size_t len = protobuf_c_message_get_packed_size(&req->base);
+  uint8_t *buf = len <= sizeof small ? small : malloc(len);
   if (!buf) return -ENOMEM;
+  protobuf_c_message_pack(&req->base, buf);
   size_t done = 0;
   int rc = 0;
   while (done < len) {
@@ -1098,7 +1101,7 @@ static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req) {
     }
     done += (size_t)n;
   }
-  free(buf);
+  if (buf != small) free(buf);
   return rc;
 }
 
