@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
 import { C, native, isErrnoError } from '../src/native/index.js';
-import { Kvm, Vm, Vcpu, RegsView, SregsView, DebugregsView } from '../src/kvm/index.js';
+import { Kvm, VmFd, VcpuFd, RegsView, SregsView, DebugregsView } from '../src/kvm/index.js';
 import { queryCpuid2, queryMsrIndexList } from '../src/kvm/ioctl.js';
 import { assemble } from './support/asm.js';
 import { needsKvm } from './support/kvm.js';
@@ -18,10 +18,10 @@ const TSS_ADDR = 0xfffbd000;
 /** One test VM: /dev/kvm, the VM, its memory mappings and VCPUs, all freed by close(). */
 class TestVm {
   readonly kvm = Kvm.open();
-  readonly vm: Vm;
+  readonly vm: VmFd;
   readonly mmapSize: number;
   private readonly mappings: { address: bigint; size: number }[] = [];
-  private readonly vcpus: Vcpu[] = [];
+  private readonly vcpus: VcpuFd[] = [];
 
   constructor(opts: { irqchip?: boolean } = {}) {
     this.vm = this.kvm.createVm();
@@ -52,8 +52,8 @@ class TestVm {
   }
 
   /** A VCPU in real mode with cs = 0 and ip = ENTRY. */
-  realModeVcpu(id = 0): Vcpu {
-    const vcpu = new Vcpu(this.vm.createVcpu(id), this.mmapSize);
+  realModeVcpu(id = 0): VcpuFd {
+    const vcpu = new VcpuFd(this.vm.createVcpu(id), this.mmapSize);
     this.vcpus.push(vcpu);
     setRealMode(vcpu);
     return vcpu;
@@ -67,7 +67,7 @@ class TestVm {
   }
 }
 
-function setRealMode(vcpu: Vcpu): void {
+function setRealMode(vcpu: VcpuFd): void {
   const sregs = new SregsView(vcpu.getSregs());
   for (const name of ['cs', 'ds', 'es', 'ss'] as const) {
     sregs.segment(name).base = 0n;
@@ -82,7 +82,7 @@ function setRealMode(vcpu: Vcpu): void {
 }
 
 /** Runs until an exit that is not an IO exit to a port in `passPorts`; bounded. */
-function runToExit(vcpu: Vcpu, passPorts: readonly number[] = []): number {
+function runToExit(vcpu: VcpuFd, passPorts: readonly number[] = []): number {
   for (let i = 0; i < 10_000; i++) {
     assert.equal(vcpu.run(), true, 'KVM_RUN was interrupted');
     const reason = vcpu.exitReason;
@@ -634,9 +634,9 @@ import(workerData.nativeUrl).then(({ native }) => {
 const KICK_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 (async () => {
-  const { Vcpu, RegsView, SregsView } = await import(workerData.kvmUrl);
+  const { VcpuFd, RegsView, SregsView } = await import(workerData.kvmUrl);
   const { native } = await import(workerData.nativeUrl);
-  const vcpu = new Vcpu(workerData.fd, workerData.mmapSize);
+  const vcpu = new VcpuFd(workerData.fd, workerData.mmapSize);
   try {
     const sregs = new SregsView(vcpu.getSregs());
     sregs.cs.base = 0n;

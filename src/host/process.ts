@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
-import type { CpuidEntry2, Kvm, Vm } from '../kvm/index.js';
+import type { CpuidEntry2, Kvm, VmFd } from '../kvm/index.js';
 import {
   AddressSpace,
   type CpuidEntry,
@@ -90,8 +90,8 @@ interface Connection {
 /** Getter and setter of one VM-wide kernel state, by protocol StateSet. */
 interface VmStateAccess {
   size: number;
-  get(vm: Vm): Uint8Array;
-  set(vm: Vm, bytes: Uint8Array): void;
+  get(vm: VmFd): Uint8Array;
+  set(vm: VmFd, bytes: Uint8Array): void;
 }
 
 const VM_STATE_SETS: ReadonlyMap<number, VmStateAccess> = new Map([
@@ -128,7 +128,7 @@ export class PluginProcess {
 
   constructor(
     private readonly kvm: Kvm,
-    private readonly vm: Vm,
+    private readonly vm: VmFd,
     vcpuCount: number,
     private readonly log: Log,
     private readonly pluginLog: LineSink,

@@ -1,5 +1,5 @@
 /**
- * Internal helpers shared by Kvm, Vm and Vcpu: ioctl calls whose errors name
+ * Internal helpers shared by Kvm, VmFd and VcpuFd: ioctl calls whose errors name
  * the ioctl, fixed-size state structs in and out, and growing CPUID buffers.
  * Not part of the public API (src/kvm/index.ts does not re-export it).
  */

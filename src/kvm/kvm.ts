@@ -4,7 +4,7 @@
 import { C, isErrnoError, native, type ErrnoError } from '../native/index.js';
 import { ioctlValue, queryCpuid2, queryMsrIndexList } from './ioctl.js';
 import type { CpuidEntry2 } from './structs.js';
-import { Vm } from './vm.js';
+import { VmFd } from './vm.js';
 import { errno } from '../errno.js';
 
 export type { CpuidEntry2 } from './structs.js';
@@ -101,10 +101,10 @@ export class Kvm {
    * when a signal interrupts it"). A node process has hundreds of mappings,
    * so the window is wide. Nothing was created, so trying again is safe.
    */
-  createVm(): Vm {
+  createVm(): VmFd {
     for (;;) {
       try {
-        return new Vm(ioctlValue(this.fd, C.KVM_CREATE_VM, 'KVM_CREATE_VM', 0));
+        return new VmFd(ioctlValue(this.fd, C.KVM_CREATE_VM, 'KVM_CREATE_VM', 0));
       } catch (e) {
         if (!isErrnoError(e) || e.errno !== errno.EINTR) throw e;
       }

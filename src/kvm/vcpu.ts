@@ -44,7 +44,7 @@ export interface MmioExit {
 }
 
 /** A KVM VCPU and its kvm_run mapping. */
-export class Vcpu {
+export class VcpuFd {
   /** The VCPU file descriptor. */
   readonly fd: number;
   /** The whole mapping (kvm_run first), shared with the kernel. */

@@ -20,7 +20,7 @@ import {
   viewOf,
 } from './structs.js';
 
-/** Argument of {@link Vm.setUserMemoryRegion} (struct kvm_userspace_memory_region). */
+/** Argument of {@link VmFd.setUserMemoryRegion} (struct kvm_userspace_memory_region). */
 export interface UserMemoryRegion {
   /** The slot number (the VM's slots are numbered from 0). */
   slot: number;
@@ -34,7 +34,7 @@ export interface UserMemoryRegion {
   userspaceAddr: bigint;
 }
 
-/** Argument of {@link Vm.ioeventfd} (struct kvm_ioeventfd). */
+/** Argument of {@link VmFd.ioeventfd} (struct kvm_ioeventfd). */
 export interface IoEventFd {
   /** The eventfd to signal. */
   fd: number;
@@ -50,7 +50,7 @@ export interface IoEventFd {
   deassign?: boolean;
 }
 
-/** Argument of {@link Vm.irqfd} (struct kvm_irqfd). */
+/** Argument of {@link VmFd.irqfd} (struct kvm_irqfd). */
 export interface IrqFd {
   /** The eventfd whose signal raises `gsi`. */
   fd: number;
@@ -62,7 +62,7 @@ export interface IrqFd {
   deassign?: boolean;
 }
 
-/** One GSI route of {@link Vm.setGsiRouting} (struct kvm_irq_routing_entry). */
+/** One GSI route of {@link VmFd.setGsiRouting} (struct kvm_irq_routing_entry). */
 export type GsiRoute =
   | {
       /** The interrupt line being routed. */
@@ -99,7 +99,7 @@ function irqchipStateSize(chipId: number, syscall: string): number {
 }
 
 /** A KVM VM. */
-export class Vm {
+export class VmFd {
   /** The VM file descriptor. */
   readonly fd: number;
   private closed = false;
@@ -281,7 +281,7 @@ export class Vm {
     return bitmap.subarray(0, Math.ceil(pages / 8));
   }
 
-  /** KVM_CREATE_VCPU: returns the new VCPU's fd (wrap it in a Vcpu). */
+  /** KVM_CREATE_VCPU: returns the new VCPU's fd (wrap it in a VcpuFd). */
   createVcpu(id: number): number {
     return ioctlValue(this.fd, C.KVM_CREATE_VCPU, 'KVM_CREATE_VCPU', id);
   }
