@@ -5,8 +5,8 @@
  * This file holds no protocol and no policy: one small function per system
  * call, argument checks with clear TypeErrors, and errno turned into a JS
  * Error (addon.c). Numbers from kernel and libc headers are exported as
- * `constants`, computed here by the C compiler. src/native/index.ts is the
- * typed contract.
+ * `constants`, and struct layouts as `layouts` (layouts.c), computed by the C
+ * compiler. src/native/index.ts is the typed contract.
  */
 #include <node_api.h>
 #include <uv.h>
@@ -43,6 +43,7 @@
 #include <netinet/in.h>
 
 #include "addon.h"
+#include "layouts.h"
 #include "vcpu/kick.h"
 #include "vcpus.h"
 
@@ -1020,6 +1021,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value constants_object = make_constants(env);
   if (!constants_object) return NULL;
   CHECK(napi_set_named_property(env, exports, "constants", constants_object));
+  napi_value layouts_object = make_layouts(env);
+  if (!layouts_object) return NULL;
+  CHECK(napi_set_named_property(env, exports, "layouts", layouts_object));
   return exports;
 }
 

@@ -161,7 +161,7 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     // EINTR here (the kernel gives up registering the VM's MMU notifier when
     // a signal is pending); the spacing leaves the thread time to run.
     native.installKickHandler();
-    const stop = new SharedArrayBuffer(4);
+    const stop = new SharedArrayBuffer(8);
     const worker = new Worker(SIGNAL_STORM_WORKER, {
       eval: true,
       workerData: { tid: native.gettid(), stop, nativeUrl: new URL('../src/native/index.js', import.meta.url).href },
@@ -172,9 +172,14 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     });
     const kvm = Kvm.open();
     try {
-      // Let the storm begin before the first attempt.
-      await new Promise((r) => setTimeout(r, 100));
-      for (let i = 0; i < 20; i++) kvm.createVm().close();
+      // Let the storm begin before the first attempt (a worker can take a
+      // while to start on a busy machine), and last while the VMs are made.
+      const counter = new Int32Array(stop);
+      for (let waited = 0; Atomics.load(counter, 1) === 0 && waited < 20_000; waited += 10) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const until = Date.now() + 10_000;
+      for (let i = 0; i < 20 || (Atomics.load(counter, 1) <= 100 && Date.now() < until); i++) kvm.createVm().close();
     } finally {
       Atomics.store(new Int32Array(stop), 0, 1);
       kvm.close();
@@ -611,7 +616,10 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
 // The worker: wraps the VCPU fd made by the main thread, sets it up, registers
 // itself as the kick target, then runs twice: once kicked while in the guest,
 // once kicked before it even entered KVM_RUN (immediate_exit already set).
-/** Kicks thread workerData.tid every ~20 µs until workerData.stop is set; reports how many signals it sent. */
+/**
+ * Kicks thread workerData.tid every ~20 µs until word 0 of workerData.stop is
+ * set, counting the signals sent in word 1; reports how many it sent.
+ */
 const SIGNAL_STORM_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 import(workerData.nativeUrl).then(({ native }) => {
@@ -621,6 +629,7 @@ import(workerData.nativeUrl).then(({ native }) => {
     try {
       native.kick(workerData.tid);
       sent++;
+      Atomics.store(stop, 1, sent);
     } catch {
       // EAGAIN: the queue of real-time signals is full.
     }

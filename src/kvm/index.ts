@@ -6,3 +6,4 @@ export { Kvm } from './kvm.js';
 export { VmFd, type GsiRoute, type IoEventFd, type IrqFd, type UserMemoryRegion } from './vm.js';
 export { VcpuFd, type IoExit, type MmioExit } from './vcpu.js';
 export * from './structs.js';
+export * from './views.js';

@@ -5,11 +5,15 @@
  * Every call that fails throws an {@link ErrnoError} carrying the errno, except
  * where a doc comment below says it returns -1 for EAGAIN (non-blocking use).
  * Numbers that come from kernel headers (ioctl numbers, struct sizes and field
- * offsets) are exported by the addon itself as `constants`, computed by the C
- * compiler from <linux/kvm.h>, so TypeScript never hard-codes them.
+ * offsets) are exported by the addon itself as `constants` and `layouts`,
+ * computed by the C compiler from <linux/kvm.h>, so TypeScript never
+ * hard-codes them.
  */
 import { createRequire } from 'node:module';
 import { addonPath, NATIVE_FIX, NativePartsError } from './locate.js';
+import type { Layouts } from './layouts.js';
+
+export { LAYOUT_FIELDS, type Layout, type LayoutName, type Layouts } from './layouts.js';
 
 /** An error from a system call: `errno` is the positive errno value. */
 export interface ErrnoError extends Error {
@@ -155,6 +159,8 @@ export interface VcpuSet {
 
 export interface Native {
   readonly constants: Constants;
+  /** The KVM structs that TypeScript builds or reads field by field: sizes and field offsets. */
+  readonly layouts: Layouts;
 
   open(path: string, flags: number): number;
   close(fd: number): void;

@@ -69,8 +69,8 @@ export type MainRequest = GeneratedMainRequest;
 export type MainResponse = GeneratedMainResponse;
 
 // Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
-export { DebugregsView, DtableView, REG_NAMES, RegsView, SegmentView, SregsView, type SegmentName } from '../kvm/structs.js';
-export type { RegName } from '../kvm/structs.js';
+export { DebugregsView, DtableView, RegsView, SegmentView, SregsView, StructView, type SegmentName } from '../kvm/views.js';
+export { REG_NAMES, type RegName } from '../kvm/structs.js';
 
 /** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */
 export function kvmConstants(): typeof native.constants {
