@@ -9,4 +9,17 @@ export type { LineSink } from './host/lines.js';
 export type { NetOptions } from './host/net.js';
 export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
 export { Kvm, VmFd, VcpuFd } from './kvm/index.js';
-export type { CpuidEntry2, GsiRoute, IoEventFd, IoExit, IrqFd, MmioExit, UserMemoryRegion } from './kvm/index.js';
+export type {
+  CpuidEntry2,
+  FailEntryExit,
+  GsiRoute,
+  InternalErrorExit,
+  IoEventFd,
+  IoExit,
+  IrqFd,
+  MmioExit,
+  OtherExit,
+  PlainExit,
+  UserMemoryRegion,
+  VcpuExit,
+} from './kvm/index.js';

@@ -4,6 +4,7 @@
  */
 export { Kvm } from './kvm.js';
 export { VmFd, type GsiRoute, type IoEventFd, type IrqFd, type UserMemoryRegion } from './vm.js';
-export { VcpuFd, type IoExit, type MmioExit } from './vcpu.js';
+export { VcpuFd } from './vcpu.js';
+export type { FailEntryExit, InternalErrorExit, IoExit, MmioExit, OtherExit, PlainExit, VcpuExit } from './exit.js';
 export * from './structs.js';
 export * from './views.js';

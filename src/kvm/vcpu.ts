@@ -1,9 +1,10 @@
 /**
- * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl,
- * plus allocation-free access to the exit data in its kvm_run mapping.
+ * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl;
+ * KVM_RUN's exits come typed (exit.ts).
  */
 import { errno } from '../errno.js';
 import { C, isErrnoError, native } from '../native/index.js';
+import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
 import { getStruct, ioctlBytes, queryCpuid2, rethrowWithContext, setStruct } from './ioctl.js';
 import {
   allocBytes,
@@ -17,40 +18,13 @@ import {
   type CpuidEntry2,
 } from './structs.js';
 
-/** The port-IO exit data of kvm_run (KVM_EXIT_IO). */
-export interface IoExit {
-  /** KVM_EXIT_IO_IN (0) or KVM_EXIT_IO_OUT (1). */
-  direction: number;
-  /** Bytes per element: 1, 2 or 4. */
-  size: number;
-  /** The I/O port. */
-  port: number;
-  /** Elements (more than 1 for `rep ins/outs`). */
-  count: number;
-  /** Offset in kvm_run of the `size * count` data bytes. */
-  dataOffset: number;
-}
-
-/** The MMIO exit data of kvm_run (KVM_EXIT_MMIO). */
-export interface MmioExit {
-  /** The guest physical address of the access. */
-  physAddr: bigint;
-  /** Access width in bytes (at most 8). */
-  len: number;
-  /** True for a write by the guest. */
-  isWrite: boolean;
-  /** Offset in kvm_run of the 8-byte data: written bytes, or where a read's value goes. */
-  dataOffset: number;
-}
-
 /** A KVM VCPU and its kvm_run mapping. */
 export class VcpuFd {
   /** The VCPU file descriptor. */
   readonly fd: number;
   /** The whole mapping (kvm_run first), shared with the kernel. */
-  readonly kvmRun: DataView;
-  /** The same mapping as bytes. */
-  readonly kvmRunBytes: Uint8Array<ArrayBuffer>;
+  private readonly kvmRun: DataView;
+  private readonly exits: ExitDecoder;
   private readonly mmapSize: number;
   private readonly runAddress: bigint;
   /** Thread id that registered this kvm_run as its kick target, or 0. */
@@ -68,31 +42,26 @@ export class VcpuFd {
     this.runAddress = native.mmap(mmapSize, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0);
     const ab = native.arrayBufferAt(this.runAddress, mmapSize);
     this.kvmRun = new DataView(ab);
-    this.kvmRunBytes = new Uint8Array(ab);
+    this.exits = new ExitDecoder(this.kvmRun, new Uint8Array(ab));
   }
 
   // -------------------------------------------------------------------------
   // running
 
   /**
-   * KVM_RUN. True when the VCPU exited with a reason (see {@link exitReason});
-   * false when it was interrupted (EINTR: a signal, or `immediate_exit` set
-   * by a kick; call {@link clearImmediateExit} before running again). Other
-   * errors throw.
+   * KVM_RUN: runs the guest until it exits, and says why. A signal or a kick
+   * (`immediate_exit`) makes it return an `intr` exit (EINTR); call
+   * {@link clearImmediateExit} before running again. Other errors throw. The
+   * exit is valid until the next run (see exit.ts).
    */
-  run(): boolean {
+  run(): VcpuExit {
     try {
       native.ioctl(this.fd, C.KVM_RUN, 0);
-      return true;
     } catch (e) {
-      if (isErrnoError(e) && e.errno === errno.EINTR) return false;
+      if (isErrnoError(e) && e.errno === errno.EINTR) return INTERRUPTED;
       rethrowWithContext(e, 'KVM_RUN');
     }
-  }
-
-  /** kvm_run.exit_reason (KVM_EXIT_*). */
-  get exitReason(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_EXIT_REASON, true);
+    return this.exits.decode();
   }
 
   /** kvm_run.immediate_exit != 0 (set by a kick). */
@@ -114,69 +83,6 @@ export class VcpuFd {
   registerKickTarget(): void {
     native.setKickTarget(this.runAddress);
     this.kickTid = native.gettid();
-  }
-
-  // -------------------------------------------------------------------------
-  // exit data, allocation-free
-
-  /** KVM_EXIT_IO: kvm_run.io.direction (KVM_EXIT_IO_IN / KVM_EXIT_IO_OUT). */
-  get ioDirection(): number {
-    return this.kvmRun.getUint8(C.KVM_RUN_IO_DIRECTION);
-  }
-  /** KVM_EXIT_IO: bytes per element. */
-  get ioSize(): number {
-    return this.kvmRun.getUint8(C.KVM_RUN_IO_SIZE);
-  }
-  /** KVM_EXIT_IO: the port. */
-  get ioPort(): number {
-    return this.kvmRun.getUint16(C.KVM_RUN_IO_PORT, true);
-  }
-  /** KVM_EXIT_IO: number of elements. */
-  get ioCount(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_IO_COUNT, true);
-  }
-  /** KVM_EXIT_IO: offset of the data in the mapping (a u64 in kvm_run). */
-  get ioDataOffset(): number {
-    const lo = this.kvmRun.getUint32(C.KVM_RUN_IO_DATA_OFFSET, true);
-    const hi = this.kvmRun.getUint32(C.KVM_RUN_IO_DATA_OFFSET + 4, true);
-    return hi * 0x1_0000_0000 + lo;
-  }
-  /** KVM_EXIT_MMIO: guest physical address (a bigint, so not allocation-free for large values). */
-  get mmioPhysAddr(): bigint {
-    return this.kvmRun.getBigUint64(C.KVM_RUN_MMIO_PHYS_ADDR, true);
-  }
-  /** KVM_EXIT_MMIO: access width in bytes. */
-  get mmioLen(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_MMIO_LEN, true);
-  }
-  /** KVM_EXIT_MMIO: true for a write. */
-  get mmioIsWrite(): boolean {
-    return this.kvmRun.getUint8(C.KVM_RUN_MMIO_IS_WRITE) !== 0;
-  }
-  /** KVM_EXIT_MMIO: offset of the 8-byte data field in the mapping. */
-  get mmioDataOffset(): number {
-    return C.KVM_RUN_MMIO_DATA;
-  }
-
-  /** The KVM_EXIT_IO data as one object. */
-  ioExit(): IoExit {
-    return {
-      direction: this.ioDirection,
-      size: this.ioSize,
-      port: this.ioPort,
-      count: this.ioCount,
-      dataOffset: this.ioDataOffset,
-    };
-  }
-
-  /** The KVM_EXIT_MMIO data as one object. */
-  mmioExit(): MmioExit {
-    return {
-      physAddr: this.mmioPhysAddr,
-      len: this.mmioLen,
-      isWrite: this.mmioIsWrite,
-      dataOffset: C.KVM_RUN_MMIO_DATA,
-    };
   }
 
   // -------------------------------------------------------------------------
