@@ -5,7 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { C, native, isErrnoError } from '../src/native/index.js';
+import { C, ErrnoError, native, isErrnoError } from '../src/native/index.js';
 import { Kvm, VmFd, VcpuFd, RegsView, SregsView, DebugregsView, type VcpuExit } from '../src/kvm/index.js';
 import { queryCpuid2, queryMsrIndexList } from '../src/kvm/ioctl.js';
 import { assemble } from './support/asm.js';
@@ -100,6 +100,7 @@ function hex(bytes: Uint8Array): string {
 function assertErrno(fn: () => unknown, code: string, message?: RegExp): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(isErrnoError(e), `expected an ErrnoError, got ${String(e)}`);
+    assert.ok(e instanceof ErrnoError, 'the KVM layer throws the one errno-carrying class');
     assert.equal(e.code, code);
     assert.equal(e.errno, (
       { EINVAL: 22, ENOENT: 2 } as Record<string, number>)[code]);

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { C, CONSTANT_NAMES, LAYOUT_FIELDS, isErrnoError, native, type ErrnoError, type LayoutName } from '../src/native/index.js';
+import { C, CONSTANT_NAMES, ErrnoError, LAYOUT_FIELDS, isErrnoError, native, type LayoutName } from '../src/native/index.js';
 import { needsKvm } from './support/kvm.js';
 
 const indexUrl = new URL('../src/native/index.js', import.meta.url).href;
@@ -20,6 +20,7 @@ function expectErrno(fn: () => unknown, code: string, errno: number, syscall: st
     caught = e;
   }
   assert.ok(isErrnoError(caught), `expected an errno error, got ${String(caught)}`);
+  assert.ok(caught instanceof ErrnoError, 'the addon throws the one errno-carrying class');
   assert.equal(caught.code, code);
   assert.equal(caught.errno, errno);
   assert.equal(caught.syscall, syscall);

@@ -3,8 +3,8 @@
  * the ioctl, fixed-size state structs in and out, and growing CPUID buffers.
  * Not part of the public API (src/kvm/index.ts does not re-export it).
  */
-import { errno } from '../errno.js';
-import { isErrnoError, native } from '../native/index.js';
+import { errno, isErrnoError } from '../errno.js';
+import { native } from '../native/index.js';
 import {
   allocBytes,
   decodeCpuid2,

@@ -8,33 +8,23 @@
  * This module is shared with the plugin SDK: it imports nothing host-only
  * (only the addon).
  */
-import { LAYOUT_FIELDS, native, type ErrnoError } from '../native/index.js';
-import { errno, errnoName } from '../errno.js';
+import { LAYOUT_FIELDS, native } from '../native/index.js';
+import { errno, ErrnoError } from '../errno.js';
 
 // ---------------------------------------------------------------------------
-// errno-carrying errors
+// sizes
 
 /**
- * An error shaped like the addon's {@link ErrnoError} (same `errno`, `code` and
- * `syscall` fields), for failures detected before reaching the kernel, such
- * as a state buffer of the wrong size. `where` starts the message (an ioctl
- * name such as KVM_SET_REGS, or a class name); `syscall` is "ioctl" when
- * `where` is an ioctl name, else `where`.
+ * Throws an EINVAL ErrnoError unless `bytes` is exactly one struct `what`
+ * (`size` bytes); `where` (an ioctl such as KVM_SET_REGS, or a view's class)
+ * starts the message.
  */
-export function errnoError(errno: number, where: string, detail: string): ErrnoError {
-  const code = errnoName(errno);
-  const err = new Error(`${where}: ${detail} (${code})`) as ErrnoError;
-  err.errno = errno;
-  err.code = code;
-  err.syscall = where.startsWith('KVM_') ? 'ioctl' : where;
-  return err;
-}
-
-/** Throws an EINVAL error unless `bytes` is exactly `size` bytes long. */
 export function expectSize(bytes: Uint8Array, size: number, what: string, where: string): void {
   if (!(bytes instanceof Uint8Array) || bytes.length !== size) {
     const got = bytes instanceof Uint8Array ? `${bytes.length} bytes` : typeof bytes;
-    throw errnoError(errno.EINVAL, where, `struct ${what} is ${size} bytes, got ${got}`);
+    throw new ErrnoError(errno.EINVAL, `${where}: struct ${what} is ${size} bytes, got ${got}`, {
+      syscall: where.startsWith('KVM_') ? 'ioctl' : undefined,
+    });
   }
 }
 

@@ -2,8 +2,8 @@
  * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl;
  * KVM_RUN's exits come typed (exit.ts).
  */
-import { errno } from '../errno.js';
-import { C, isErrnoError, native } from '../native/index.js';
+import { errno, ErrnoError, isErrnoError } from '../errno.js';
+import { C, native } from '../native/index.js';
 import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
 import { getStruct, ioctlBytes, queryCpuid2, rethrowWithContext, setStruct } from './ioctl.js';
 import {
@@ -13,7 +13,6 @@ import {
   ENABLE_CAP_ARGS,
   encodeCpuid2,
   encodeMsrs,
-  errnoError,
   viewOf,
   type CpuidEntry2,
 } from './structs.js';
@@ -173,10 +172,10 @@ export class VcpuFd {
     const buf = encodeMsrs(indices.map((index) => ({ index })));
     const n = ioctlBytes(this.fd, C.KVM_GET_MSRS, 'KVM_GET_MSRS', buf);
     if (n < indices.length) {
-      throw errnoError(
+      throw new ErrnoError(
         errno.EINVAL,
-        'KVM_GET_MSRS',
-        `read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
+        `KVM_GET_MSRS: read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
+        { syscall: 'ioctl' },
       );
     }
     return decodeMsrData(buf, indices.length);
@@ -198,7 +197,9 @@ export class VcpuFd {
   /** KVM_ENABLE_CAP on the VCPU (e.g. KVM_CAP_HYPERV_SYNIC); at most 4 args. */
   enableCap(cap: number, flags = 0, args: readonly bigint[] = []): void {
     if (args.length > ENABLE_CAP_ARGS) {
-      throw errnoError(errno.EINVAL, 'KVM_ENABLE_CAP', `${args.length} args given, at most ${ENABLE_CAP_ARGS}`);
+      throw new ErrnoError(errno.EINVAL, `KVM_ENABLE_CAP: ${args.length} args given, at most ${ENABLE_CAP_ARGS}`, {
+        syscall: 'ioctl',
+      });
     }
     const buf = allocBytes(ENABLE_CAP.size);
     const dv = viewOf(buf);

@@ -1,13 +1,12 @@
 /**
  * A KVM virtual machine (the fd from KVM_CREATE_VM): one method per VM ioctl.
  */
-import { errno } from '../errno.js';
+import { errno, ErrnoError } from '../errno.js';
 import { C, native } from '../native/index.js';
 import { getStruct, ioctlBytes, ioctlValue, setStruct } from './ioctl.js';
 import {
   allocBytes,
   DIRTY_LOG,
-  errnoError,
   expectSize,
   IOEVENTFD,
   IRQ_LEVEL,
@@ -86,7 +85,7 @@ export type GsiRoute =
     };
 
 /** Size of the state inside struct kvm_irqchip for a chip id. */
-function irqchipStateSize(chipId: number, syscall: string): number {
+function irqchipStateSize(chipId: number, ioctl: string): number {
   switch (chipId) {
     case C.KVM_IRQCHIP_PIC_MASTER:
     case C.KVM_IRQCHIP_PIC_SLAVE:
@@ -94,7 +93,7 @@ function irqchipStateSize(chipId: number, syscall: string): number {
     case C.KVM_IRQCHIP_IOAPIC:
       return C.SIZEOF_KVM_IOAPIC_STATE;
     default:
-      throw errnoError(errno.EINVAL, syscall, `unknown irqchip id ${chipId}`);
+      throw new ErrnoError(errno.EINVAL, `${ioctl}: unknown irqchip id ${chipId}`, { syscall: 'ioctl' });
   }
 }
 
@@ -212,7 +211,9 @@ export class VmFd {
         dv.setUint32(at + E.msiAddressHi, Number(address >> 32n), true);
         dv.setUint32(at + E.msiData, r.data >>> 0, true);
       } else {
-        throw errnoError(errno.EINVAL, 'KVM_SET_GSI_ROUTING', `unknown route kind ${String((r as { kind: unknown }).kind)}`);
+        throw new ErrnoError(errno.EINVAL, `KVM_SET_GSI_ROUTING: unknown route kind ${String((r as { kind: unknown }).kind)}`, {
+          syscall: 'ioctl',
+        });
       }
     });
     ioctlBytes(this.fd, C.KVM_SET_GSI_ROUTING, 'KVM_SET_GSI_ROUTING', buf);
@@ -269,7 +270,7 @@ export class VmFd {
    */
   getDirtyLog(slot: number, pages: number): Uint8Array<ArrayBuffer> {
     if (!Number.isSafeInteger(pages) || pages < 0) {
-      throw errnoError(errno.EINVAL, 'KVM_GET_DIRTY_LOG', `bad page count ${pages}`);
+      throw new ErrnoError(errno.EINVAL, `KVM_GET_DIRTY_LOG: bad page count ${pages}`, { syscall: 'ioctl' });
     }
     const words = Math.max(1, Math.ceil(pages / 64));
     const bitmap = allocBytes(words * 8);
