@@ -63,7 +63,10 @@ function defineFields<const W extends Readonly<Record<string, Width>>>(
   }
 }
 
-/** Typed access to the bytes of one whole kernel struct (a view of its fields); writes go to the bytes. */
+/**
+ * What the whole-struct views share: the bytes of one kernel struct.
+ * @internal
+ */
 export abstract class StructView {
   /** The struct's bytes, which the accessors read and write. */
   readonly bytes: Uint8Array;
