@@ -22,7 +22,7 @@ import { errno, ErrnoError } from '../errno.js';
 import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
-import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
+import { ReservedRanges, type KnownAddressSpace } from './ranges.js';
 import { encodeVcpuConfig } from './vcpu-config.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import type { Tap, TapConfig } from './net.js';
@@ -439,7 +439,7 @@ export class PluginProcess {
     switch (kind.$case) {
       case 'ioEvent': {
         const { space, address, length, datamatch } = kind.ioEvent;
-        object = IoEventObject.create(this.vm, spaceOf(space) === IOPORT, address, length, datamatch);
+        object = IoEventObject.create(this.vm, spaceOf(space) === AddressSpace.IOPORT, address, length, datamatch);
         break;
       }
       case 'memory': {
@@ -516,9 +516,8 @@ function reply(response: MainResponse): Reply {
   return { response, fds: [], closeAfterSend: [] };
 }
 
-function spaceOf(space: AddressSpace): typeof IOPORT | typeof MMIO {
-  if (space === AddressSpace.IOPORT) return IOPORT;
-  if (space === AddressSpace.MMIO) return MMIO;
+function spaceOf(space: AddressSpace): KnownAddressSpace {
+  if (space === AddressSpace.IOPORT || space === AddressSpace.MMIO) return space;
   throw new ErrnoError(errno.EINVAL, `unknown address space ${space}`);
 }
 
