@@ -118,23 +118,36 @@ export interface CpuidEntry2 {
   edx: number;
 }
 
+/**
+ * A struct that is a header holding a count, then that many entries
+ * (kvm_cpuid2, kvm_msrs, kvm_irq_routing): room for `capacity` entries (at
+ * least `items.length`), the count field at `countAt` set to that, and
+ * `write` filling entry i in from `items[i]`.
+ */
+export function encodeEntries<T>(
+  header: { readonly size: number; readonly entries: number },
+  countAt: number,
+  entrySize: number,
+  items: readonly T[],
+  write: (dv: DataView, at: number, item: T) => void,
+  capacity = items.length,
+): Uint8Array<ArrayBuffer> {
+  const n = Math.max(capacity, items.length);
+  const bytes = allocBytes(header.size + n * entrySize);
+  const dv = viewOf(bytes);
+  dv.setUint32(countAt, n, true);
+  items.forEach((item, i) => write(dv, header.entries + i * entrySize, item));
+  return bytes;
+}
+
+/** The fields of struct kvm_cpuid_entry2 that CpuidEntry2 has (all `__u32`). */
+const CPUID_ENTRY_FIELDS = LAYOUT_FIELDS.kvm_cpuid_entry2;
+
 /** A struct kvm_cpuid2 holding `entries`, with room for `capacity` entries. */
 export function encodeCpuid2(entries: readonly CpuidEntry2[], capacity = entries.length): Uint8Array<ArrayBuffer> {
-  const n = Math.max(capacity, entries.length);
-  const bytes = allocBytes(CPUID2.size + n * CPUID_ENTRY2.size);
-  const dv = viewOf(bytes);
-  dv.setUint32(CPUID2.nent, n, true);
-  entries.forEach((e, i) => {
-    const at = CPUID2.entries + i * CPUID_ENTRY2.size;
-    dv.setUint32(at + CPUID_ENTRY2.function, e.function >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.index, e.index >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.flags, e.flags >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.eax, e.eax >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.ebx, e.ebx >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.ecx, e.ecx >>> 0, true);
-    dv.setUint32(at + CPUID_ENTRY2.edx, e.edx >>> 0, true);
-  });
-  return bytes;
+  return encodeEntries(CPUID2, CPUID2.nent, CPUID_ENTRY2.size, entries, (dv, at, e) => {
+    for (const field of CPUID_ENTRY_FIELDS) dv.setUint32(at + CPUID_ENTRY2[field], e[field] >>> 0, true);
+  }, capacity);
 }
 
 /** The `nent` entries of a struct kvm_cpuid2. */
@@ -145,30 +158,19 @@ export function decodeCpuid2(bytes: Uint8Array): CpuidEntry2[] {
   for (let i = 0; i < n; i++) {
     const at = CPUID2.entries + i * CPUID_ENTRY2.size;
     if (at + CPUID_ENTRY2.size > bytes.length) break;
-    out.push({
-      function: dv.getUint32(at + CPUID_ENTRY2.function, true),
-      index: dv.getUint32(at + CPUID_ENTRY2.index, true),
-      flags: dv.getUint32(at + CPUID_ENTRY2.flags, true),
-      eax: dv.getUint32(at + CPUID_ENTRY2.eax, true),
-      ebx: dv.getUint32(at + CPUID_ENTRY2.ebx, true),
-      ecx: dv.getUint32(at + CPUID_ENTRY2.ecx, true),
-      edx: dv.getUint32(at + CPUID_ENTRY2.edx, true),
-    });
+    const entry = {} as CpuidEntry2;
+    for (const field of CPUID_ENTRY_FIELDS) entry[field] = dv.getUint32(at + CPUID_ENTRY2[field], true);
+    out.push(entry);
   }
   return out;
 }
 
 /** A struct kvm_msrs with these entries (data 0 where not given). */
 export function encodeMsrs(entries: readonly { index: number; data?: bigint }[]): Uint8Array<ArrayBuffer> {
-  const bytes = allocBytes(MSRS.size + entries.length * MSR_ENTRY.size);
-  const dv = viewOf(bytes);
-  dv.setUint32(MSRS.nmsrs, entries.length, true);
-  entries.forEach((e, i) => {
-    const at = MSRS.entries + i * MSR_ENTRY.size;
+  return encodeEntries(MSRS, MSRS.nmsrs, MSR_ENTRY.size, entries, (dv, at, e) => {
     dv.setUint32(at + MSR_ENTRY.index, e.index >>> 0, true);
     dv.setBigUint64(at + MSR_ENTRY.data, BigInt.asUintN(64, e.data ?? 0n), true);
   });
-  return bytes;
 }
 
 /** The data of the first `count` entries of a struct kvm_msrs. */

@@ -5,7 +5,7 @@
 import { errno, ErrnoError, isErrnoError } from '../errno.js';
 import { C, native } from '../native/index.js';
 import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
-import { getStruct, ioctlBytes, queryCpuid2, rethrowWithContext, setStruct } from './ioctl.js';
+import { defineStateMethods, ioctlBytes, queryCpuid2, rethrowWithContext } from './ioctl.js';
 import {
   allocBytes,
   decodeMsrData,
@@ -16,6 +16,58 @@ import {
   viewOf,
   type CpuidEntry2,
 } from './structs.js';
+
+/** The state structs of {@link VcpuFd}: `Regs` gives getRegs() and setRegs(). */
+const VCPU_STATE = {
+  Regs: { ioctl: 'REGS', struct: 'kvm_regs' },
+  Sregs: { ioctl: 'SREGS', struct: 'kvm_sregs' },
+  Fpu: { ioctl: 'FPU', struct: 'kvm_fpu' },
+  Debugregs: { ioctl: 'DEBUGREGS', struct: 'kvm_debugregs' },
+  Lapic: { ioctl: 'LAPIC', struct: 'kvm_lapic_state' },
+  MpState: { ioctl: 'MP_STATE', struct: 'kvm_mp_state' },
+  Xcrs: { ioctl: 'XCRS', struct: 'kvm_xcrs' },
+  VcpuEvents: { ioctl: 'VCPU_EVENTS', struct: 'kvm_vcpu_events' },
+} as const;
+
+/**
+ * The state structs of a VCPU, read and written as raw kernel bytes: one
+ * `getX()` (KVM_GET_*: a fresh struct) and `setX(bytes)` (KVM_SET_*: exactly
+ * one struct, else EINVAL) per struct, made from the table VCPU_STATE.
+ */
+export interface VcpuFd {
+  /** KVM_GET_REGS: struct kvm_regs. */
+  getRegs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
+  setRegs(bytes: Uint8Array): void;
+  /** KVM_GET_SREGS: struct kvm_sregs. */
+  getSregs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
+  setSregs(bytes: Uint8Array): void;
+  /** KVM_GET_FPU: struct kvm_fpu. */
+  getFpu(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
+  setFpu(bytes: Uint8Array): void;
+  /** KVM_GET_DEBUGREGS: struct kvm_debugregs. */
+  getDebugregs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
+  setDebugregs(bytes: Uint8Array): void;
+  /** KVM_GET_LAPIC: struct kvm_lapic_state (needs the in-kernel irqchip). */
+  getLapic(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
+  setLapic(bytes: Uint8Array): void;
+  /** KVM_GET_MP_STATE: struct kvm_mp_state. */
+  getMpState(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
+  setMpState(bytes: Uint8Array): void;
+  /** KVM_GET_XCRS: struct kvm_xcrs (needs KVM_CAP_XCRS). */
+  getXcrs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
+  setXcrs(bytes: Uint8Array): void;
+  /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events. */
+  getVcpuEvents(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_VCPU_EVENTS: exactly one struct kvm_vcpu_events, else EINVAL. */
+  setVcpuEvents(bytes: Uint8Array): void;
+}
 
 /** A KVM VCPU and its kvm_run mapping. */
 export class VcpuFd {
@@ -82,83 +134,6 @@ export class VcpuFd {
   registerKickTarget(): void {
     native.setKickTarget(this.runAddress);
     this.kickTid = native.gettid();
-  }
-
-  // -------------------------------------------------------------------------
-  // state, as raw kernel struct bytes
-
-  /** KVM_GET_REGS: struct kvm_regs. */
-  getRegs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_REGS, 'KVM_GET_REGS', C.SIZEOF_KVM_REGS);
-  }
-  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
-  setRegs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_REGS, 'KVM_SET_REGS', 'kvm_regs', C.SIZEOF_KVM_REGS, bytes);
-  }
-
-  /** KVM_GET_SREGS: struct kvm_sregs. */
-  getSregs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_SREGS, 'KVM_GET_SREGS', C.SIZEOF_KVM_SREGS);
-  }
-  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
-  setSregs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_SREGS, 'KVM_SET_SREGS', 'kvm_sregs', C.SIZEOF_KVM_SREGS, bytes);
-  }
-
-  /** KVM_GET_FPU: struct kvm_fpu. */
-  getFpu(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_FPU, 'KVM_GET_FPU', C.SIZEOF_KVM_FPU);
-  }
-  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
-  setFpu(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_FPU, 'KVM_SET_FPU', 'kvm_fpu', C.SIZEOF_KVM_FPU, bytes);
-  }
-
-  /** KVM_GET_DEBUGREGS: struct kvm_debugregs. */
-  getDebugregs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_DEBUGREGS, 'KVM_GET_DEBUGREGS', C.SIZEOF_KVM_DEBUGREGS);
-  }
-  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
-  setDebugregs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_DEBUGREGS, 'KVM_SET_DEBUGREGS', 'kvm_debugregs', C.SIZEOF_KVM_DEBUGREGS, bytes);
-  }
-
-  /** KVM_GET_LAPIC: struct kvm_lapic_state (needs the in-kernel irqchip). */
-  getLapic(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_LAPIC, 'KVM_GET_LAPIC', C.SIZEOF_KVM_LAPIC_STATE);
-  }
-  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
-  setLapic(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_LAPIC, 'KVM_SET_LAPIC', 'kvm_lapic_state', C.SIZEOF_KVM_LAPIC_STATE, bytes);
-  }
-
-  /** KVM_GET_MP_STATE: struct kvm_mp_state. */
-  getMpState(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_MP_STATE, 'KVM_GET_MP_STATE', C.SIZEOF_KVM_MP_STATE);
-  }
-  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
-  setMpState(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_MP_STATE, 'KVM_SET_MP_STATE', 'kvm_mp_state', C.SIZEOF_KVM_MP_STATE, bytes);
-  }
-
-  /** KVM_GET_XCRS: struct kvm_xcrs (needs KVM_CAP_XCRS). */
-  getXcrs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_XCRS, 'KVM_GET_XCRS', C.SIZEOF_KVM_XCRS);
-  }
-  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
-  setXcrs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_XCRS, 'KVM_SET_XCRS', 'kvm_xcrs', C.SIZEOF_KVM_XCRS, bytes);
-  }
-
-  /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events. */
-  getVcpuEvents(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_VCPU_EVENTS, 'KVM_GET_VCPU_EVENTS', C.SIZEOF_KVM_VCPU_EVENTS);
-  }
-  /** KVM_SET_VCPU_EVENTS: exactly one struct kvm_vcpu_events, else EINVAL. */
-  setVcpuEvents(bytes: Uint8Array): void {
-    setStruct(
-      this.fd, C.KVM_SET_VCPU_EVENTS, 'KVM_SET_VCPU_EVENTS', 'kvm_vcpu_events', C.SIZEOF_KVM_VCPU_EVENTS, bytes,
-    );
   }
 
   // -------------------------------------------------------------------------
@@ -229,3 +204,4 @@ export class VcpuFd {
     native.close(this.fd);
   }
 }
+defineStateMethods(VcpuFd, VCPU_STATE);

@@ -3,10 +3,11 @@
  */
 import { errno, ErrnoError } from '../errno.js';
 import { C, native } from '../native/index.js';
-import { getStruct, ioctlBytes, ioctlValue, setStruct } from './ioctl.js';
+import { defineStateMethods, ioctlBytes, ioctlValue } from './ioctl.js';
 import {
   allocBytes,
   DIRTY_LOG,
+  encodeEntries,
   expectSize,
   IOEVENTFD,
   IRQ_LEVEL,
@@ -95,6 +96,24 @@ function irqchipStateSize(chipId: number, ioctl: string): number {
     default:
       throw new ErrnoError(errno.EINVAL, `${ioctl}: unknown irqchip id ${chipId}`, { syscall: 'ioctl' });
   }
+}
+
+/** The state structs of {@link VmFd} that one pair of ioctls reads and writes whole (the irqchip's take a chip id). */
+const VM_STATE = {
+  Pit2: { ioctl: 'PIT2', struct: 'kvm_pit_state2' },
+  Clock: { ioctl: 'CLOCK', struct: 'kvm_clock_data' },
+} as const;
+
+/** The VM's state structs read and written whole, made from the table VM_STATE. */
+export interface VmFd {
+  /** KVM_GET_PIT2: struct kvm_pit_state2. */
+  getPit2(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
+  setPit2(bytes: Uint8Array): void;
+  /** KVM_GET_CLOCK: struct kvm_clock_data. */
+  getClock(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_CLOCK: exactly one struct kvm_clock_data, else EINVAL. */
+  setClock(bytes: Uint8Array): void;
 }
 
 /** A KVM VM. */
@@ -194,11 +213,7 @@ export class VmFd {
   /** KVM_SET_GSI_ROUTING: replaces the whole GSI routing table with `routes` (empty clears it). */
   setGsiRouting(routes: readonly GsiRoute[]): void {
     const E = IRQ_ROUTING_ENTRY;
-    const buf = allocBytes(IRQ_ROUTING.size + routes.length * E.size);
-    const dv = viewOf(buf);
-    dv.setUint32(IRQ_ROUTING.nr, routes.length, true);
-    routes.forEach((r, i) => {
-      const at = IRQ_ROUTING.entries + i * E.size;
+    const buf = encodeEntries(IRQ_ROUTING, IRQ_ROUTING.nr, E.size, routes, (dv, at, r) => {
       dv.setUint32(at + E.gsi, r.gsi >>> 0, true);
       if (r.kind === 'irqchip') {
         dv.setUint32(at + E.type, C.KVM_IRQ_ROUTING_IRQCHIP, true);
@@ -242,26 +257,6 @@ export class VmFd {
     ioctlBytes(this.fd, C.KVM_SET_IRQCHIP, 'KVM_SET_IRQCHIP', buf);
   }
 
-  /** KVM_GET_PIT2: struct kvm_pit_state2. */
-  getPit2(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_PIT2, 'KVM_GET_PIT2', C.SIZEOF_KVM_PIT_STATE2);
-  }
-
-  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
-  setPit2(state: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_PIT2, 'KVM_SET_PIT2', 'kvm_pit_state2', C.SIZEOF_KVM_PIT_STATE2, state);
-  }
-
-  /** KVM_GET_CLOCK: struct kvm_clock_data. */
-  getClock(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_CLOCK, 'KVM_GET_CLOCK', C.SIZEOF_KVM_CLOCK_DATA);
-  }
-
-  /** KVM_SET_CLOCK: exactly one struct kvm_clock_data, else EINVAL. */
-  setClock(state: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_CLOCK, 'KVM_SET_CLOCK', 'kvm_clock_data', C.SIZEOF_KVM_CLOCK_DATA, state);
-  }
-
   /**
    * KVM_GET_DIRTY_LOG: the slot's dirty bitmap, `ceil(pages / 8)` bytes, page
    * i being bit `i % 8` of byte `i / 8`; the kernel resets the log as it reads
@@ -294,3 +289,4 @@ export class VmFd {
     native.close(this.fd);
   }
 }
+defineStateMethods(VmFd, VM_STATE);
