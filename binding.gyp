@@ -11,6 +11,7 @@
       "sources": [
         "native/plugvisor.c",
         "native/addon.c",
+        "native/layouts.c",
         "native/vcpus.c",
         "native/vcpu/kick.c",
         "native/vcpu/config.c",

@@ -47,13 +47,68 @@ const char *errno_name(int err) {
   return "EUNKNOWN";
 }
 
-/* Throws Error("<prefix>: <strerror>") with errno, code and syscall. */
+/* What the addon keeps per JavaScript environment (thread): the ErrnoError class. */
+typedef struct {
+  napi_ref errno_error_class;
+} env_data_t;
+
+static void env_data_finalize(napi_env env, void *data, void *hint) {
+  (void)hint;
+  env_data_t *d = data;
+  if (d->errno_error_class) napi_delete_reference(env, d->errno_error_class);
+  free(d);
+}
+
+bool set_errno_error_class(napi_env env, napi_value constructor) {
+  env_data_t *d = NULL;
+  CHECK_BOOL(napi_get_instance_data(env, (void **)&d));
+  if (!d) {
+    d = calloc(1, sizeof *d);
+    if (!d) {
+      throw_errno(env, ENOMEM, "calloc", NULL);
+      return false;
+    }
+    if (napi_set_instance_data(env, d, env_data_finalize, NULL) != napi_ok) {
+      free(d);
+      napi_failed(env, "napi_set_instance_data");
+      return false;
+    }
+  }
+  napi_ref ref;
+  CHECK_BOOL(napi_create_reference(env, constructor, 1, &ref));
+  if (d->errno_error_class) napi_delete_reference(env, d->errno_error_class);
+  d->errno_error_class = ref;
+  return true;
+}
+
+/* new ErrnoError(err, message, { syscall }) when the class is set; false (nothing pending) if it is not. */
+static bool throw_errno_error(napi_env env, int err, const char *syscall_name, const char *message) {
+  env_data_t *d = NULL;
+  napi_value constructor, args[3], syscall_value, error;
+  if (napi_get_instance_data(env, (void **)&d) != napi_ok || !d || !d->errno_error_class ||
+      napi_get_reference_value(env, d->errno_error_class, &constructor) != napi_ok || !constructor ||
+      napi_create_int32(env, err, &args[0]) != napi_ok ||
+      napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &args[1]) != napi_ok ||
+      napi_create_object(env, &args[2]) != napi_ok ||
+      napi_create_string_utf8(env, syscall_name, NAPI_AUTO_LENGTH, &syscall_value) != napi_ok ||
+      napi_set_named_property(env, args[2], "syscall", syscall_value) != napi_ok)
+    return false;
+  napi_status status = napi_new_instance(env, constructor, 3, args, &error);
+  if (status == napi_pending_exception) return true; /* the constructor threw: that is what is thrown */
+  if (status != napi_ok) return false;
+  napi_throw(env, error);
+  return true;
+}
+
+/* Throws ErrnoError("<prefix>: <strerror>") with errno, code and syscall. */
 napi_value throw_errno_prefixed(napi_env env, int err, const char *syscall_name, const char *prefix) {
   char reason[128];
   char message[320];
   const char *text = strerror_r(err, reason, sizeof reason); /* GNU strerror_r */
   snprintf(message, sizeof message, "%s: %s", prefix, text);
+  if (throw_errno_error(env, err, syscall_name, message)) return NULL;
 
+  /* Before src/native/index.ts has set the class: an Error of the same shape. */
   napi_value code, msg, error, errno_value, syscall_value;
   if (napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code) != napi_ok ||
       napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||

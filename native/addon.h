@@ -1,6 +1,6 @@
 /*
  * What every part of the addon uses to talk to JavaScript: errno turned into
- * JS Errors, argument checks with clear TypeErrors and RangeErrors, and small
+ * ErrnoErrors, argument checks with clear TypeErrors and RangeErrors, and small
  * result builders. No system calls here.
  */
 #ifndef PLUGVISOR_ADDON_H_
@@ -16,9 +16,14 @@
 
 /* "ENOENT" for ENOENT. */
 const char *errno_name(int err);
-/* Throws Error("<prefix>: <strerror>") with errno, code and syscall; returns NULL. */
+/* The class errors are made of in this environment: ErrnoError (src/errno.ts). False with an exception pending. */
+bool set_errno_error_class(napi_env env, napi_value constructor);
+/*
+ * Throws new ErrnoError(err, "<prefix>: <strerror>", { syscall }) (a plain
+ * Error with errno, code and syscall before the class is set); returns NULL.
+ */
 napi_value throw_errno_prefixed(napi_env env, int err, const char *syscall_name, const char *prefix);
-/* Throws Error("<syscall>[ <what>]: <strerror>"); see throw_errno_prefixed. */
+/* Throws ErrnoError("<syscall>[ <what>]: <strerror>"); see throw_errno_prefixed. */
 napi_value throw_errno(napi_env env, int err, const char *syscall_name, const char *what);
 /* Turns a failed napi_* call into a JS exception (unless one is pending); returns NULL. */
 napi_value napi_failed(napi_env env, const char *call);

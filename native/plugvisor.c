@@ -3,10 +3,10 @@
  * (vcpus.c) the native VCPU threads.
  *
  * This file holds no protocol and no policy: one small function per system
- * call, argument checks with clear TypeErrors, and errno turned into a JS
- * Error (addon.c). Numbers from kernel and libc headers are exported as
- * `constants`, computed here by the C compiler. src/native/index.ts is the
- * typed contract.
+ * call, argument checks with clear TypeErrors, and errno turned into an
+ * ErrnoError (addon.c). Numbers from kernel and libc headers are exported as
+ * `constants`, and struct layouts as `layouts` (layouts.c), computed by the C
+ * compiler. src/native/index.ts is the typed contract.
  */
 #include <node_api.h>
 #include <uv.h>
@@ -43,6 +43,7 @@
 #include <netinet/in.h>
 
 #include "addon.h"
+#include "layouts.h"
 #include "vcpu/kick.h"
 #include "vcpus.h"
 
@@ -959,6 +960,17 @@ static napi_value js_kick(napi_env env, napi_callback_info info) {
 /* Module                                                                    */
 /* ------------------------------------------------------------------------ */
 
+/* Sets the class of the errors this environment's calls throw (src/errno.ts's ErrnoError). */
+static napi_value js_set_errno_error_class(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  napi_valuetype type;
+  if (!get_args(env, info, 1, argv, NULL)) return NULL;
+  CHECK(napi_typeof(env, argv[0], &type));
+  if (type != napi_function) return type_error(env, "errorClass", "a class"), NULL;
+  if (!set_errno_error_class(env, argv[0])) return NULL;
+  return make_undefined(env);
+}
+
 static napi_value make_constants(napi_env env) {
   napi_value object, value;
   CHECK(napi_create_object(env, &object));
@@ -981,6 +993,7 @@ static napi_value init(napi_env env, napi_value exports) {
     const char *name;
     napi_callback fn;
   } functions[] = {
+    {"setErrnoErrorClass", js_set_errno_error_class},
     {"open", js_open},
     {"close", js_close},
     {"ioctl", js_ioctl},
@@ -1020,6 +1033,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value constants_object = make_constants(env);
   if (!constants_object) return NULL;
   CHECK(napi_set_named_property(env, exports, "constants", constants_object));
+  napi_value layouts_object = make_layouts(env);
+  if (!layouts_object) return NULL;
+  CHECK(napi_set_named_property(env, exports, "layouts", layouts_object));
   return exports;
 }
 

@@ -8,5 +8,18 @@ export type { LogLevel, LogSink } from './host/log.js';
 export type { LineSink } from './host/lines.js';
 export type { NetOptions } from './host/net.js';
 export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
-export { Kvm, Vm, Vcpu } from './kvm/index.js';
-export type { CpuidEntry2, GsiRoute, IoEventFd, IoExit, IrqFd, MmioExit, UserMemoryRegion } from './kvm/index.js';
+export { Kvm, VmFd, VcpuFd } from './kvm/index.js';
+export type {
+  CpuidEntry2,
+  FailEntryExit,
+  GsiRoute,
+  InternalErrorExit,
+  IoEventFd,
+  IoExit,
+  IrqFd,
+  MmioExit,
+  OtherExit,
+  PlainExit,
+  UserMemoryRegion,
+  VcpuExit,
+} from './kvm/index.js';

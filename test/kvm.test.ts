@@ -5,8 +5,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Worker } from 'node:worker_threads';
-import { C, native, isErrnoError } from '../src/native/index.js';
-import { Kvm, Vm, Vcpu, RegsView, SregsView, DebugregsView } from '../src/kvm/index.js';
+import { C, ErrnoError, native, isErrnoError } from '../src/native/index.js';
+import { Kvm, VmFd, VcpuFd, RegsView, SregsView, DebugregsView, type VcpuExit } from '../src/kvm/index.js';
 import { queryCpuid2, queryMsrIndexList } from '../src/kvm/ioctl.js';
 import { assemble } from './support/asm.js';
 import { needsKvm } from './support/kvm.js';
@@ -18,10 +18,10 @@ const TSS_ADDR = 0xfffbd000;
 /** One test VM: /dev/kvm, the VM, its memory mappings and VCPUs, all freed by close(). */
 class TestVm {
   readonly kvm = Kvm.open();
-  readonly vm: Vm;
+  readonly vm: VmFd;
   readonly mmapSize: number;
   private readonly mappings: { address: bigint; size: number }[] = [];
-  private readonly vcpus: Vcpu[] = [];
+  private readonly vcpus: VcpuFd[] = [];
 
   constructor(opts: { irqchip?: boolean } = {}) {
     this.vm = this.kvm.createVm();
@@ -52,8 +52,8 @@ class TestVm {
   }
 
   /** A VCPU in real mode with cs = 0 and ip = ENTRY. */
-  realModeVcpu(id = 0): Vcpu {
-    const vcpu = new Vcpu(this.vm.createVcpu(id), this.mmapSize);
+  realModeVcpu(id = 0): VcpuFd {
+    const vcpu = new VcpuFd(this.vm.createVcpu(id), this.mmapSize);
     this.vcpus.push(vcpu);
     setRealMode(vcpu);
     return vcpu;
@@ -67,7 +67,7 @@ class TestVm {
   }
 }
 
-function setRealMode(vcpu: Vcpu): void {
+function setRealMode(vcpu: VcpuFd): void {
   const sregs = new SregsView(vcpu.getSregs());
   for (const name of ['cs', 'ds', 'es', 'ss'] as const) {
     sregs.segment(name).base = 0n;
@@ -81,15 +81,16 @@ function setRealMode(vcpu: Vcpu): void {
   vcpu.setRegs(regs.bytes);
 }
 
-/** Runs until an exit that is not an IO exit to a port in `passPorts`; bounded. */
-function runToExit(vcpu: Vcpu, passPorts: readonly number[] = []): number {
-  for (let i = 0; i < 10_000; i++) {
-    assert.equal(vcpu.run(), true, 'KVM_RUN was interrupted');
-    const reason = vcpu.exitReason;
-    if (reason === C.KVM_EXIT_IO && passPorts.includes(vcpu.ioPort)) continue;
-    return reason;
-  }
-  throw new Error('guest never stopped');
+/** Runs to the next exit, which must be of `kind`. */
+function runTo<K extends VcpuExit['kind']>(vcpu: VcpuFd, kind: K): Extract<VcpuExit, { kind: K }> {
+  const exit = vcpu.run();
+  assert.equal(exit.kind, kind);
+  return exit as Extract<VcpuExit, { kind: K }>;
+}
+
+/** A little-endian view of an exit's data bytes. */
+function littleEndian(bytes: Uint8Array): DataView {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function hex(bytes: Uint8Array): string {
@@ -99,6 +100,7 @@ function hex(bytes: Uint8Array): string {
 function assertErrno(fn: () => unknown, code: string, message?: RegExp): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(isErrnoError(e), `expected an ErrnoError, got ${String(e)}`);
+    assert.ok(e instanceof ErrnoError, 'the KVM layer throws the one errno-carrying class');
     assert.equal(e.code, code);
     assert.equal(e.errno, (
       { EINVAL: 22, ENOENT: 2 } as Record<string, number>)[code]);
@@ -161,7 +163,7 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     // EINTR here (the kernel gives up registering the VM's MMU notifier when
     // a signal is pending); the spacing leaves the thread time to run.
     native.installKickHandler();
-    const stop = new SharedArrayBuffer(4);
+    const stop = new SharedArrayBuffer(8);
     const worker = new Worker(SIGNAL_STORM_WORKER, {
       eval: true,
       workerData: { tid: native.gettid(), stop, nativeUrl: new URL('../src/native/index.js', import.meta.url).href },
@@ -172,9 +174,14 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     });
     const kvm = Kvm.open();
     try {
-      // Let the storm begin before the first attempt.
-      await new Promise((r) => setTimeout(r, 100));
-      for (let i = 0; i < 20; i++) kvm.createVm().close();
+      // Let the storm begin before the first attempt (a worker can take a
+      // while to start on a busy machine), and last while the VMs are made.
+      const counter = new Int32Array(stop);
+      for (let waited = 0; Atomics.load(counter, 1) === 0 && waited < 20_000; waited += 10) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      const until = Date.now() + 10_000;
+      for (let i = 0; i < 20 || (Atomics.load(counter, 1) <= 100 && Date.now() < until); i++) kvm.createVm().close();
     } finally {
       Atomics.store(new Int32Array(stop), 0, 1);
       kvm.close();
@@ -214,18 +221,12 @@ describe('real-mode guests', needsKvm, () => {
         out 0x10, al
         hlt`);
       const vcpu = t.realModeVcpu();
-      assert.equal(vcpu.run(), true);
-      assert.equal(vcpu.exitReason, C.KVM_EXIT_IO);
-      assert.equal(vcpu.ioDirection, C.KVM_EXIT_IO_OUT);
-      assert.equal(vcpu.ioPort, 0x10);
-      assert.equal(vcpu.ioSize, 1);
-      assert.equal(vcpu.ioCount, 1);
-      assert.equal(vcpu.kvmRunBytes[vcpu.ioDataOffset], 0x42);
-      assert.deepEqual(vcpu.ioExit(), {
-        direction: C.KVM_EXIT_IO_OUT, size: 1, port: 0x10, count: 1, dataOffset: vcpu.ioDataOffset,
+      const exit = vcpu.run();
+      assert.equal(exit.kind, 'io');
+      assert.deepEqual({ ...exit, data: [...exit.data] }, {
+        kind: 'io', direction: 'out', size: 1, port: 0x10, count: 1, data: [0x42],
       });
-      assert.equal(vcpu.run(), true);
-      assert.equal(vcpu.exitReason, C.KVM_EXIT_HLT);
+      assert.equal(vcpu.run().kind, 'hlt');
     } finally {
       t.close();
     }
@@ -241,15 +242,46 @@ describe('real-mode guests', needsKvm, () => {
         out 0x10, ax
         hlt`);
       const vcpu = t.realModeVcpu();
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.ioDirection, C.KVM_EXIT_IO_IN);
-      assert.equal(vcpu.ioPort, 0x60);
-      assert.equal(vcpu.ioSize, 2);
-      vcpu.kvmRun.setUint16(vcpu.ioDataOffset, 0x1233, true);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.ioPort, 0x10);
-      assert.equal(vcpu.kvmRun.getUint16(vcpu.ioDataOffset, true), 0x1234);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_HLT);
+      const read = runTo(vcpu, 'io');
+      assert.equal(read.direction, 'in');
+      assert.equal(read.port, 0x60);
+      assert.equal(read.size, 2);
+      assert.equal(read.data.length, 2);
+      littleEndian(read.data).setUint16(0, 0x1233, true);
+      const write = runTo(vcpu, 'io');
+      assert.equal(write.direction, 'out');
+      assert.equal(write.port, 0x10);
+      assert.equal(littleEndian(write.data).getUint16(0, true), 0x1234);
+      runTo(vcpu, 'hlt');
+    } finally {
+      t.close();
+    }
+  });
+
+  test('rep outsw: IO exits carry size * count bytes', () => {
+    const t = new TestVm();
+    try {
+      t.loadCode(`bits 16
+        org 0x1000
+        mov si, words
+        mov cx, 3
+        mov dx, 0x10
+        rep outsw
+        hlt
+      words:
+        dw 0x1111, 0x2222, 0x3333`);
+      const vcpu = t.realModeVcpu();
+      // KVM may report the three elements in one exit or in several.
+      const words: number[] = [];
+      while (words.length < 3) {
+        const exit = runTo(vcpu, 'io');
+        assert.deepEqual([exit.direction, exit.port, exit.size], ['out', 0x10, 2]);
+        assert.ok(exit.count >= 1 && exit.count <= 3 - words.length, `count ${exit.count}`);
+        assert.equal(exit.data.length, 2 * exit.count);
+        for (let at = 0; at < exit.data.length; at += 2) words.push(littleEndian(exit.data).getUint16(at, true));
+      }
+      assert.deepEqual(words, [0x1111, 0x2222, 0x3333]);
+      runTo(vcpu, 'hlt');
     } finally {
       t.close();
     }
@@ -265,21 +297,16 @@ describe('real-mode guests', needsKvm, () => {
         out 0x10, ax
         hlt`);
       const vcpu = t.realModeVcpu();
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_MMIO);
-      assert.equal(vcpu.mmioPhysAddr, 0x8000n);
-      assert.equal(vcpu.mmioLen, 2);
-      assert.equal(vcpu.mmioIsWrite, true);
-      assert.equal(vcpu.kvmRun.getUint16(vcpu.mmioDataOffset, true), 0xbeef);
-      assert.deepEqual(vcpu.mmioExit(), { physAddr: 0x8000n, len: 2, isWrite: true, dataOffset: C.KVM_RUN_MMIO_DATA });
+      const write = runTo(vcpu, 'mmio');
+      assert.deepEqual({ ...write, data: [...write.data] }, { kind: 'mmio', address: 0x8000n, isWrite: true, data: [0xef, 0xbe] });
 
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_MMIO);
-      assert.equal(vcpu.mmioPhysAddr, 0x8002n);
-      assert.equal(vcpu.mmioLen, 2);
-      assert.equal(vcpu.mmioIsWrite, false);
-      vcpu.kvmRun.setUint16(C.KVM_RUN_MMIO_DATA, 0x5aa5, true);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.kvmRun.getUint16(vcpu.ioDataOffset, true), 0x5aa5);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_HLT);
+      const read = runTo(vcpu, 'mmio');
+      assert.equal(read.address, 0x8002n);
+      assert.equal(read.data.length, 2);
+      assert.equal(read.isWrite, false);
+      littleEndian(read.data).setUint16(0, 0x5aa5, true);
+      assert.equal(littleEndian(runTo(vcpu, 'io').data).getUint16(0, true), 0x5aa5);
+      runTo(vcpu, 'hlt');
     } finally {
       t.close();
     }
@@ -308,12 +335,11 @@ describe('real-mode guests', needsKvm, () => {
       assert.equal(back.rip, BigInt(ENTRY));
       assert.equal(hex(back.bytes), hex(regs.bytes));
 
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.kvmRunBytes[vcpu.ioDataOffset], 0x88);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.ioSize, 4);
-      assert.equal(vcpu.kvmRun.getUint32(vcpu.ioDataOffset, true), 0xcafef00d);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_HLT);
+      assert.equal(runTo(vcpu, 'io').data[0], 0x88);
+      const wide = runTo(vcpu, 'io');
+      assert.equal(wide.size, 4);
+      assert.equal(littleEndian(wide.data).getUint32(0, true), 0xcafef00d);
+      runTo(vcpu, 'hlt');
       const after = new RegsView(vcpu.getRegs());
       assert.equal(after.rax & 0xffff_ffffn, 0xcafe_f00dn);
       assert.equal(after.rip, BigInt(ENTRY + assemble(source).length)); // just past the hlt
@@ -419,7 +445,7 @@ describe('real-mode guests', needsKvm, () => {
       const PAGES = 100;
       const mem = t.addSlot(1, 0x10000, PAGES * PAGE, C.KVM_MEM_LOG_DIRTY_PAGES);
       const vcpu = t.realModeVcpu();
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_HLT);
+      runTo(vcpu, 'hlt');
       assert.equal(mem[3 * PAGE], 1);
       assert.equal(mem[70 * PAGE + 0x10], 2);
       assert.equal(mem[99 * PAGE + 0xfff], 3);
@@ -453,14 +479,13 @@ describe('real-mode guests', needsKvm, () => {
       const rom = t.addSlot(1, 0x20000, PAGE, C.KVM_MEM_READONLY);
       rom[0] = 0x77;
       const vcpu = t.realModeVcpu();
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-      assert.equal(vcpu.kvmRunBytes[vcpu.ioDataOffset], 0x77);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_MMIO);
-      assert.equal(vcpu.mmioPhysAddr, 0x20004n);
-      assert.equal(vcpu.mmioLen, 1);
-      assert.equal(vcpu.mmioIsWrite, true);
-      assert.equal(vcpu.kvmRunBytes[C.KVM_RUN_MMIO_DATA], 0x5a);
-      assert.equal(runToExit(vcpu), C.KVM_EXIT_HLT);
+      assert.equal(runTo(vcpu, 'io').data[0], 0x77);
+      const write = runTo(vcpu, 'mmio');
+      assert.equal(write.address, 0x20004n);
+      assert.equal(write.data.length, 1);
+      assert.equal(write.isWrite, true);
+      assert.equal(write.data[0], 0x5a);
+      runTo(vcpu, 'hlt');
       assert.equal(rom[4], 0);
     } finally {
       t.close();
@@ -491,10 +516,10 @@ describe('real-mode guests', needsKvm, () => {
       const vcpu = t.realModeVcpu();
       const seen: number[] = [];
       for (;;) {
-        assert.equal(runToExit(vcpu), C.KVM_EXIT_IO);
-        if (vcpu.ioPort === 0x11) break;
-        assert.equal(vcpu.ioPort, 0x500);
-        seen.push(vcpu.kvmRunBytes[vcpu.ioDataOffset]!);
+        const exit = runTo(vcpu, 'io');
+        if (exit.port === 0x11) break;
+        assert.equal(exit.port, 0x500);
+        seen.push(exit.data[0]!);
       }
       assert.deepEqual(seen, [3], 'only the non-matching write exits to userspace');
       assert.equal(Number(native.eventfdRead(efd)), 2);
@@ -611,7 +636,10 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
 // The worker: wraps the VCPU fd made by the main thread, sets it up, registers
 // itself as the kick target, then runs twice: once kicked while in the guest,
 // once kicked before it even entered KVM_RUN (immediate_exit already set).
-/** Kicks thread workerData.tid every ~20 µs until workerData.stop is set; reports how many signals it sent. */
+/**
+ * Kicks thread workerData.tid every ~20 µs until word 0 of workerData.stop is
+ * set, counting the signals sent in word 1; reports how many it sent.
+ */
 const SIGNAL_STORM_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 import(workerData.nativeUrl).then(({ native }) => {
@@ -621,6 +649,7 @@ import(workerData.nativeUrl).then(({ native }) => {
     try {
       native.kick(workerData.tid);
       sent++;
+      Atomics.store(stop, 1, sent);
     } catch {
       // EAGAIN: the queue of real-time signals is full.
     }
@@ -634,9 +663,9 @@ import(workerData.nativeUrl).then(({ native }) => {
 const KICK_WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 (async () => {
-  const { Vcpu, RegsView, SregsView } = await import(workerData.kvmUrl);
+  const { VcpuFd, RegsView, SregsView } = await import(workerData.kvmUrl);
   const { native } = await import(workerData.nativeUrl);
-  const vcpu = new Vcpu(workerData.fd, workerData.mmapSize);
+  const vcpu = new VcpuFd(workerData.fd, workerData.mmapSize);
   try {
     const sregs = new SregsView(vcpu.getSregs());
     sregs.cs.base = 0n;
@@ -648,8 +677,8 @@ const { parentPort, workerData } = require('node:worker_threads');
     vcpu.setRegs(regs.bytes);
     vcpu.registerKickTarget();
     const flag = new Int32Array(workerData.flag);
-    const result = (exited) => ({
-      exited, immediateExit: vcpu.immediateExit, rbx: Number(new RegsView(vcpu.getRegs()).rbx),
+    const result = (exit) => ({
+      exited: exit.kind !== 'intr', immediateExit: vcpu.immediateExit, rbx: Number(new RegsView(vcpu.getRegs()).rbx),
     });
 
     parentPort.postMessage({ kind: 'ready', tid: native.gettid() });

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
 
-import { C, CONSTANT_NAMES, isErrnoError, native, type ErrnoError } from '../src/native/index.js';
+import { C, CONSTANT_NAMES, ErrnoError, LAYOUT_FIELDS, isErrnoError, native, type LayoutName } from '../src/native/index.js';
 import { needsKvm } from './support/kvm.js';
 
 const indexUrl = new URL('../src/native/index.js', import.meta.url).href;
@@ -20,6 +20,7 @@ function expectErrno(fn: () => unknown, code: string, errno: number, syscall: st
     caught = e;
   }
   assert.ok(isErrnoError(caught), `expected an errno error, got ${String(caught)}`);
+  assert.ok(caught instanceof ErrnoError, 'the addon throws the one errno-carrying class');
   assert.equal(caught.code, code);
   assert.equal(caught.errno, errno);
   assert.equal(caught.syscall, syscall);
@@ -109,6 +110,78 @@ test('constants: plausible values', () => {
   assert.ok(C.KVM_GET_REGS > 2 ** 31);
   assert.equal(C.KVM_EXIT_IO, 2);
   assert.equal(C.KVM_EXIT_HLT, 5);
+});
+
+test('layouts: every struct and field TypeScript names, and nothing else, each field inside its struct', () => {
+  assert.deepEqual(Object.keys(native.layouts).sort(), Object.keys(LAYOUT_FIELDS).sort());
+  assert.ok(Object.isFrozen(native.layouts));
+  for (const name of Object.keys(LAYOUT_FIELDS) as LayoutName[]) {
+    const layout: Readonly<Record<string, number>> = native.layouts[name];
+    const fields: readonly string[] = LAYOUT_FIELDS[name];
+    assert.deepEqual(Object.keys(layout).sort(), [...fields, 'size'].sort(), name);
+    assert.ok(Object.isFrozen(layout), name);
+    assert.ok(Number.isSafeInteger(layout['size']) && layout['size']! > 0, `${name}.size`);
+    // A flexible array member (entries, indices) starts at the very end.
+    for (const field of fields) {
+      const offset = layout[field]!;
+      assert.ok(Number.isSafeInteger(offset) && offset >= 0 && offset <= layout['size']!, `${name}.${field} = ${offset}`);
+    }
+    const sizeofName = `SIZEOF_${name.toUpperCase()}` as keyof typeof C;
+    if (sizeofName in C) assert.equal(layout['size'], C[sizeofName], `${name}.size and ${sizeofName}`);
+  }
+  // The constants that name the same fields agree.
+  const L = native.layouts;
+  assert.deepEqual(
+    [L.kvm_regs.rax, L.kvm_regs.rbx, L.kvm_regs.rcx, L.kvm_regs.rdx, L.kvm_regs.rsi, L.kvm_regs.rdi, L.kvm_regs.rsp,
+      L.kvm_regs.rbp, L.kvm_regs.rip, L.kvm_regs.rflags],
+    [C.KVM_REGS_RAX, C.KVM_REGS_RBX, C.KVM_REGS_RCX, C.KVM_REGS_RDX, C.KVM_REGS_RSI, C.KVM_REGS_RDI, C.KVM_REGS_RSP,
+      C.KVM_REGS_RBP, C.KVM_REGS_RIP, C.KVM_REGS_RFLAGS],
+  );
+  assert.deepEqual(
+    [L.kvm_sregs.cs, L.kvm_sregs.ds, L.kvm_sregs.es, L.kvm_sregs.ss, L.kvm_sregs.cr0, L.kvm_sregs.cr4, L.kvm_sregs.efer],
+    [C.KVM_SREGS_CS, C.KVM_SREGS_DS, C.KVM_SREGS_ES, C.KVM_SREGS_SS, C.KVM_SREGS_CR0, C.KVM_SREGS_CR4, C.KVM_SREGS_EFER],
+  );
+  assert.deepEqual([L.kvm_segment.base, L.kvm_segment.limit, L.kvm_segment.selector],
+    [C.KVM_SEGMENT_BASE, C.KVM_SEGMENT_LIMIT, C.KVM_SEGMENT_SELECTOR]);
+  assert.deepEqual([L.kvm_debugregs.db, L.kvm_debugregs.dr6, L.kvm_debugregs.dr7],
+    [C.KVM_DEBUGREGS_DB, C.KVM_DEBUGREGS_DR6, C.KVM_DEBUGREGS_DR7]);
+});
+
+test('layouts: the x86-64 layouts of <linux/kvm.h>, field by field', () => {
+  // What the structs are on x86-64: a layout entry naming the wrong member of
+  // its struct (in native/layouts.c) shows up here.
+  const regs = Object.fromEntries(LAYOUT_FIELDS.kvm_regs.map((name, i) => [name, i * 8]));
+  const expected: { [N in LayoutName]: Record<string, number> } = {
+    kvm_userspace_memory_region: { slot: 0, flags: 4, guestPhysAddr: 8, memorySize: 16, userspaceAddr: 24, size: 32 },
+    kvm_ioeventfd: { datamatch: 0, addr: 8, len: 16, fd: 20, flags: 24, size: 64 },
+    kvm_irqfd: { fd: 0, gsi: 4, flags: 8, resamplefd: 12, size: 32 },
+    kvm_irq_level: { irq: 0, level: 4, size: 8 },
+    kvm_irq_routing: { nr: 0, entries: 8, size: 8 },
+    kvm_irq_routing_entry: {
+      gsi: 0, type: 4, irqchipIrqchip: 16, irqchipPin: 20, msiAddressLo: 16, msiAddressHi: 20, msiData: 24, size: 48,
+    },
+    kvm_cpuid2: { nent: 0, entries: 8, size: 8 },
+    kvm_cpuid_entry2: { function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24, size: 40 },
+    kvm_msrs: { nmsrs: 0, entries: 8, size: 8 },
+    kvm_msr_entry: { index: 0, data: 8, size: 16 },
+    kvm_msr_list: { nmsrs: 0, indices: 4, size: 4 },
+    kvm_dirty_log: { slot: 0, dirtyBitmap: 8, size: 16 },
+    kvm_enable_cap: { cap: 0, flags: 4, args: 8, pad: 40, size: 104 },
+    kvm_irqchip: { chipId: 0, chip: 8, size: 520 },
+    kvm_pit_config: { flags: 0, size: 64 },
+    kvm_segment: {
+      base: 0, limit: 8, selector: 12, type: 14, present: 15, dpl: 16, db: 17, s: 18, l: 19, g: 20, avl: 21, unusable: 22,
+      size: 24,
+    },
+    kvm_dtable: { base: 0, limit: 8, size: 16 },
+    kvm_sregs: {
+      cs: 0, ds: 24, es: 48, fs: 72, gs: 96, ss: 120, tr: 144, ldt: 168, gdt: 192, idt: 208,
+      cr0: 224, cr2: 232, cr3: 240, cr4: 248, cr8: 256, efer: 264, apicBase: 272, size: 312,
+    },
+    kvm_regs: { ...regs, size: 144 },
+    kvm_debugregs: { db: 0, dr6: 32, dr7: 40, flags: 48, size: 128 },
+  };
+  for (const name of Object.keys(expected) as LayoutName[]) assert.deepEqual({ ...native.layouts[name] }, expected[name], name);
 });
 
 test('errors carry errno, code and syscall', () => {

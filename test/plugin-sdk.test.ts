@@ -23,7 +23,7 @@ import {
   VcpuRequest_StateSet,
   VcpuResponse,
 } from '../src/protocol/gen/plugin.js';
-import { allocateObjectId, releaseObjectId } from '../src/plugin/connection.js';
+import { allocateObjectId, releaseObjectId } from '../src/plugin/object-ids.js';
 import { Vcpu } from '../src/plugin/vcpu.js';
 import { spinBudgetUs } from '../src/protocol/pipe-reader.js';
 import { Connection, GuestMemory, PluginError, RegsView, VmStateSet, type VcpuOptions } from '../src/plugin/index.js';
@@ -108,7 +108,7 @@ describe('object ids', () => {
   });
 
   test('unique across worker threads', async () => {
-    const url = new URL('../src/plugin/connection.js', import.meta.url).href;
+    const url = new URL('../src/plugin/object-ids.js', import.meta.url).href;
     const code = `
       const { parentPort } = require('node:worker_threads');
       import(${JSON.stringify(url)}).then((m) => {

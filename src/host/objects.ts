@@ -5,15 +5,15 @@
  * the VM and how to undo that.
  */
 import { C, native } from '../native/index.js';
-import type { Vm } from '../kvm/index.js';
-import { errno, RequestError } from '../errno.js';
+import type { VmFd } from '../kvm/index.js';
+import { errno, ErrnoError } from '../errno.js';
 import { wrapsPastU64 } from './ranges.js';
 
 export interface PluginObject {
   readonly kind: 'ioEvent' | 'memory' | 'irqEvent';
   /** The descriptors handed to the plugin when the object is created. */
   readonly fds: readonly number[];
-  destroy(vm: Vm): void;
+  destroy(vm: VmFd): void;
 }
 
 export class IoEventObject implements PluginObject {
@@ -27,10 +27,10 @@ export class IoEventObject implements PluginObject {
     this.fds = [eventFd];
   }
 
-  static create(vm: Vm, pio: boolean, address: bigint, length: number, datamatch: bigint): IoEventObject {
-    if (![0, 1, 2, 4, 8].includes(length)) throw new RequestError(errno.EINVAL, `io event length ${length} is not 0, 1, 2, 4 or 8`);
+  static create(vm: VmFd, pio: boolean, address: bigint, length: number, datamatch: bigint): IoEventObject {
+    if (![0, 1, 2, 4, 8].includes(length)) throw new ErrnoError(errno.EINVAL, `io event length ${length} is not 0, 1, 2, 4 or 8`);
     // The kernel refuses this too; checked here so the rule is the host's own, as for ranges.
-    if (wrapsPastU64(address, BigInt(length))) throw new RequestError(errno.EINVAL, 'io event address + length overflows');
+    if (wrapsPastU64(address, BigInt(length))) throw new ErrnoError(errno.EINVAL, 'io event address + length overflows');
     const registration = { address, length, pio, ...(length > 0 ? { datamatch } : {}) };
     const eventFd = native.eventfd(0, C.EFD_CLOEXEC);
     try {
@@ -42,7 +42,7 @@ export class IoEventObject implements PluginObject {
     return new IoEventObject(eventFd, registration);
   }
 
-  destroy(vm: Vm): void {
+  destroy(vm: VmFd): void {
     try {
       vm.ioeventfd({ fd: this.eventFd, ...this.registration, deassign: true });
     } finally {
@@ -63,7 +63,7 @@ export class IrqEventObject implements PluginObject {
     this.fds = [triggerFd, resampleFd];
   }
 
-  static create(vm: Vm, gsi: number): IrqEventObject {
+  static create(vm: VmFd, gsi: number): IrqEventObject {
     const triggerFd = native.eventfd(0, C.EFD_CLOEXEC);
     const resampleFd = native.eventfd(0, C.EFD_CLOEXEC);
     try {
@@ -76,7 +76,7 @@ export class IrqEventObject implements PluginObject {
     return new IrqEventObject(gsi, triggerFd, resampleFd);
   }
 
-  destroy(vm: Vm): void {
+  destroy(vm: VmFd): void {
     try {
       vm.irqfd({ fd: this.triggerFd, gsi: this.gsi, deassign: true });
     } finally {
@@ -111,19 +111,19 @@ export class MemoryObject implements PluginObject {
    * Validates the memfd per the protocol (EBADF, EPERM, EOVERFLOW, EINVAL),
    * maps it and installs slot `slot`. The caller owns `fd` and closes it.
    */
-  static create(vm: Vm, slot: number, fd: number | undefined, request: MemoryRequest): MemoryObject {
-    if (fd === undefined) throw new RequestError(errno.EBADF, 'create memory needs a memfd');
+  static create(vm: VmFd, slot: number, fd: number | undefined, request: MemoryRequest): MemoryObject {
+    if (fd === undefined) throw new ErrnoError(errno.EBADF, 'create memory needs a memfd');
     let seals: number;
     try {
       seals = native.fcntl(fd, C.F_GET_SEALS, 0);
     } catch {
-      throw new RequestError(errno.EPERM, 'the memory fd is not a memfd');
+      throw new ErrnoError(errno.EPERM, 'the memory fd is not a memfd');
     }
-    if ((seals & C.F_SEAL_SHRINK) === 0) throw new RequestError(errno.EPERM, 'the memfd is not sealed against shrinking');
+    if ((seals & C.F_SEAL_SHRINK) === 0) throw new ErrnoError(errno.EPERM, 'the memfd is not sealed against shrinking');
     const { offset, start, length } = request;
-    if (wrapsPastU64(offset, length) || wrapsPastU64(start, length)) throw new RequestError(errno.EOVERFLOW, 'memory range overflows');
-    if (offset + length > BigInt(native.fstatSize(fd))) throw new RequestError(errno.EINVAL, 'memory range passes the end of the memfd');
-    if (length === 0n || length > BigInt(Number.MAX_SAFE_INTEGER)) throw new RequestError(errno.EINVAL, 'bad memory length');
+    if (wrapsPastU64(offset, length) || wrapsPastU64(start, length)) throw new ErrnoError(errno.EOVERFLOW, 'memory range overflows');
+    if (offset + length > BigInt(native.fstatSize(fd))) throw new ErrnoError(errno.EINVAL, 'memory range passes the end of the memfd');
+    if (length === 0n || length > BigInt(Number.MAX_SAFE_INTEGER)) throw new ErrnoError(errno.EINVAL, 'bad memory length');
     const address = native.mmap(Number(length), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, Number(offset));
     try {
       vm.setUserMemoryRegion({
@@ -144,11 +144,11 @@ export class MemoryObject implements PluginObject {
     return start < this.start + this.length && this.start < start + length;
   }
 
-  dirtyBitmap(vm: Vm): Uint8Array {
+  dirtyBitmap(vm: VmFd): Uint8Array {
     return vm.getDirtyLog(this.slot, Number((this.length + BigInt(C.PAGE_SIZE) - 1n) / BigInt(C.PAGE_SIZE)));
   }
 
-  destroy(vm: Vm): void {
+  destroy(vm: VmFd): void {
     try {
       vm.setUserMemoryRegion({ slot: this.slot, flags: 0, guestPhysAddr: this.start, memorySize: 0n, userspaceAddr: 0n });
     } finally {

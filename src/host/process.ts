@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
-import type { CpuidEntry2, Kvm, Vm } from '../kvm/index.js';
+import type { CpuidEntry2, Kvm, VmFd } from '../kvm/index.js';
 import {
   AddressSpace,
   type CpuidEntry,
@@ -18,11 +18,11 @@ import {
 import { mainFailure, type MainRequestCase } from '../protocol/responses.js';
 import { encodeMessage } from '../protocol/framing.js';
 import { decodeStrict, leadingMessageField, messageShape } from '../protocol/strict.js';
-import { errno, RequestError } from '../errno.js';
+import { errno, ErrnoError } from '../errno.js';
 import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
-import { ReservedRanges, IOPORT, MMIO } from './ranges.js';
+import { ReservedRanges, type KnownAddressSpace } from './ranges.js';
 import { encodeVcpuConfig } from './vcpu-config.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import type { Tap, TapConfig } from './net.js';
@@ -90,8 +90,8 @@ interface Connection {
 /** Getter and setter of one VM-wide kernel state, by protocol StateSet. */
 interface VmStateAccess {
   size: number;
-  get(vm: Vm): Uint8Array;
-  set(vm: Vm, bytes: Uint8Array): void;
+  get(vm: VmFd): Uint8Array;
+  set(vm: VmFd, bytes: Uint8Array): void;
 }
 
 const VM_STATE_SETS: ReadonlyMap<number, VmStateAccess> = new Map([
@@ -128,7 +128,7 @@ export class PluginProcess {
 
   constructor(
     private readonly kvm: Kvm,
-    private readonly vm: Vm,
+    private readonly vm: VmFd,
     vcpuCount: number,
     private readonly log: Log,
     private readonly pluginLog: LineSink,
@@ -352,7 +352,7 @@ export class PluginProcess {
         case 'reserveRange': {
           const { space, start, length, asyncWrite } = message.reserveRange;
           const result = this.ranges.reserve(spaceOf(space), start, length, asyncWrite);
-          if (result !== 0) throw new RequestError(result, 'reserve_range refused');
+          if (result !== 0) throw new ErrnoError(result, 'reserve_range refused');
           this.publishVcpuConfig();
           return ok({ $case: 'reserveRange', reserveRange: {} });
         }
@@ -363,7 +363,7 @@ export class PluginProcess {
           this.vm.setGsiRouting(
             message.setIrqRouting.routes.map((r) => {
               const route = r.route;
-              if (route === undefined) throw new RequestError(errno.EINVAL, `route for irq ${r.irqId} has no kind`);
+              if (route === undefined) throw new ErrnoError(errno.EINVAL, `route for irq ${r.irqId} has no kind`);
               return route.$case === 'irqchip'
                 ? { gsi: r.irqId, kind: 'irqchip' as const, irqchip: route.irqchip.irqchip, pin: route.irqchip.pin }
                 : { gsi: r.irqId, kind: 'msi' as const, address: route.msi.address, data: route.msi.data };
@@ -377,7 +377,7 @@ export class PluginProcess {
         case 'setState': {
           const state = vmStateAccess(message.setState.set);
           if (message.setState.state.length !== state.size) {
-            throw new RequestError(errno.EINVAL, `state is ${message.setState.state.length} bytes, not ${state.size}`);
+            throw new ErrnoError(errno.EINVAL, `state is ${message.setState.state.length} bytes, not ${state.size}`);
           }
           state.set(this.vm, message.setState.state);
           return ok({ $case: 'setState', setState: {} });
@@ -403,13 +403,13 @@ export class PluginProcess {
         case 'dirtyLog': {
           const object = this.objects.get(message.dirtyLog.id);
           if (!(object instanceof MemoryObject) || !object.dirtyLog) {
-            throw new RequestError(errno.ENOENT, `no dirty-logged memory with id ${message.dirtyLog.id}`);
+            throw new ErrnoError(errno.ENOENT, `no dirty-logged memory with id ${message.dirtyLog.id}`);
           }
           return ok({ $case: 'dirtyLog', dirtyLog: { bitmap: Buffer.from(object.dirtyBitmap(this.vm)) } });
         }
       }
     } catch (e) {
-      if (e instanceof RequestError || isErrnoError(e)) return reply(mainFailure(e.errno, message.$case));
+      if (isErrnoError(e)) return reply(mainFailure(e.errno, message.$case));
       this.log.error(`request ${message.$case} failed unexpectedly: ${e instanceof Error ? e.stack : String(e)}`);
       return reply(mainFailure(errno.EINVAL, message.$case));
     }
@@ -418,7 +418,7 @@ export class PluginProcess {
   /** The first tap's descriptor and configuration, read from the device now; ENODATA without a tap. */
   private netConfig(): Reply {
     const tap = this.taps[0];
-    if (tap === undefined) throw new RequestError(errno.ENODATA, 'plugvisor has no tap device to offer');
+    if (tap === undefined) throw new ErrnoError(errno.ENODATA, 'plugvisor has no tap device to offer');
     let config: TapConfig;
     try {
       config = tap.config();
@@ -433,20 +433,20 @@ export class PluginProcess {
 
   private create(create: MainRequest_Create, fd: number | undefined): Reply {
     const { id, kind } = create;
-    if (this.objects.has(id)) throw new RequestError(errno.EEXIST, `object id ${id} is taken`);
-    if (kind === undefined) throw new RequestError(errno.EINVAL, 'create names no kind of object');
+    if (this.objects.has(id)) throw new ErrnoError(errno.EEXIST, `object id ${id} is taken`);
+    if (kind === undefined) throw new ErrnoError(errno.EINVAL, 'create names no kind of object');
     let object: PluginObject;
     switch (kind.$case) {
       case 'ioEvent': {
         const { space, address, length, datamatch } = kind.ioEvent;
-        object = IoEventObject.create(this.vm, spaceOf(space) === IOPORT, address, length, datamatch);
+        object = IoEventObject.create(this.vm, spaceOf(space) === AddressSpace.IOPORT, address, length, datamatch);
         break;
       }
       case 'memory': {
         const memory = kind.memory;
         for (const other of this.objects.values()) {
           if (other instanceof MemoryObject && other.overlaps(memory.start, memory.length)) {
-            throw new RequestError(errno.ENOSPC, 'memory overlaps an existing slot');
+            throw new ErrnoError(errno.ENOSPC, 'memory overlaps an existing slot');
           }
         }
         object = MemoryObject.create(this.vm, this.freeSlot(), fd, memory);
@@ -462,7 +462,7 @@ export class PluginProcess {
 
   private destroy(id: number): void {
     const object = this.objects.get(id);
-    if (object === undefined) throw new RequestError(errno.ENOENT, `no object with id ${id}`);
+    if (object === undefined) throw new ErrnoError(errno.ENOENT, `no object with id ${id}`);
     this.objects.delete(id);
     object.destroy(this.vm);
   }
@@ -476,7 +476,7 @@ export class PluginProcess {
   }
 
   private start(): void {
-    if (this.vcpus.started) throw new RequestError(errno.EINVAL, 'the VM was already started');
+    if (this.vcpus.started) throw new ErrnoError(errno.EINVAL, 'the VM was already started');
     this.vcpus.start(this.vm, this.kvm.vcpuMmapSize());
     this.events.onStarted();
   }
@@ -516,10 +516,9 @@ function reply(response: MainResponse): Reply {
   return { response, fds: [], closeAfterSend: [] };
 }
 
-function spaceOf(space: AddressSpace): typeof IOPORT | typeof MMIO {
-  if (space === AddressSpace.IOPORT) return IOPORT;
-  if (space === AddressSpace.MMIO) return MMIO;
-  throw new RequestError(errno.EINVAL, `unknown address space ${space}`);
+function spaceOf(space: AddressSpace): KnownAddressSpace {
+  if (space === AddressSpace.IOPORT || space === AddressSpace.MMIO) return space;
+  throw new ErrnoError(errno.EINVAL, `unknown address space ${space}`);
 }
 
 /** A kernel CPUID entry as the protocol carries it. */
@@ -537,7 +536,7 @@ function fromKernelCpuid(entry: CpuidEntry2): CpuidEntry {
 
 function vmStateAccess(set: number): VmStateAccess {
   const access = VM_STATE_SETS.get(set);
-  if (access === undefined) throw new RequestError(errno.EINVAL, `unknown VM state set ${set}`);
+  if (access === undefined) throw new ErrnoError(errno.EINVAL, `unknown VM state set ${set}`);
   return access;
 }
 

@@ -6,10 +6,10 @@
  * addresses up on every IO/MMIO exit.
  */
 import { errno } from '../errno.js';
+import { AddressSpace } from '../protocol/gen/plugin.js';
 
-export const IOPORT = 0;
-export const MMIO = 1;
-export type Space = typeof IOPORT | typeof MMIO;
+/** The protocol's address spaces, less the generated UNRECOGNIZED (a request naming another space gets EINVAL). */
+export type KnownAddressSpace = Exclude<AddressSpace, AddressSpace.UNRECOGNIZED>;
 
 export interface Reservation {
   start: bigint;
@@ -32,13 +32,13 @@ export function wrapsPastU64(start: bigint, length: bigint): boolean {
 
 export class ReservedRanges {
   /** Per address space, sorted by start and never overlapping. */
-  private readonly table: [Reservation[], Reservation[]] = [[], []];
+  private readonly table: Record<KnownAddressSpace, Reservation[]> = { [AddressSpace.IOPORT]: [], [AddressSpace.MMIO]: [] };
 
   /**
    * Reserves [start, start + length), or with length 0 unreserves the range
    * that starts at `start`. Returns 0 or the errno of the protocol's rules.
    */
-  reserve(space: Space, start: bigint, length: bigint, asyncWrite: boolean): number {
+  reserve(space: KnownAddressSpace, start: bigint, length: bigint, asyncWrite: boolean): number {
     const ranges = this.table[space];
     if (length === 0n) {
       const index = ranges.findIndex((r) => r.start === start);
@@ -60,7 +60,7 @@ export class ReservedRanges {
   }
 
   /** The reservations of `space`, sorted by start. */
-  of(space: Space): readonly Reservation[] {
+  of(space: KnownAddressSpace): readonly Reservation[] {
     return this.table[space];
   }
 }

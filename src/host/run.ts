@@ -6,7 +6,7 @@
  */
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
-import { Kvm, type Vm } from '../kvm/index.js';
+import { Kvm, type VmFd } from '../kvm/index.js';
 import { diagnoseSandbox, openFileLimit, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { writeWithBackpressure, type LineSink } from './lines.js';
@@ -147,7 +147,7 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   // openTaps' and Kvm.open's messages already say what is missing and how to fix it.
   const taps = setUp(undefined, () => openTaps(options.net, log));
   let kvm: Kvm | undefined;
-  let vm: Vm | undefined;
+  let vm: VmFd | undefined;
   let plan: (LaunchPlan & { dispose(): void }) | undefined;
   try {
     const opened = setUp(undefined, () => Kvm.open());
@@ -170,7 +170,7 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
 }
 
 /** The VM every plugin starts from: a TSS, the in-kernel irqchip and PIT. Nothing is left open on failure. */
-function createMachine(kvm: Kvm): Vm {
+function createMachine(kvm: Kvm): VmFd {
   const vm = kvm.createVm();
   try {
     vm.setTssAddr(TSS_ADDRESS);
@@ -194,7 +194,7 @@ interface ServeSettings {
 }
 
 /** The main loop: serve the plugin until it is gone, then tear down and judge the outcome. */
-async function serve(kvm: Kvm, vm: Vm, plan: LaunchPlan, cpus: number, taps: readonly Tap[], settings: ServeSettings): Promise<RunOutcome> {
+async function serve(kvm: Kvm, vm: VmFd, plan: LaunchPlan, cpus: number, taps: readonly Tap[], settings: ServeSettings): Promise<RunOutcome> {
   const { log } = settings;
   /** The first failure, which decides the outcome's message. */
   let failure: string | undefined;

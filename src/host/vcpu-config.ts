@@ -4,16 +4,16 @@
  * native/vcpu/config.h): a header of 7 words, 3 words per range, 6 per
  * register hint. The host publishes a whole new image after every change.
  */
-import type { MainRequest_SetCallHint } from '../protocol/gen/plugin.js';
-import { IOPORT, MMIO, type ReservedRanges } from './ranges.js';
+import { AddressSpace, type MainRequest_SetCallHint } from '../protocol/gen/plugin.js';
+import type { ReservedRanges } from './ranges.js';
 
 const HEADER_WORDS = 7;
 const RANGE_WORDS = 3;
 const REG_HINT_WORDS = 6;
 
 export function encodeVcpuConfig(ranges: ReservedRanges, hint: MainRequest_SetCallHint | null): BigUint64Array {
-  const io = ranges.of(IOPORT);
-  const mmio = ranges.of(MMIO);
+  const io = ranges.of(AddressSpace.IOPORT);
+  const mmio = ranges.of(AddressSpace.MMIO);
   const regHints = hint?.hints ?? [];
   const image = new BigUint64Array(HEADER_WORDS + RANGE_WORDS * (io.length + mmio.length) + REG_HINT_WORDS * regHints.length);
   image[0] = BigInt(io.length);

@@ -5,7 +5,7 @@
  * configuration, pauses, shutdown) and what they report (logs, their end).
  */
 import { C, native, type VcpuEventKind, type VcpuSet as NativeVcpuSet } from '../native/index.js';
-import type { Vm } from '../kvm/index.js';
+import type { VmFd } from '../kvm/index.js';
 import { spinBudgetForVcpus } from '../protocol/pipe-reader.js';
 import type { Log } from './log.js';
 
@@ -68,7 +68,7 @@ export class VcpuSet {
    * the last configuration published. Throws with no VCPU left running if
    * any of it fails.
    */
-  start(vm: Vm, mmapSize: number): void {
+  start(vm: VmFd, mmapSize: number): void {
     const vcpuFds: number[] = [];
     try {
       for (let i = 0; i < this.count; i++) vcpuFds.push(vm.createVcpu(i));

@@ -1,10 +1,11 @@
 /**
- * Internal helpers shared by Kvm, Vm and Vcpu: ioctl calls whose errors name
- * the ioctl, fixed-size state structs in and out, and growing CPUID buffers.
+ * Internal helpers shared by Kvm, VmFd and VcpuFd: ioctl calls whose errors name
+ * the ioctl, the get/set methods of fixed-size state structs, and growing
+ * CPUID buffers.
  * Not part of the public API (src/kvm/index.ts does not re-export it).
  */
-import { errno } from '../errno.js';
-import { isErrnoError, native } from '../native/index.js';
+import { errno, isErrnoError } from '../errno.js';
+import { C, native, type ConstantName } from '../native/index.js';
 import {
   allocBytes,
   decodeCpuid2,
@@ -41,24 +42,58 @@ export function ioctlBytes(fd: number, request: number, name: string, buf: Uint8
   }
 }
 
-/** Reads a fixed-size struct (KVM_GET_*): a fresh buffer of exactly `size` bytes. */
-export function getStruct(fd: number, request: number, name: string, size: number): Uint8Array<ArrayBuffer> {
-  const buf = allocBytes(size);
-  ioctlBytes(fd, request, name, buf);
-  return buf;
+/** For each constant KVM_GET_X with a KVM_SET_X beside it: X. */
+type GetSetSuffix<N> = N extends `KVM_GET_${infer X}` ? (`KVM_SET_${X}` extends ConstantName ? X : never) : never;
+/** For each constant SIZEOF_X: x. */
+type SizeofName<N> = N extends `SIZEOF_${infer S}` ? Lowercase<S> : never;
+/** The X of a KVM_GET_X / KVM_SET_X pair of ioctls that the addon knows. */
+type StateIoctl = GetSetSuffix<ConstantName>;
+/** A struct whose size the addon knows (SIZEOF_KVM_REGS: kvm_regs). */
+type SizedStruct = SizeofName<ConstantName>;
+
+/** A kernel struct read whole by KVM_GET_`ioctl` and written whole by KVM_SET_`ioctl`. */
+export interface StateStruct {
+  /** REGS for KVM_GET_REGS and KVM_SET_REGS. */
+  readonly ioctl: StateIoctl;
+  /** Its name in <linux/kvm.h>: kvm_regs. */
+  readonly struct: SizedStruct;
 }
 
-/** Writes a fixed-size struct (KVM_SET_*); EINVAL-like error if `bytes` is not exactly `size` long. */
-export function setStruct(
-  fd: number,
-  request: number,
-  name: string,
-  struct: string,
-  size: number,
-  bytes: Uint8Array,
+/** The methods {@link defineStateMethods} makes: `getRegs()` and `setRegs(bytes)` for a table key `Regs`. */
+export type StateMethods<T> = { [K in keyof T & string as `get${K}`]: () => Uint8Array<ArrayBuffer> } & {
+  [K in keyof T & string as `set${K}`]: (bytes: Uint8Array) => void;
+};
+
+/**
+ * Gives `holder`'s instances, for each `Name` of `table`, a `getName()` that
+ * returns a fresh struct read by KVM_GET_*, and a `setName(bytes)` that
+ * writes exactly one struct with KVM_SET_* (EINVAL-like error for any other
+ * length) on their `fd`. One table instead of a hand-written pair per
+ * struct; the class declares the methods' types and docs in an interface.
+ */
+export function defineStateMethods<const T extends Readonly<Record<string, StateStruct>>>(
+  holder: new (...args: never[]) => StateMethods<NoInfer<T>> & { readonly fd: number },
+  table: T,
 ): void {
-  expectSize(bytes, size, struct, name);
-  ioctlBytes(fd, request, name, bytes);
+  for (const [name, { ioctl, struct }] of Object.entries(table)) {
+    const get = `KVM_GET_${ioctl}` as const;
+    const set = `KVM_SET_${ioctl}` as const;
+    const size = C[`SIZEOF_${struct.toUpperCase()}` as ConstantName];
+    const methods = {
+      [`get${name}`](this: { readonly fd: number }): Uint8Array<ArrayBuffer> {
+        const buf = allocBytes(size);
+        ioctlBytes(this.fd, C[get], get, buf);
+        return buf;
+      },
+      [`set${name}`](this: { readonly fd: number }, bytes: Uint8Array): void {
+        expectSize(bytes, size, struct, set);
+        ioctlBytes(this.fd, C[set], set, bytes);
+      },
+    };
+    for (const [method, value] of Object.entries(methods)) {
+      Object.defineProperty(holder.prototype, method, { value, writable: true, configurable: true });
+    }
+  }
 }
 
 /** Give up growing CPUID / MSR-list buffers past this many entries. */

@@ -1,11 +1,11 @@
 /**
  * The KVM system handle (/dev/kvm): one method per system ioctl.
  */
-import { C, isErrnoError, native, type ErrnoError } from '../native/index.js';
+import { C, native } from '../native/index.js';
 import { ioctlValue, queryCpuid2, queryMsrIndexList } from './ioctl.js';
 import type { CpuidEntry2 } from './structs.js';
-import { Vm } from './vm.js';
-import { errno } from '../errno.js';
+import { VmFd } from './vm.js';
+import { errno, ErrnoError, isErrnoError } from '../errno.js';
 
 export type { CpuidEntry2 } from './structs.js';
 
@@ -53,11 +53,7 @@ export class Kvm {
       return new Kvm(native.open(path, C.O_RDWR | C.O_CLOEXEC));
     } catch (e) {
       if (!isErrnoError(e)) throw e;
-      const err = new Error(`cannot open ${path}: ${e.code} — ${openAdvice(e.code)}`, { cause: e }) as ErrnoError;
-      err.errno = e.errno;
-      err.code = e.code;
-      err.syscall = e.syscall;
-      throw err;
+      throw new ErrnoError(e.errno, `cannot open ${path}: ${e.code} — ${openAdvice(e.code)}`, { syscall: e.syscall, cause: e });
     }
   }
 
@@ -101,10 +97,10 @@ export class Kvm {
    * when a signal interrupts it"). A node process has hundreds of mappings,
    * so the window is wide. Nothing was created, so trying again is safe.
    */
-  createVm(): Vm {
+  createVm(): VmFd {
     for (;;) {
       try {
-        return new Vm(ioctlValue(this.fd, C.KVM_CREATE_VM, 'KVM_CREATE_VM', 0));
+        return new VmFd(ioctlValue(this.fd, C.KVM_CREATE_VM, 'KVM_CREATE_VM', 0));
       } catch (e) {
         if (!isErrnoError(e) || e.errno !== errno.EINTR) throw e;
       }

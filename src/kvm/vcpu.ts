@@ -1,10 +1,11 @@
 /**
- * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl,
- * plus allocation-free access to the exit data in its kvm_run mapping.
+ * A KVM virtual CPU (the fd from KVM_CREATE_VCPU): one method per VCPU ioctl;
+ * KVM_RUN's exits come typed (exit.ts).
  */
-import { errno } from '../errno.js';
-import { C, isErrnoError, native } from '../native/index.js';
-import { getStruct, ioctlBytes, queryCpuid2, rethrowWithContext, setStruct } from './ioctl.js';
+import { errno, ErrnoError, isErrnoError } from '../errno.js';
+import { C, native } from '../native/index.js';
+import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
+import { defineStateMethods, ioctlBytes, queryCpuid2, rethrowWithContext } from './ioctl.js';
 import {
   allocBytes,
   decodeMsrData,
@@ -12,45 +13,69 @@ import {
   ENABLE_CAP_ARGS,
   encodeCpuid2,
   encodeMsrs,
-  errnoError,
   viewOf,
   type CpuidEntry2,
 } from './structs.js';
 
-/** The port-IO exit data of kvm_run (KVM_EXIT_IO). */
-export interface IoExit {
-  /** KVM_EXIT_IO_IN (0) or KVM_EXIT_IO_OUT (1). */
-  direction: number;
-  /** Bytes per element: 1, 2 or 4. */
-  size: number;
-  /** The I/O port. */
-  port: number;
-  /** Elements (more than 1 for `rep ins/outs`). */
-  count: number;
-  /** Offset in kvm_run of the `size * count` data bytes. */
-  dataOffset: number;
-}
+/** The state structs of {@link VcpuFd}: `Regs` gives getRegs() and setRegs(). */
+const VCPU_STATE = {
+  Regs: { ioctl: 'REGS', struct: 'kvm_regs' },
+  Sregs: { ioctl: 'SREGS', struct: 'kvm_sregs' },
+  Fpu: { ioctl: 'FPU', struct: 'kvm_fpu' },
+  Debugregs: { ioctl: 'DEBUGREGS', struct: 'kvm_debugregs' },
+  Lapic: { ioctl: 'LAPIC', struct: 'kvm_lapic_state' },
+  MpState: { ioctl: 'MP_STATE', struct: 'kvm_mp_state' },
+  Xcrs: { ioctl: 'XCRS', struct: 'kvm_xcrs' },
+  VcpuEvents: { ioctl: 'VCPU_EVENTS', struct: 'kvm_vcpu_events' },
+} as const;
 
-/** The MMIO exit data of kvm_run (KVM_EXIT_MMIO). */
-export interface MmioExit {
-  /** The guest physical address of the access. */
-  physAddr: bigint;
-  /** Access width in bytes (at most 8). */
-  len: number;
-  /** True for a write by the guest. */
-  isWrite: boolean;
-  /** Offset in kvm_run of the 8-byte data: written bytes, or where a read's value goes. */
-  dataOffset: number;
+/**
+ * The state structs of a VCPU, read and written as raw kernel bytes: one
+ * `getX()` (KVM_GET_*: a fresh struct) and `setX(bytes)` (KVM_SET_*: exactly
+ * one struct, else EINVAL) per struct, made from the table VCPU_STATE.
+ */
+export interface VcpuFd {
+  /** KVM_GET_REGS: struct kvm_regs. */
+  getRegs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
+  setRegs(bytes: Uint8Array): void;
+  /** KVM_GET_SREGS: struct kvm_sregs. */
+  getSregs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
+  setSregs(bytes: Uint8Array): void;
+  /** KVM_GET_FPU: struct kvm_fpu. */
+  getFpu(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
+  setFpu(bytes: Uint8Array): void;
+  /** KVM_GET_DEBUGREGS: struct kvm_debugregs. */
+  getDebugregs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
+  setDebugregs(bytes: Uint8Array): void;
+  /** KVM_GET_LAPIC: struct kvm_lapic_state (needs the in-kernel irqchip). */
+  getLapic(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
+  setLapic(bytes: Uint8Array): void;
+  /** KVM_GET_MP_STATE: struct kvm_mp_state. */
+  getMpState(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
+  setMpState(bytes: Uint8Array): void;
+  /** KVM_GET_XCRS: struct kvm_xcrs (needs KVM_CAP_XCRS). */
+  getXcrs(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
+  setXcrs(bytes: Uint8Array): void;
+  /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events. */
+  getVcpuEvents(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_VCPU_EVENTS: exactly one struct kvm_vcpu_events, else EINVAL. */
+  setVcpuEvents(bytes: Uint8Array): void;
 }
 
 /** A KVM VCPU and its kvm_run mapping. */
-export class Vcpu {
+export class VcpuFd {
   /** The VCPU file descriptor. */
   readonly fd: number;
   /** The whole mapping (kvm_run first), shared with the kernel. */
-  readonly kvmRun: DataView;
-  /** The same mapping as bytes. */
-  readonly kvmRunBytes: Uint8Array<ArrayBuffer>;
+  private readonly kvmRun: DataView;
+  private readonly exits: ExitDecoder;
   private readonly mmapSize: number;
   private readonly runAddress: bigint;
   /** Thread id that registered this kvm_run as its kick target, or 0. */
@@ -68,31 +93,26 @@ export class Vcpu {
     this.runAddress = native.mmap(mmapSize, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0);
     const ab = native.arrayBufferAt(this.runAddress, mmapSize);
     this.kvmRun = new DataView(ab);
-    this.kvmRunBytes = new Uint8Array(ab);
+    this.exits = new ExitDecoder(this.kvmRun, new Uint8Array(ab));
   }
 
   // -------------------------------------------------------------------------
   // running
 
   /**
-   * KVM_RUN. True when the VCPU exited with a reason (see {@link exitReason});
-   * false when it was interrupted (EINTR: a signal, or `immediate_exit` set
-   * by a kick; call {@link clearImmediateExit} before running again). Other
-   * errors throw.
+   * KVM_RUN: runs the guest until it exits, and says why. A signal or a kick
+   * (`immediate_exit`) makes it return an `intr` exit (EINTR); call
+   * {@link clearImmediateExit} before running again. Other errors throw. The
+   * exit is valid until the next run (see exit.ts).
    */
-  run(): boolean {
+  run(): VcpuExit {
     try {
       native.ioctl(this.fd, C.KVM_RUN, 0);
-      return true;
     } catch (e) {
-      if (isErrnoError(e) && e.errno === errno.EINTR) return false;
+      if (isErrnoError(e) && e.errno === errno.EINTR) return INTERRUPTED;
       rethrowWithContext(e, 'KVM_RUN');
     }
-  }
-
-  /** kvm_run.exit_reason (KVM_EXIT_*). */
-  get exitReason(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_EXIT_REASON, true);
+    return this.exits.decode();
   }
 
   /** kvm_run.immediate_exit != 0 (set by a kick). */
@@ -117,146 +137,6 @@ export class Vcpu {
   }
 
   // -------------------------------------------------------------------------
-  // exit data, allocation-free
-
-  /** KVM_EXIT_IO: kvm_run.io.direction (KVM_EXIT_IO_IN / KVM_EXIT_IO_OUT). */
-  get ioDirection(): number {
-    return this.kvmRun.getUint8(C.KVM_RUN_IO_DIRECTION);
-  }
-  /** KVM_EXIT_IO: bytes per element. */
-  get ioSize(): number {
-    return this.kvmRun.getUint8(C.KVM_RUN_IO_SIZE);
-  }
-  /** KVM_EXIT_IO: the port. */
-  get ioPort(): number {
-    return this.kvmRun.getUint16(C.KVM_RUN_IO_PORT, true);
-  }
-  /** KVM_EXIT_IO: number of elements. */
-  get ioCount(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_IO_COUNT, true);
-  }
-  /** KVM_EXIT_IO: offset of the data in the mapping (a u64 in kvm_run). */
-  get ioDataOffset(): number {
-    const lo = this.kvmRun.getUint32(C.KVM_RUN_IO_DATA_OFFSET, true);
-    const hi = this.kvmRun.getUint32(C.KVM_RUN_IO_DATA_OFFSET + 4, true);
-    return hi * 0x1_0000_0000 + lo;
-  }
-  /** KVM_EXIT_MMIO: guest physical address (a bigint, so not allocation-free for large values). */
-  get mmioPhysAddr(): bigint {
-    return this.kvmRun.getBigUint64(C.KVM_RUN_MMIO_PHYS_ADDR, true);
-  }
-  /** KVM_EXIT_MMIO: access width in bytes. */
-  get mmioLen(): number {
-    return this.kvmRun.getUint32(C.KVM_RUN_MMIO_LEN, true);
-  }
-  /** KVM_EXIT_MMIO: true for a write. */
-  get mmioIsWrite(): boolean {
-    return this.kvmRun.getUint8(C.KVM_RUN_MMIO_IS_WRITE) !== 0;
-  }
-  /** KVM_EXIT_MMIO: offset of the 8-byte data field in the mapping. */
-  get mmioDataOffset(): number {
-    return C.KVM_RUN_MMIO_DATA;
-  }
-
-  /** The KVM_EXIT_IO data as one object. */
-  ioExit(): IoExit {
-    return {
-      direction: this.ioDirection,
-      size: this.ioSize,
-      port: this.ioPort,
-      count: this.ioCount,
-      dataOffset: this.ioDataOffset,
-    };
-  }
-
-  /** The KVM_EXIT_MMIO data as one object. */
-  mmioExit(): MmioExit {
-    return {
-      physAddr: this.mmioPhysAddr,
-      len: this.mmioLen,
-      isWrite: this.mmioIsWrite,
-      dataOffset: C.KVM_RUN_MMIO_DATA,
-    };
-  }
-
-  // -------------------------------------------------------------------------
-  // state, as raw kernel struct bytes
-
-  /** KVM_GET_REGS: struct kvm_regs. */
-  getRegs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_REGS, 'KVM_GET_REGS', C.SIZEOF_KVM_REGS);
-  }
-  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
-  setRegs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_REGS, 'KVM_SET_REGS', 'kvm_regs', C.SIZEOF_KVM_REGS, bytes);
-  }
-
-  /** KVM_GET_SREGS: struct kvm_sregs. */
-  getSregs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_SREGS, 'KVM_GET_SREGS', C.SIZEOF_KVM_SREGS);
-  }
-  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
-  setSregs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_SREGS, 'KVM_SET_SREGS', 'kvm_sregs', C.SIZEOF_KVM_SREGS, bytes);
-  }
-
-  /** KVM_GET_FPU: struct kvm_fpu. */
-  getFpu(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_FPU, 'KVM_GET_FPU', C.SIZEOF_KVM_FPU);
-  }
-  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
-  setFpu(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_FPU, 'KVM_SET_FPU', 'kvm_fpu', C.SIZEOF_KVM_FPU, bytes);
-  }
-
-  /** KVM_GET_DEBUGREGS: struct kvm_debugregs. */
-  getDebugregs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_DEBUGREGS, 'KVM_GET_DEBUGREGS', C.SIZEOF_KVM_DEBUGREGS);
-  }
-  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
-  setDebugregs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_DEBUGREGS, 'KVM_SET_DEBUGREGS', 'kvm_debugregs', C.SIZEOF_KVM_DEBUGREGS, bytes);
-  }
-
-  /** KVM_GET_LAPIC: struct kvm_lapic_state (needs the in-kernel irqchip). */
-  getLapic(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_LAPIC, 'KVM_GET_LAPIC', C.SIZEOF_KVM_LAPIC_STATE);
-  }
-  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
-  setLapic(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_LAPIC, 'KVM_SET_LAPIC', 'kvm_lapic_state', C.SIZEOF_KVM_LAPIC_STATE, bytes);
-  }
-
-  /** KVM_GET_MP_STATE: struct kvm_mp_state. */
-  getMpState(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_MP_STATE, 'KVM_GET_MP_STATE', C.SIZEOF_KVM_MP_STATE);
-  }
-  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
-  setMpState(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_MP_STATE, 'KVM_SET_MP_STATE', 'kvm_mp_state', C.SIZEOF_KVM_MP_STATE, bytes);
-  }
-
-  /** KVM_GET_XCRS: struct kvm_xcrs (needs KVM_CAP_XCRS). */
-  getXcrs(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_XCRS, 'KVM_GET_XCRS', C.SIZEOF_KVM_XCRS);
-  }
-  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
-  setXcrs(bytes: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_XCRS, 'KVM_SET_XCRS', 'kvm_xcrs', C.SIZEOF_KVM_XCRS, bytes);
-  }
-
-  /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events. */
-  getVcpuEvents(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_VCPU_EVENTS, 'KVM_GET_VCPU_EVENTS', C.SIZEOF_KVM_VCPU_EVENTS);
-  }
-  /** KVM_SET_VCPU_EVENTS: exactly one struct kvm_vcpu_events, else EINVAL. */
-  setVcpuEvents(bytes: Uint8Array): void {
-    setStruct(
-      this.fd, C.KVM_SET_VCPU_EVENTS, 'KVM_SET_VCPU_EVENTS', 'kvm_vcpu_events', C.SIZEOF_KVM_VCPU_EVENTS, bytes,
-    );
-  }
-
-  // -------------------------------------------------------------------------
   // MSRs, CPUID, capabilities
 
   /**
@@ -267,10 +147,10 @@ export class Vcpu {
     const buf = encodeMsrs(indices.map((index) => ({ index })));
     const n = ioctlBytes(this.fd, C.KVM_GET_MSRS, 'KVM_GET_MSRS', buf);
     if (n < indices.length) {
-      throw errnoError(
+      throw new ErrnoError(
         errno.EINVAL,
-        'KVM_GET_MSRS',
-        `read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
+        `KVM_GET_MSRS: read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
+        { syscall: 'ioctl' },
       );
     }
     return decodeMsrData(buf, indices.length);
@@ -292,7 +172,9 @@ export class Vcpu {
   /** KVM_ENABLE_CAP on the VCPU (e.g. KVM_CAP_HYPERV_SYNIC); at most 4 args. */
   enableCap(cap: number, flags = 0, args: readonly bigint[] = []): void {
     if (args.length > ENABLE_CAP_ARGS) {
-      throw errnoError(errno.EINVAL, 'KVM_ENABLE_CAP', `${args.length} args given, at most ${ENABLE_CAP_ARGS}`);
+      throw new ErrnoError(errno.EINVAL, `KVM_ENABLE_CAP: ${args.length} args given, at most ${ENABLE_CAP_ARGS}`, {
+        syscall: 'ioctl',
+      });
     }
     const buf = allocBytes(ENABLE_CAP.size);
     const dv = viewOf(buf);
@@ -322,3 +204,4 @@ export class Vcpu {
     native.close(this.fd);
   }
 }
+defineStateMethods(VcpuFd, VCPU_STATE);

@@ -1,13 +1,13 @@
 /**
  * A KVM virtual machine (the fd from KVM_CREATE_VM): one method per VM ioctl.
  */
-import { errno } from '../errno.js';
+import { errno, ErrnoError } from '../errno.js';
 import { C, native } from '../native/index.js';
-import { getStruct, ioctlBytes, ioctlValue, setStruct } from './ioctl.js';
+import { defineStateMethods, ioctlBytes, ioctlValue } from './ioctl.js';
 import {
   allocBytes,
   DIRTY_LOG,
-  errnoError,
+  encodeEntries,
   expectSize,
   IOEVENTFD,
   IRQ_LEVEL,
@@ -20,7 +20,7 @@ import {
   viewOf,
 } from './structs.js';
 
-/** Argument of {@link Vm.setUserMemoryRegion} (struct kvm_userspace_memory_region). */
+/** Argument of {@link VmFd.setUserMemoryRegion} (struct kvm_userspace_memory_region). */
 export interface UserMemoryRegion {
   /** The slot number (the VM's slots are numbered from 0). */
   slot: number;
@@ -34,7 +34,7 @@ export interface UserMemoryRegion {
   userspaceAddr: bigint;
 }
 
-/** Argument of {@link Vm.ioeventfd} (struct kvm_ioeventfd). */
+/** Argument of {@link VmFd.ioeventfd} (struct kvm_ioeventfd). */
 export interface IoEventFd {
   /** The eventfd to signal. */
   fd: number;
@@ -50,7 +50,7 @@ export interface IoEventFd {
   deassign?: boolean;
 }
 
-/** Argument of {@link Vm.irqfd} (struct kvm_irqfd). */
+/** Argument of {@link VmFd.irqfd} (struct kvm_irqfd). */
 export interface IrqFd {
   /** The eventfd whose signal raises `gsi`. */
   fd: number;
@@ -62,7 +62,7 @@ export interface IrqFd {
   deassign?: boolean;
 }
 
-/** One GSI route of {@link Vm.setGsiRouting} (struct kvm_irq_routing_entry). */
+/** One GSI route of {@link VmFd.setGsiRouting} (struct kvm_irq_routing_entry). */
 export type GsiRoute =
   | {
       /** The interrupt line being routed. */
@@ -86,7 +86,7 @@ export type GsiRoute =
     };
 
 /** Size of the state inside struct kvm_irqchip for a chip id. */
-function irqchipStateSize(chipId: number, syscall: string): number {
+function irqchipStateSize(chipId: number, ioctl: string): number {
   switch (chipId) {
     case C.KVM_IRQCHIP_PIC_MASTER:
     case C.KVM_IRQCHIP_PIC_SLAVE:
@@ -94,12 +94,30 @@ function irqchipStateSize(chipId: number, syscall: string): number {
     case C.KVM_IRQCHIP_IOAPIC:
       return C.SIZEOF_KVM_IOAPIC_STATE;
     default:
-      throw errnoError(errno.EINVAL, syscall, `unknown irqchip id ${chipId}`);
+      throw new ErrnoError(errno.EINVAL, `${ioctl}: unknown irqchip id ${chipId}`, { syscall: 'ioctl' });
   }
 }
 
+/** The state structs of {@link VmFd} that one pair of ioctls reads and writes whole (the irqchip's take a chip id). */
+const VM_STATE = {
+  Pit2: { ioctl: 'PIT2', struct: 'kvm_pit_state2' },
+  Clock: { ioctl: 'CLOCK', struct: 'kvm_clock_data' },
+} as const;
+
+/** The VM's state structs read and written whole, made from the table VM_STATE. */
+export interface VmFd {
+  /** KVM_GET_PIT2: struct kvm_pit_state2. */
+  getPit2(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
+  setPit2(bytes: Uint8Array): void;
+  /** KVM_GET_CLOCK: struct kvm_clock_data. */
+  getClock(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_CLOCK: exactly one struct kvm_clock_data, else EINVAL. */
+  setClock(bytes: Uint8Array): void;
+}
+
 /** A KVM VM. */
-export class Vm {
+export class VmFd {
   /** The VM file descriptor. */
   readonly fd: number;
   private closed = false;
@@ -195,11 +213,7 @@ export class Vm {
   /** KVM_SET_GSI_ROUTING: replaces the whole GSI routing table with `routes` (empty clears it). */
   setGsiRouting(routes: readonly GsiRoute[]): void {
     const E = IRQ_ROUTING_ENTRY;
-    const buf = allocBytes(IRQ_ROUTING.size + routes.length * E.size);
-    const dv = viewOf(buf);
-    dv.setUint32(IRQ_ROUTING.nr, routes.length, true);
-    routes.forEach((r, i) => {
-      const at = IRQ_ROUTING.entries + i * E.size;
+    const buf = encodeEntries(IRQ_ROUTING, IRQ_ROUTING.nr, E.size, routes, (dv, at, r) => {
       dv.setUint32(at + E.gsi, r.gsi >>> 0, true);
       if (r.kind === 'irqchip') {
         dv.setUint32(at + E.type, C.KVM_IRQ_ROUTING_IRQCHIP, true);
@@ -212,7 +226,9 @@ export class Vm {
         dv.setUint32(at + E.msiAddressHi, Number(address >> 32n), true);
         dv.setUint32(at + E.msiData, r.data >>> 0, true);
       } else {
-        throw errnoError(errno.EINVAL, 'KVM_SET_GSI_ROUTING', `unknown route kind ${String((r as { kind: unknown }).kind)}`);
+        throw new ErrnoError(errno.EINVAL, `KVM_SET_GSI_ROUTING: unknown route kind ${String((r as { kind: unknown }).kind)}`, {
+          syscall: 'ioctl',
+        });
       }
     });
     ioctlBytes(this.fd, C.KVM_SET_GSI_ROUTING, 'KVM_SET_GSI_ROUTING', buf);
@@ -241,26 +257,6 @@ export class Vm {
     ioctlBytes(this.fd, C.KVM_SET_IRQCHIP, 'KVM_SET_IRQCHIP', buf);
   }
 
-  /** KVM_GET_PIT2: struct kvm_pit_state2. */
-  getPit2(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_PIT2, 'KVM_GET_PIT2', C.SIZEOF_KVM_PIT_STATE2);
-  }
-
-  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
-  setPit2(state: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_PIT2, 'KVM_SET_PIT2', 'kvm_pit_state2', C.SIZEOF_KVM_PIT_STATE2, state);
-  }
-
-  /** KVM_GET_CLOCK: struct kvm_clock_data. */
-  getClock(): Uint8Array<ArrayBuffer> {
-    return getStruct(this.fd, C.KVM_GET_CLOCK, 'KVM_GET_CLOCK', C.SIZEOF_KVM_CLOCK_DATA);
-  }
-
-  /** KVM_SET_CLOCK: exactly one struct kvm_clock_data, else EINVAL. */
-  setClock(state: Uint8Array): void {
-    setStruct(this.fd, C.KVM_SET_CLOCK, 'KVM_SET_CLOCK', 'kvm_clock_data', C.SIZEOF_KVM_CLOCK_DATA, state);
-  }
-
   /**
    * KVM_GET_DIRTY_LOG: the slot's dirty bitmap, `ceil(pages / 8)` bytes, page
    * i being bit `i % 8` of byte `i / 8`; the kernel resets the log as it reads
@@ -269,7 +265,7 @@ export class Vm {
    */
   getDirtyLog(slot: number, pages: number): Uint8Array<ArrayBuffer> {
     if (!Number.isSafeInteger(pages) || pages < 0) {
-      throw errnoError(errno.EINVAL, 'KVM_GET_DIRTY_LOG', `bad page count ${pages}`);
+      throw new ErrnoError(errno.EINVAL, `KVM_GET_DIRTY_LOG: bad page count ${pages}`, { syscall: 'ioctl' });
     }
     const words = Math.max(1, Math.ceil(pages / 64));
     const bitmap = allocBytes(words * 8);
@@ -281,7 +277,7 @@ export class Vm {
     return bitmap.subarray(0, Math.ceil(pages / 8));
   }
 
-  /** KVM_CREATE_VCPU: returns the new VCPU's fd (wrap it in a Vcpu). */
+  /** KVM_CREATE_VCPU: returns the new VCPU's fd (wrap it in a VcpuFd). */
   createVcpu(id: number): number {
     return ioctlValue(this.fd, C.KVM_CREATE_VCPU, 'KVM_CREATE_VCPU', id);
   }
@@ -293,3 +289,4 @@ export class Vm {
     native.close(this.fd);
   }
 }
+defineStateMethods(VmFd, VM_STATE);

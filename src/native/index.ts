@@ -2,25 +2,21 @@
  * The typed face of the native addon (native/): system calls, and the native
  * VCPU threads ({@link Native.createVcpuSet}); no policy.
  *
- * Every call that fails throws an {@link ErrnoError} carrying the errno, except
+ * Every call that fails throws an {@link ErrnoError} (src/errno.ts: the addon
+ * makes them with the class this module hands it) carrying the errno, except
  * where a doc comment below says it returns -1 for EAGAIN (non-blocking use).
  * Numbers that come from kernel headers (ioctl numbers, struct sizes and field
- * offsets) are exported by the addon itself as `constants`, computed by the C
- * compiler from <linux/kvm.h>, so TypeScript never hard-codes them.
+ * offsets) are exported by the addon itself as `constants` and `layouts`,
+ * computed by the C compiler from <linux/kvm.h>, so TypeScript never
+ * hard-codes them.
  */
 import { createRequire } from 'node:module';
+import { ErrnoError } from '../errno.js';
 import { addonPath, NATIVE_FIX, NativePartsError } from './locate.js';
+import type { Layouts } from './layouts.js';
 
-/** An error from a system call: `errno` is the positive errno value. */
-export interface ErrnoError extends Error {
-  errno: number;
-  code: string;
-  syscall: string;
-}
-
-export function isErrnoError(e: unknown): e is ErrnoError {
-  return e instanceof Error && typeof (e as Partial<ErrnoError>).errno === 'number';
-}
+export { ErrnoError, isErrnoError } from '../errno.js';
+export { LAYOUT_FIELDS, type Layout, type LayoutName, type Layouts } from './layouts.js';
 
 /** Names of every constant the addon computes from kernel and libc headers. */
 export const CONSTANT_NAMES = [
@@ -155,6 +151,10 @@ export interface VcpuSet {
 
 export interface Native {
   readonly constants: Constants;
+  /** Makes the calls of this thread throw instances of `errorClass` (done once, when the addon is loaded). */
+  setErrnoErrorClass(errorClass: typeof ErrnoError): void;
+  /** The KVM structs that TypeScript builds or reads field by field: sizes and field offsets. */
+  readonly layouts: Layouts;
 
   open(path: string, flags: number): number;
   close(fd: number): void;
@@ -244,14 +244,17 @@ export interface Native {
 
 function loadAddon(): Native {
   const file = addonPath();
+  let addon: Native;
   try {
-    return createRequire(import.meta.url)(file) as Native;
+    addon = createRequire(import.meta.url)(file) as Native;
   } catch (e) {
     // dlopen's reason (a wrong ELF class, an undefined symbol, a missing
     // library) is the first line of the message.
     const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
     throw new NativePartsError(`plugvisor's native addon ${file} cannot be loaded (${reason}): ${NATIVE_FIX}`);
   }
+  addon.setErrnoErrorClass(ErrnoError);
+  return addon;
 }
 
 /** The loaded addon. Loading it is cheap and happens once per thread. */

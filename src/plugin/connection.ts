@@ -6,10 +6,7 @@
  * thread gets its own with {@link Connection.newConnection} (pass the new
  * connection's fd to the worker and use {@link Connection.fromFd} there).
  */
-import { encodeMessage } from '../protocol/framing.js';
 import { formatIpv4, formatMac } from '../protocol/addresses.js';
-import { threadId } from 'node:worker_threads';
-import { native } from '../native/index.js';
 import {
   AddressSpace,
   CpuidEntry,
@@ -19,218 +16,25 @@ import {
   MainRequest_StateSet,
   MainResponse,
 } from '../protocol/gen/plugin.js';
-import { PluginError, snakeCase } from './errors.js';
-import { errno as Errno } from '../errno.js';
-import { GuestMemory } from './memory.js';
-import { transportError, Vcpu } from './vcpu.js';
 import { spinBudgetForVcpus, spinBudgetUs } from '../protocol/pipe-reader.js';
-
-/** Responses can be large (a dirty bitmap); the protocol says 256 KiB. */
-const RECEIVE_BUFFER_SIZE = 0x40000;
-/**
- * Descriptors accepted per response: the kernel's SCM_MAX_FD, the most one
- * message can carry (get_vcpus sends two per VCPU, 128 for 64 VCPUs).
- */
-const MAX_RECEIVED_FDS = 253;
-
-// ---- object ids ----
-//
-// The host keeps one id space per VM for every object kind, and ids are chosen
-// by the plugin: they must be unique among the live objects of the whole
-// plugin process, over all its connections and threads. Module state is per
-// thread (each worker_thread loads its own copy of this module), so an id is
-// `(threadId << 20) | n`: the low 20 bits count within the thread, the high
-// 12 bits are the worker's threadId (0 for the main thread). Ids of destroyed
-// objects are reused, so a thread may have up to 2^20 live objects and create
-// and destroy any number over time. Thread ids beyond 4095 wrap around (a
-// process would need thousands of workers for two live ones to collide).
-
-const ID_BITS = 20;
-const ID_COUNTER_LIMIT = 1 << ID_BITS;
-const idPrefix = ((threadId & 0xfff) << ID_BITS) >>> 0;
-let idCounter = 0;
-const freeIds: number[] = [];
-
-/** A fresh object id, unique in the process among live objects (see above). */
-export function allocateObjectId(): number {
-  const reused = freeIds.pop();
-  if (reused !== undefined) return reused;
-  if (idCounter >= ID_COUNTER_LIMIT) throw new RangeError('too many live plugin objects in this thread (2^20)');
-  return (idPrefix | idCounter++) >>> 0;
-}
-
-/** Returns an id whose object the host has destroyed, for reuse. */
-export function releaseObjectId(id: number): void {
-  freeIds.push(id);
-}
-
-// ---- public types ----
-
-/** The host's first tap device, from {@link Connection.getNetConfig}. */
-export interface NetConfig {
-  /** The tap device's fd, owned by the caller. */
-  tapFd: number;
-  /** The host's IPv4 address, dotted ("192.168.10.1"). */
-  hostIpv4: string;
-  /** The netmask, dotted ("255.255.255.0"). */
-  netmask: string;
-  /** The host side's MAC address ("aa:bb:cc:dd:ee:ff"). */
-  hostMac: string;
-  /** The same values as the wire has them (u32 with the first octet most significant; 6 MAC bytes). */
-  raw: {
-    /** The host's IPv4 address as a u32. */
-    hostIpv4: number;
-    /** The netmask as a u32. */
-    netmask: number;
-    /** The 6 bytes of the MAC address. */
-    hostMac: Uint8Array;
-  };
-}
-
-/** One GSI route for setIrqRouting. */
-export type IrqRoute =
-  | {
-      /** The GSI being routed. */
-      irqId: number;
-      /** To a pin of an in-kernel interrupt controller. */
-      kind: 'irqchip';
-      /** 0 = primary PIC, 1 = secondary PIC, 2 = IOAPIC. */
-      irqchip: number;
-      /** The pin of that chip. */
-      pin: number;
-    }
-  | {
-      /** The GSI being routed. */
-      irqId: number;
-      /** To a message-signalled interrupt. */
-      kind: 'msi';
-      /** The MSI address. */
-      address: bigint;
-      /** The MSI data. */
-      data: number;
-    };
-
-/** One register match of a call hint (all fields optional; omitted = false / 0). */
-export interface RegHint {
-  /** Match only when RAX equals `rax`. */
-  matchRax?: boolean;
-  /** Match only when RBX equals `rbx`. */
-  matchRbx?: boolean;
-  /** Match only when RCX equals `rcx`. */
-  matchRcx?: boolean;
-  /** Match only when RDX equals `rdx`. */
-  matchRdx?: boolean;
-  /** The value `matchRax` compares with. */
-  rax?: bigint;
-  /** The value `matchRbx` compares with. */
-  rbx?: bigint;
-  /** The value `matchRcx` compares with. */
-  rcx?: bigint;
-  /** The value `matchRdx` compares with. */
-  rdx?: bigint;
-  /** On a match, the event carries the special registers too. */
-  sendSregs?: boolean;
-  /** On a match, the event carries the debug registers too. */
-  sendDebugregs?: boolean;
-}
-
-/**
- * A call hint ({@link Connection.setCallHint}): IO events at this address
- * carry the VCPU's registers, saving the plugin a round trip per register set.
- */
-export interface CallHint {
-  /** The address space of `address`. */
-  space: AddressSpace;
-  /** The hinted address; 0 clears the hint. */
-  address: bigint;
-  /** True: hint writes to the address; false: reads. */
-  onWrite: boolean;
-  /** At most {@link MAX_HINT_DETAILS}; the first one whose matches all hold decides. */
-  details: RegHint[];
-}
-
-/** As in the C API (CROSVM_MAX_HINT_DETAIL_COUNT). */
-export const MAX_HINT_DETAILS = 32;
-
-/** How the plugin serves its VCPUs, for {@link Connection.getVcpus}. */
-export interface VcpuOptions {
-  /**
-   * Each VCPU has a thread of its own (a worker_thread with its own
-   * connection), as a C plugin has. A VCPU's reads then spin before sleeping
-   * (PLUGVISOR_SPIN_US) only while the VM has fewer VCPUs than the machine
-   * has cores, the host's rule: as many spinners as cores would take the
-   * cores the host needs. By default one thread serves every VCPU, a single
-   * spinner, which pays even with as many VCPUs as cores (bench/README.md).
-   */
-  threadPerVcpu?: boolean;
-}
-
-/** Where and how {@link Connection.createMemory} installs plugin memory in the guest. */
-export interface MemoryOptions {
-  /** Offset into the file (default 0). */
-  offset?: bigint;
-  /** Guest physical address. */
-  start: bigint;
-  /** Length in bytes (default: from offset to the end of a GuestMemory). */
-  length?: bigint;
-  /** The guest cannot write it (its writes become MMIO exits). */
-  readOnly?: boolean;
-  /** Track dirty pages (MemorySlot.dirtyLog). */
-  dirtyLog?: boolean;
-}
-
-/** An ioeventfd: the host signals `fd` on matching guest writes. */
-export interface IoEvent {
-  /** The object id on the wire. */
-  readonly id: number;
-  /** The eventfd, owned by the handle (closed by destroy). */
-  readonly fd: number;
-  /** Deassigns the ioeventfd and closes `fd`. */
-  destroy(): void;
-}
-
-/** An irqfd with resample: write `fd` to raise the GSI; `resampleFd` fires on EOI. */
-export interface IrqEvent {
-  /** The object id on the wire. */
-  readonly id: number;
-  /** Trigger eventfd, owned by the handle. */
-  readonly fd: number;
-  /** Resample eventfd, owned by the handle. */
-  readonly resampleFd: number;
-  /** Removes the irqfd and closes both eventfds. */
-  destroy(): void;
-}
-
-/** A KVM memory slot backed by plugin memory. The memfd stays the caller's. */
-export interface MemorySlot {
-  /** The object id on the wire. */
-  readonly id: number;
-  /** The guest physical address where the slot starts. */
-  readonly start: bigint;
-  /** Its length in bytes. */
-  readonly length: bigint;
-  /** The dirty bitmap since the last call: one bit per 4 KiB page (needs dirtyLog). */
-  dirtyLog(): Uint8Array;
-  /** Removes the slot from the VM (the memfd stays open). */
-  destroy(): void;
-}
-
-type RequestMessage = NonNullable<MainRequest['message']>;
-type RequestCase = RequestMessage['$case'];
-type ResponseMessage = NonNullable<MainResponse['message']>;
-type ResponseBody<K extends ResponseMessage['$case']> = Extract<ResponseMessage, { $case: K }> extends infer M
-  ? M extends Record<K, infer B> ? B : never
-  : never;
-
-function closeQuietly(fds: readonly number[]): void {
-  for (const fd of fds) {
-    try {
-      native.close(fd);
-    } catch {
-      /* already gone */
-    }
-  }
-}
+import { errno as Errno } from '../errno.js';
+import type { OneofBody } from './answers.js';
+import {
+  MAX_HINT_DETAILS,
+  type CallHint,
+  type IoEvent,
+  type IrqEvent,
+  type IrqRoute,
+  type MemoryOptions,
+  type MemorySlot,
+  type NetConfig,
+  type VcpuOptions,
+} from './connection-types.js';
+import { PluginError } from './errors.js';
+import { closeQuietly, MainChannel, type CallCase, type RequestMessage } from './main-channel.js';
+import { GuestMemory } from './memory.js';
+import { allocateObjectId, releaseObjectId } from './object-ids.js';
+import { Vcpu } from './vcpu.js';
 
 /**
  * A connection to the host: the main one ({@link Connection.connect}) or one
@@ -241,12 +45,12 @@ function closeQuietly(fds: readonly number[]): void {
 export class Connection {
   /** The seqpacket socket. */
   readonly fd: number;
-  private readonly receiveBuffer = new Uint8Array(RECEIVE_BUFFER_SIZE);
+  private readonly channel: MainChannel;
   private vcpus: Vcpu[] | undefined;
-  private closed = false;
 
   private constructor(fd: number) {
     this.fd = fd;
+    this.channel = new MainChannel(fd);
   }
 
   /**
@@ -284,72 +88,15 @@ export class Connection {
     /** Descriptors that came with it, owned by the caller. */
     fds: number[];
   } {
-    const name = req.message ? snakeCase(req.message.$case) : 'request';
-    this.checkOpen(name);
-    const bytes = encodeMessage(MainRequest, req);
-    try {
-      native.sendmsg(this.fd, bytes, bytes.length, fds);
-    } catch (e) {
-      throw transportError(name, e, 'send failed');
-    }
-    let received;
-    try {
-      received = native.recvmsg(this.fd, this.receiveBuffer, MAX_RECEIVED_FDS);
-    } catch (e) {
-      throw transportError(name, e, 'receive failed');
-    }
-    if (received === null) {
-      throw new PluginError(name, Errno.EPROTO, 'the connection socket is non-blocking', { transport: true });
-    }
-    if (received.bytes === 0) {
-      closeQuietly(received.fds);
-      throw new PluginError(name, Errno.ECONNRESET, 'the host closed the connection', { transport: true });
-    }
-    if (received.truncated) {
-      closeQuietly(received.fds);
-      // The kernel also cuts descriptors off when this process is at its
-      // RLIMIT_NOFILE: say so, it is the likely cause with many VCPUs.
-      throw new PluginError(name, Errno.EMSGSIZE,
-        'the answer or its descriptors did not fit (is this process at its limit of open files? see ulimit -n)', { transport: true });
-    }
-    let response: MainResponse;
-    try {
-      response = MainResponse.decode(this.receiveBuffer.subarray(0, received.bytes));
-    } catch (e) {
-      closeQuietly(received.fds);
-      throw new PluginError(name, Errno.EPROTO, 'undecodable answer', { transport: true, cause: e });
-    }
-    return { response, fds: received.fds };
+    return this.channel.request(req, fds);
   }
 
-  /**
-   * A typed request: checks errno and the answer's member, and that at least
-   * `fdCount` descriptors came back (extra ones are closed).
-   */
-  private call<K extends RequestCase & ResponseMessage['$case']>(
+  /** A typed request (see {@link MainChannel.call}). */
+  private call<K extends CallCase>(
     message: Extract<RequestMessage, { $case: K }>,
     options: { fds?: readonly number[]; fdCount?: number } = {},
-  ): { body: ResponseBody<K>; fds: number[] } {
-    const kind = message.$case as K;
-    const name = snakeCase(kind);
-    const { response, fds } = this.request({ message }, options.fds);
-    const want = options.fdCount ?? 0;
-    if (response.errnoValue !== 0) {
-      closeQuietly(fds);
-      throw new PluginError(name, response.errnoValue);
-    }
-    const answer = response.message;
-    if (answer?.$case !== kind) {
-      closeQuietly(fds);
-      throw new PluginError(name, Errno.EPROTO,
-        `answered with ${answer ? snakeCase(answer.$case) : 'no member'}`, { transport: true });
-    }
-    if (fds.length < want) {
-      closeQuietly(fds);
-      throw new PluginError(name, Errno.EPROTO, `expected ${want} descriptors, got ${fds.length}`, { transport: true });
-    }
-    if (fds.length > want && want >= 0) closeQuietly(fds.splice(want));
-    return { body: (answer as Record<K, ResponseBody<K>>)[kind], fds };
+  ): { body: OneofBody<NonNullable<MainResponse['message']>, K>; fds: number[] } {
+    return this.channel.call(message, options);
   }
 
   /** A new, independent connection to the host (for another thread). */
@@ -363,11 +110,9 @@ export class Connection {
    * Idempotent.
    */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
     for (const vcpu of this.vcpus ?? []) vcpu.close();
     this.vcpus = undefined;
-    native.close(this.fd);
+    this.channel.close();
   }
 
   /** An eventfd (owned by the caller) that the host signals when the plugin should exit. */
@@ -610,9 +355,5 @@ export class Connection {
         closeQuietly(ownedFds);
       }
     };
-  }
-
-  private checkOpen(request: string): void {
-    if (this.closed) throw new PluginError(request, Errno.EBADF, 'the connection is closed');
   }
 }

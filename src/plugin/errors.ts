@@ -7,7 +7,7 @@
  * hung up, a send failed, a malformed or mismatched answer) are PluginErrors
  * too, with `transport` set.
  */
-import { errnoDescription, errnoName } from '../errno.js';
+import { errno as Errno, errnoDescription, errnoName, isErrnoError } from '../errno.js';
 
 /** The symbolic name of a positive errno value (`EPERM`). */
 export const errnoCode = errnoName;
@@ -43,4 +43,13 @@ export class PluginError extends Error {
 /** `reserveRange` → `reserve_range`: protocol names of oneof members. */
 export function snakeCase(name: string): string {
   return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** A failed system call on one of the SDK's sockets or pipes, as a transport PluginError (`what` says which). */
+export function transportError(request: string, e: unknown, what: string): PluginError {
+  const errno = isErrnoError(e) ? e.errno : Errno.EPIPE;
+  const detail = errno === Errno.EPIPE || errno === Errno.ECONNRESET
+    ? `${what}: the host hung up`
+    : `${what}: ${e instanceof Error ? e.message : String(e)}`;
+  return new PluginError(request, errno, detail, { transport: true, cause: e });
 }

@@ -20,7 +20,8 @@ import type {
   MainResponse as GeneratedMainResponse,
 } from '../protocol/gen/plugin.js';
 
-export { Connection, MAX_HINT_DETAILS } from './connection.js';
+export { Connection } from './connection.js';
+export { MAX_HINT_DETAILS } from './connection-types.js';
 export type {
   CallHint,
   IoEvent,
@@ -31,7 +32,7 @@ export type {
   NetConfig,
   RegHint,
   VcpuOptions,
-} from './connection.js';
+} from './connection-types.js';
 export { GuestMemory } from './memory.js';
 export { Vcpu } from './vcpu.js';
 export type {
@@ -42,7 +43,7 @@ export type {
   MsrEntry,
   PausedEvent,
   VcpuEvent,
-} from './vcpu.js';
+} from './vcpu-events.js';
 export { PluginError, errnoCode, errnoDescription } from './errors.js';
 
 // Protocol enums under friendly names.
@@ -69,8 +70,8 @@ export type MainRequest = GeneratedMainRequest;
 export type MainResponse = GeneratedMainResponse;
 
 // Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
-export { DebugregsView, DtableView, REG_NAMES, RegsView, SegmentView, SregsView, type SegmentName } from '../kvm/structs.js';
-export type { RegName } from '../kvm/structs.js';
+export { DebugregsView, DtableView, RegsView, SegmentView, SregsView, type SegmentName } from '../kvm/views.js';
+export { REG_NAMES, type RegName } from '../kvm/structs.js';
 
 /** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */
 export function kvmConstants(): typeof native.constants {
