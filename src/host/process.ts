@@ -41,11 +41,14 @@ const MAX_REQUEST_FDS = 4;
 const MAX_RESPONSE_BYTES = 256 * 1024;
 const MAX_RESPONSE_FDS = 253;
 
-/** How to start the plugin: a command line, and descriptors it inherits at 4, 5, ... */
+/** How to start the plugin (planned by the sandbox, or a plain command line without it). */
 export interface LaunchPlan {
   file: string;
   args: string[];
+  /** Descriptors the plugin inherits at 4, 5, ... (3 is the main connection). */
   extraFds: number[];
+  /** Closes the plan's fds in this process (idempotent). Safe to call right after the spawn. */
+  dispose(): void;
 }
 
 /** How the plugin process ended, as `tryWait` reports it. */
