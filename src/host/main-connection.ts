@@ -3,9 +3,9 @@
  * sends MainRequests, one a message, and reads one MainResponse for each.
  * This module is the transport: receiving, the strict decode (a malformed
  * request drops the connection), E2BIG for a request too large for the
- * buffer, and sending (EMSGSIZE for a response too large for one message).
- * What a request does is decided by the handler it is given
- * ({@link PluginProcess.handleRequest}).
+ * buffer, sending (EMSGSIZE for a response too large for one message), and
+ * how many requests are served at a time. What a request does is decided by
+ * the handler it is given ({@link PluginProcess.handleRequest}).
  */
 import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
 import { MainRequest, MainResponse } from '../protocol/gen/plugin.js';
@@ -28,6 +28,16 @@ const MAX_REQUEST_FDS = 4;
  */
 const MAX_RESPONSE_BYTES = 256 * 1024;
 const MAX_RESPONSE_FDS = 253;
+/**
+ * How many requests one connection gets served before the main thread goes
+ * back to the event loop. The fd watcher is level-triggered, so a connection
+ * with more waiting is served again on the next turn, after every other
+ * ready connection has had as many: a plugin that floods one connection
+ * delays another's request by at most this many requests of each connection
+ * (issue 16, item 4).
+ */
+export const REQUESTS_PER_TURN = 4;
+
 /**
  * The buffer every main connection receives into, one byte longer than a
  * request may be, so that a longer one shows as `bytes > REQUEST_BUFFER_SIZE`.
@@ -78,9 +88,11 @@ export class MainConnection {
     this.onClosed(this);
   }
 
-  /** Serves every waiting request. */
+  /** Serves up to {@link REQUESTS_PER_TURN} waiting requests. */
   private serve(): void {
-    while (!this.closed && this.serveOne());
+    for (let served = 0; served < REQUESTS_PER_TURN && !this.closed; served++) {
+      if (!this.serveOne()) return;
+    }
   }
 
   /** Receives and answers one request; false when none is waiting or the connection was closed. */
