@@ -7,7 +7,7 @@ export type { PluginStatus } from './host/process.js';
 export type { LogLevel, LogSink } from './host/log.js';
 export type { LineSink } from './host/lines.js';
 export type { NetOptions } from './host/net.js';
-export type { SandboxConfig, BindMount, GidMap } from './sandbox/index.js';
+export type { SandboxConfig, BindMount, GidMap } from './sandbox/options.js';
 export { Kvm, VmFd, VcpuFd } from './kvm/index.js';
 export type {
   CpuidEntry2,

@@ -12,7 +12,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DEFAULT_SECCOMP_POLICY_PATH } from '../src/sandbox/index.js';
+import { DEFAULT_SECCOMP_POLICY_PATH } from '../src/sandbox/seccomp.js';
 import { needsKvm } from './support/kvm.js';
 import { CLI, runCli, runCommand, testPlugin, type CliResult } from './support/run.js';
 

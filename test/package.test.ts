@@ -22,7 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
-import { findOnPath } from '../src/sandbox/index.js';
+import { findOnPath } from '../src/sandbox/tools.js';
 import { needsKvm } from './support/kvm.js';
 import { SANDBOX_MODES, modeName, runCommand, type CliResult } from './support/run.js';
 

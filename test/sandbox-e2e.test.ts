@@ -18,7 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { CLI, examplePlugin, runCli, runCommand, runPluginCli, testPlugin, type CliResult } from './support/run.js';
-import { planSandboxedLaunch } from '../src/sandbox/index.js';
+import { planSandboxedLaunch } from '../src/sandbox/bubblewrap.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 
 const PROBE = testPlugin('jail-probe');

@@ -11,12 +11,14 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  DEFAULT_SECCOMP_POLICY_PATH, JAIL_HOSTNAME, PLUGIN_NOFILE_LIMIT, UNPRIVILEGED_ID,
-  compileSeccompPolicy, formatIdMap, jailGidMap, jailIdentity, parseBindMount, parseGidMap,
-  helperCandidates, planSandboxedLaunch, pluginNofileLimit, sharedLibraries,
-  type LaunchPlan, type SandboxConfig,
-} from '../src/sandbox/index.js';
+import type { LaunchPlan } from '../src/host/process.js';
+import { JAIL_HOSTNAME, planSandboxedLaunch } from '../src/sandbox/bubblewrap.js';
+import { sharedLibraries } from '../src/sandbox/executable.js';
+import { UNPRIVILEGED_ID, formatIdMap, jailGidMap, jailIdentity } from '../src/sandbox/identity.js';
+import { PLUGIN_NOFILE_LIMIT, pluginNofileLimit } from '../src/sandbox/limits.js';
+import { parseBindMount, parseGidMap, type SandboxConfig } from '../src/sandbox/options.js';
+import { DEFAULT_SECCOMP_POLICY_PATH, compileSeccompPolicy } from '../src/sandbox/seccomp.js';
+import { helperCandidates } from '../src/sandbox/tools.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 
 const isRoot = process.geteuid!() === 0;
@@ -552,7 +554,7 @@ describe('inside the jail', () => {
 
   test('the jail dies with the host (--die-with-parent)', async () => {
     // A stand-in host: plans and spawns the jail, reports bwrap's pid once the plugin runs, then is SIGKILLed.
-    const moduleUrl = new URL('../src/sandbox/index.js', import.meta.url).href;
+    const moduleUrl = new URL('../src/sandbox/bubblewrap.js', import.meta.url).href;
     const script = `
       import { planSandboxedLaunch } from ${JSON.stringify(moduleUrl)};
       import { spawn } from 'node:child_process';

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { createLog, type LogSink } from '../host/log.js';
-import { parseBindMount, parseGidMap, type BindMount, type GidMap, type SandboxConfig } from '../sandbox/index.js';
+import { parseBindMount, parseGidMap, type BindMount, type GidMap, type SandboxConfig } from '../sandbox/options.js';
 import { parseListFile } from './list-file.js';
 
 /** A command line that cannot run as given; the message says what to change. */

@@ -10,14 +10,12 @@ import { errno, ErrnoError } from '../errno.js';
 import { wrapsPastU64 } from './ranges.js';
 
 export interface PluginObject {
-  readonly kind: 'ioEvent' | 'memory' | 'irqEvent';
   /** The descriptors handed to the plugin when the object is created. */
   readonly fds: readonly number[];
   destroy(vm: VmFd): void;
 }
 
 export class IoEventObject implements PluginObject {
-  readonly kind = 'ioEvent';
   readonly fds: readonly number[];
 
   private constructor(
@@ -52,7 +50,6 @@ export class IoEventObject implements PluginObject {
 }
 
 export class IrqEventObject implements PluginObject {
-  readonly kind = 'irqEvent';
   readonly fds: readonly number[];
 
   private constructor(
@@ -96,7 +93,6 @@ export interface MemoryRequest {
 
 /** Guest memory: the plugin's memfd mapped by the host and installed as a KVM memory slot. */
 export class MemoryObject implements PluginObject {
-  readonly kind = 'memory';
   readonly fds: readonly number[] = [];
 
   private constructor(

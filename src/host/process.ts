@@ -1,51 +1,41 @@
 /**
  * The plugin process, host side: spawning it, its connections, the objects it
  * creates and every MainRequest it can send (all handled in
- * {@link PluginProcess.handleRequest}). The main loop (run.ts) drives it.
+ * {@link PluginProcess.handleRequest}; main-connection.ts carries them). The
+ * main loop (run.ts) drives it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { C, native, isErrnoError, type FdWatcher } from '../native/index.js';
+import { C, native, isErrnoError } from '../native/index.js';
 import type { CpuidEntry2, Kvm, VmFd } from '../kvm/index.js';
 import {
   AddressSpace,
   type CpuidEntry,
-  MainRequest,
-  MainRequest_StateSet,
-  MainResponse,
+  type MainRequest,
+  type MainResponse,
   type MainRequest_Create,
   type MainRequest_SetCallHint,
 } from '../protocol/gen/plugin.js';
-import { mainFailure, type MainRequestCase } from '../protocol/responses.js';
-import { encodeMessage } from '../protocol/framing.js';
-import { decodeStrict, leadingMessageField, messageShape } from '../protocol/strict.js';
+import { mainFailure } from '../protocol/responses.js';
 import { errno, ErrnoError } from '../errno.js';
+import { killOnHostExit, forgetAtHostExit } from './host-exit.js';
 import { forEachLine, type LineSink } from './lines.js';
 import type { Log } from './log.js';
+import { MainConnection, reply, type Reply } from './main-connection.js';
 import { IoEventObject, IrqEventObject, MemoryObject, type PluginObject } from './objects.js';
 import { ReservedRanges, type KnownAddressSpace } from './ranges.js';
 import { encodeVcpuConfig } from './vcpu-config.js';
+import { vmStateAccess } from './vm-state.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import type { Tap, TapConfig } from './net.js';
 
-/** The protocol's request buffer size on main connections. */
-const REQUEST_BUFFER_SIZE = 4096;
-/** Descriptors accepted with one request (only `create memory` sends one). */
-const MAX_REQUEST_FDS = 4;
-/**
- * The largest response that is sent: the protocol's clients read responses
- * into a 256 KiB buffer and take up to 253 fds (the kernel's SCM_MAX_FD;
- * get_vcpus sends 128 for 64 VCPUs). A larger one (a dirty log of a slot over
- * 8 GiB), or one the socket will not take whole (EMSGSIZE), is answered with
- * errno EMSGSIZE instead.
- */
-const MAX_RESPONSE_BYTES = 256 * 1024;
-const MAX_RESPONSE_FDS = 253;
-
-/** How to start the plugin: a command line, and descriptors it inherits at 4, 5, ... */
+/** How to start the plugin (planned by the sandbox, or a plain command line without it). */
 export interface LaunchPlan {
   file: string;
   args: string[];
+  /** Descriptors the plugin inherits at 4, 5, ... (3 is the main connection). */
   extraFds: number[];
+  /** Closes the plan's fds in this process (idempotent). Safe to call right after the spawn. */
+  dispose(): void;
 }
 
 /** How the plugin process ended, as `tryWait` reports it. */
@@ -75,53 +65,15 @@ export interface ProcessEvents {
   onPluginExit(status: PluginStatus, spawnError?: Error): void;
 }
 
-interface Reply {
-  response: MainResponse;
-  fds: readonly number[];
-  /** Descriptors to close once sent (those made only to be handed out). */
-  closeAfterSend: readonly number[];
-}
-
-interface Connection {
-  fd: number;
-  watcher: FdWatcher;
-}
-
-/** Getter and setter of one VM-wide kernel state, by protocol StateSet. */
-interface VmStateAccess {
-  size: number;
-  get(vm: VmFd): Uint8Array;
-  set(vm: VmFd, bytes: Uint8Array): void;
-}
-
-const VM_STATE_SETS: ReadonlyMap<number, VmStateAccess> = new Map([
-  [
-    MainRequest_StateSet.PIC0,
-    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_MASTER), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_MASTER, b) },
-  ],
-  [
-    MainRequest_StateSet.PIC1,
-    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_SLAVE), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_SLAVE, b) },
-  ],
-  [
-    MainRequest_StateSet.IOAPIC,
-    { size: C.SIZEOF_KVM_IOAPIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_IOAPIC), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_IOAPIC, b) },
-  ],
-  [MainRequest_StateSet.PIT, { size: C.SIZEOF_KVM_PIT_STATE2, get: (vm) => vm.getPit2(), set: (vm, b) => vm.setPit2(b) }],
-  [MainRequest_StateSet.CLOCK, { size: C.SIZEOF_KVM_CLOCK_DATA, get: (vm) => vm.getClock(), set: (vm, b) => vm.setClock(b) }],
-]);
-
 export class PluginProcess {
   private child: ChildProcess | undefined;
   private status: PluginStatus = { state: 'running' };
-  private readonly connections = new Map<number, Connection>();
+  private readonly connections = new Set<MainConnection>();
   private readonly objects = new Map<number, PluginObject>();
   private readonly ranges = new ReservedRanges();
   private callHint: MainRequest_SetCallHint | null = null;
   private readonly vcpus: VcpuSet;
   private readonly killEventFd: number;
-  /** One byte more than a request may have, so that a longer one shows as `bytes > REQUEST_BUFFER_SIZE`. */
-  private readonly requestBuffer = Buffer.alloc(REQUEST_BUFFER_SIZE + 1);
   private readonly stderrDone: Promise<void>;
   private stderrClosed: () => void = () => {};
   private closed = false;
@@ -217,7 +169,7 @@ export class PluginProcess {
   /** Frees everything the process holds: connections, objects, VCPU pipes, the kill eventfd. */
   close(): void {
     this.closed = true;
-    for (const fd of [...this.connections.keys()]) this.dropConnection(fd);
+    for (const connection of [...this.connections]) connection.close();
     for (const [id, object] of this.objects) {
       try {
         object.destroy(this.vm);
@@ -231,91 +183,13 @@ export class PluginProcess {
     // Not read to its end when the sink held it up, or when something the
     // plugin left behind still holds the pipe: its fd goes now.
     this.child?.stderr?.destroy();
-    runningPlugins.delete(this);
+    forgetAtHostExit(this);
   }
 
+  /** Serves requests on `fd` (the host end of a main connection) until either side closes it. */
   private addConnection(fd: number): void {
-    native.fcntl(fd, C.F_SETFL, native.fcntl(fd, C.F_GETFL, 0) | C.O_NONBLOCK);
-    const watcher = native.createFdWatcher(fd, () => this.serve(fd));
-    this.connections.set(fd, { fd, watcher });
-    watcher.start(C.POLLIN);
-  }
-
-  private dropConnection(fd: number): void {
-    const connection = this.connections.get(fd);
-    if (connection === undefined) return;
-    connection.watcher.close();
-    native.close(fd);
-    this.connections.delete(fd);
-  }
-
-  /** Serves every request waiting on connection `fd`. */
-  private serve(fd: number): void {
-    for (;;) {
-      if (!this.connections.has(fd)) return;
-      let received;
-      try {
-        received = native.recvmsg(fd, this.requestBuffer, MAX_REQUEST_FDS);
-      } catch (e) {
-        this.log.warn(`connection ${fd}: receive failed (${String(e)}); dropping it`);
-        this.dropConnection(fd);
-        return;
-      }
-      if (received === null) return;
-      if (received.bytes === 0 && received.fds.length === 0) {
-        this.dropConnection(fd);
-        return;
-      }
-      if (received.bytes > REQUEST_BUFFER_SIZE) {
-        // Cut short, so not decodable; but when it starts with a member's
-        // tag, the plugin learns what was too large (E2BIG) instead of being
-        // dropped. Anything else this large is malformed.
-        for (const f of received.fds) native.close(f);
-        const member = leadingMember(this.requestBuffer);
-        if (member !== undefined) {
-          this.log.warn(`connection ${fd}: ${member} request larger than ${REQUEST_BUFFER_SIZE} bytes; answering E2BIG`);
-          this.send(fd, reply(mainFailure(errno.E2BIG, member)));
-          continue;
-        }
-        this.log.warn(`connection ${fd}: malformed request (larger than ${REQUEST_BUFFER_SIZE} bytes); dropping it`);
-        this.dropConnection(fd);
-        return;
-      }
-      let request: MainRequest;
-      try {
-        // Descriptors beyond MAX_REQUEST_FDS are not malformed: the kernel
-        // closed the extra ones, and the request is served with those that
-        // arrived (and closes them too).
-        request = decodeStrict(MainRequest, messageShape('MainRequest'), this.requestBuffer.subarray(0, received.bytes));
-      } catch (e) {
-        for (const f of received.fds) native.close(f);
-        this.log.warn(`connection ${fd}: malformed request (${e instanceof Error ? e.message : String(e)}); dropping it`);
-        this.dropConnection(fd);
-        return;
-      }
-      let answer: Reply;
-      try {
-        answer = this.handleRequest(request, received.fds);
-      } finally {
-        for (const f of received.fds) native.close(f);
-      }
-      this.send(fd, answer);
-    }
-  }
-
-  private send(fd: number, reply: Reply): void {
-    try {
-      if (!sendWhole(fd, reply.response, reply.fds)) {
-        const member = reply.response.message?.$case;
-        this.log.warn(`connection ${fd}: the ${member ?? 'empty'} response is too large for one message; answering EMSGSIZE`);
-        if (!sendWhole(fd, mainFailure(errno.EMSGSIZE, member), [])) throw new Error('even an empty response does not fit');
-      }
-    } catch (e) {
-      this.log.warn(`connection ${fd}: sending a response failed (${String(e)}); dropping it`);
-      this.dropConnection(fd);
-    } finally {
-      for (const f of reply.closeAfterSend) native.close(f);
-    }
+    const handle = (request: MainRequest, fds: readonly number[]): Reply => this.handleRequest(request, fds);
+    this.connections.add(new MainConnection(fd, handle, this.log, (closed) => this.connections.delete(closed)));
   }
 
   /** Every MainRequest of the protocol, answered in one place. */
@@ -487,33 +361,9 @@ export class PluginProcess {
   }
 }
 
-/** Sends `response` as one message; false (nothing sent) when it is too large for one. */
-function sendWhole(fd: number, response: MainResponse, fds: readonly number[]): boolean {
-  const bytes = encodeMessage(MainResponse, response);
-  if (bytes.length > MAX_RESPONSE_BYTES || fds.length > MAX_RESPONSE_FDS) return false;
-  let sent: number;
-  try {
-    sent = native.sendmsg(fd, bytes, bytes.length, fds);
-  } catch (e) {
-    if (isErrnoError(e) && e.errno === errno.EMSGSIZE) return false;
-    throw e;
-  }
-  if (sent < 0) throw new Error('socket buffer full');
-  return true;
-}
-
-/** The MainRequest member whose tag starts `bytes`, if it starts with one. */
-function leadingMember(bytes: Uint8Array): MainRequestCase | undefined {
-  // The descriptor's field names are the generated oneof's case names (both lowerCamelCase).
-  return leadingMessageField(messageShape('MainRequest'), bytes)?.localName as MainRequestCase | undefined;
-}
-
+/** A successful reply: `message`, with `fds` sent along (and `closeAfterSend` closed once sent). */
 function ok(message: MainResponse['message'], fds: readonly number[] = [], closeAfterSend: readonly number[] = []): Reply {
   return { response: { errnoValue: 0, message }, fds, closeAfterSend };
-}
-
-function reply(response: MainResponse): Reply {
-  return { response, fds: [], closeAfterSend: [] };
 }
 
 function spaceOf(space: AddressSpace): KnownAddressSpace {
@@ -532,30 +382,4 @@ function fromKernelCpuid(entry: CpuidEntry2): CpuidEntry {
     ecx: entry.ecx,
     edx: entry.edx,
   };
-}
-
-function vmStateAccess(set: number): VmStateAccess {
-  const access = VM_STATE_SETS.get(set);
-  if (access === undefined) throw new ErrnoError(errno.EINVAL, `unknown VM state set ${set}`);
-  return access;
-}
-
-/**
- * Plugins of this process not yet torn down. If the host process exits
- * without tearing their VMs down (an uncaught exception, in plugvisor or in an
- * application that embeds it), their process groups are killed on the way
- * out: a jailed plugin dies with its parent anyway, an unsandboxed one would
- * live on.
- */
-const runningPlugins = new Set<PluginProcess>();
-let exitHookInstalled = false;
-
-function killOnHostExit(plugin: PluginProcess): void {
-  if (!exitHookInstalled) {
-    exitHookInstalled = true;
-    process.on('exit', () => {
-      for (const running of runningPlugins) if (running.tryWait().state === 'running') running.killPlugin();
-    });
-  }
-  runningPlugins.add(plugin);
 }

@@ -7,7 +7,10 @@
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { Kvm, type VmFd } from '../kvm/index.js';
-import { diagnoseSandbox, openFileLimit, planSandboxedLaunch, type SandboxConfig } from '../sandbox/index.js';
+import { planSandboxedLaunch } from '../sandbox/bubblewrap.js';
+import { diagnoseSandbox } from '../sandbox/diagnosis.js';
+import { openFileLimit } from '../sandbox/limits.js';
+import type { SandboxConfig } from '../sandbox/options.js';
 import { createLog, stderrSink, type LogSink } from './log.js';
 import { writeWithBackpressure, type LineSink } from './lines.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
@@ -148,7 +151,7 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
   const taps = setUp(undefined, () => openTaps(options.net, log));
   let kvm: Kvm | undefined;
   let vm: VmFd | undefined;
-  let plan: (LaunchPlan & { dispose(): void }) | undefined;
+  let plan: LaunchPlan | undefined;
   try {
     const opened = setUp(undefined, () => Kvm.open());
     kvm = opened;

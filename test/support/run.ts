@@ -8,7 +8,8 @@ import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../../src/package-root.js';
-import { findOnPath, sharedLibraries } from '../../src/sandbox/index.js';
+import { sharedLibraries } from '../../src/sandbox/executable.js';
+import { findOnPath } from '../../src/sandbox/tools.js';
 import { ASM_SCRATCH_ENV } from './asm.js';
 
 const root = PACKAGE_ROOT;

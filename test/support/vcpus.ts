@@ -4,7 +4,7 @@
  * 64), and the open files they need.
  */
 import assert from 'node:assert/strict';
-import { openFileLimit } from '../../src/sandbox/index.js';
+import { openFileLimit } from '../../src/sandbox/limits.js';
 
 export const MANY_VCPU_COUNTS: readonly number[] = [17, 32, 64];
 

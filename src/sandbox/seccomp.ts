@@ -1,0 +1,54 @@
+/**
+ * The plugin's seccomp filter: a policy file (plugin-seccomp.policy beside
+ * this module, or the user's) compiled to the raw BPF program bubblewrap's
+ * --seccomp reads from an fd.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { PACKAGE_ROOT } from '../package-root.js';
+import { findHelper } from './tools.js';
+
+/** The policy the jail uses unless `SandboxConfig.seccompPolicyFile` names another. */
+export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PACKAGE_ROOT, 'src', 'sandbox', 'plugin-seccomp.policy');
+
+/**
+ * Compiles a policy file to a raw BPF program (bwrap's --seccomp format).
+ * With `logFailures`, kill and trap actions become log. Throws with the compiler's message.
+ */
+export function compileSeccompPolicy(policyFile: string, logFailures = false): Buffer {
+  try {
+    fs.accessSync(policyFile, fs.constants.R_OK);
+  } catch (e) {
+    throw new Error(`cannot sandbox the plugin: the seccomp policy ${policyFile} is not readable (${(e as Error).message})`);
+  }
+  const compiler = findHelper('plugvisor-seccomp-compile');
+  const run = spawnSync(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 4 << 20, timeout: 10_000 });
+  if (run.error !== undefined) throw new Error(`cannot sandbox the plugin: running ${compiler} failed: ${run.error.message}`);
+  if (run.status !== 0) {
+    const message = run.stderr.toString().trim() || `exit status ${run.status ?? run.signal}`;
+    if (run.status === 2) throw new Error(`cannot sandbox the plugin: bad seccomp policy: ${message}`);
+    throw new Error(`cannot sandbox the plugin: ${compiler} failed: ${message}`);
+  }
+  const bpf = run.stdout;
+  if (bpf.length === 0 || bpf.length % 8 !== 0) throw new Error(`${compiler} produced ${bpf.length} bytes, not a BPF program`);
+  return bpf;
+}
+
+/** An fd (close-on-exec in this process) reading the BPF program of `policyFile`, for bwrap's --seccomp. */
+export function seccompProgramFd(policyFile: string, logFailures: boolean): number {
+  return anonymousFileFd(compileSeccompPolicy(policyFile, logFailures), 'seccomp.bpf');
+}
+
+/** An fd (close-on-exec in this process) reading `data`, backed by an already-unlinked temporary file. */
+function anonymousFileFd(data: Buffer, name: string): number {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-sandbox-'));
+  const file = path.join(dir, name);
+  try {
+    fs.writeFileSync(file, data, { mode: 0o600 });
+    return fs.openSync(file, 'r');
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
