@@ -18,6 +18,7 @@ import {
   type LaunchPlan, type SandboxConfig,
 } from '../src/sandbox/index.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import type { Reported, SandboxProbeReport } from './support/reports.js';
 
 const isRoot = process.geteuid!() === 0;
 const NODE_PROBE = path.join(PACKAGE_ROOT, 'dist', 'test', 'plugins', 'sandbox-probe.js');
@@ -423,7 +424,7 @@ describe('inside the jail', () => {
     const plan = planSandboxedLaunch(noConfig(), NODE_PROBE, [String(process.pid), ...hostFiles]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
-    const report = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as Reported<SandboxProbeReport>;
     assert.notEqual(report.uid, 0);
     assert.notEqual(report.euid, 0);
     assert.notEqual(report.gid, 0);
