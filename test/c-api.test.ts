@@ -15,7 +15,7 @@ import { mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { needsKvm } from './support/kvm.js';
-import { IN_NEW_NETNS, SANDBOX_MODES, examplePlugin, modeName, runPluginCli, type CliResult } from './support/run.js';
+import { IN_NEW_NETNS, SANDBOX_MODES, describeRun, examplePlugin, modeName, runPluginCli } from './support/run.js';
 import { TAP_FLAGS, needsTaps } from './support/net.js';
 import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
 
@@ -57,10 +57,6 @@ function buildPlugin(source: string, name: string): string {
   run('cc', ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-pthread', `-I${includeDir}`, source,
     `-L${libDir}`, `-Wl,-rpath,${libDir}`, '-lcrosvm_plugin', '-o', out]);
   return out;
-}
-
-function describeResult(r: CliResult): string {
-  return `exit ${r.code} signal ${r.signal}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 }
 
 /** The C test plugins: file under clients/c/tests, VCPUs, the line printed on success. */
@@ -185,8 +181,8 @@ for (const sandboxed of SANDBOX_MODES) {
     for (const p of PLUGINS) {
       test(p.name, async () => {
         const r = await runPluginCli(binaries.get(p.name)!, { cpus: p.cpus ?? 1, sandboxed, timeoutMs: 60_000 });
-        assert.equal(r.code, 0, describeResult(r));
-        assert.match(r.stdout, p.stdout, describeResult(r));
+        assert.equal(r.code, 0, describeRun(r));
+        assert.match(r.stdout, p.stdout, describeRun(r));
       });
     }
   });
@@ -194,8 +190,8 @@ for (const sandboxed of SANDBOX_MODES) {
   describe(`a C plugin with a tap (${mode})`, needsTaps, () => {
     test(`${TAP_PLUGIN.name}: crosvm_net_get_config under plugvisor run ${TAP_FLAGS.join(' ')}`, async () => {
       const r = await runPluginCli(binaries.get(TAP_PLUGIN.name)!, { sandboxed, flags: [...TAP_FLAGS], wrap: IN_NEW_NETNS, timeoutMs: 60_000 });
-      assert.equal(r.code, 0, describeResult(r));
-      assert.equal(r.stdout, TAP_PLUGIN.stdout, describeResult(r));
+      assert.equal(r.code, 0, describeRun(r));
+      assert.equal(r.stdout, TAP_PLUGIN.stdout, describeRun(r));
     });
   });
 
@@ -204,8 +200,8 @@ for (const sandboxed of SANDBOX_MODES) {
       test(`${cpus} VCPUs`, { timeout: 300_000 }, async () => {
         checkFileLimitFor(cpus);
         const r = await runPluginCli(binaries.get(MANY_VCPUS_PLUGIN)!, { cpus, sandboxed, timeoutMs: 240_000 });
-        assert.equal(r.code, 0, describeResult(r));
-        assert.equal(r.stdout, `many_vcpus: ${cpus} ok\n`, describeResult(r));
+        assert.equal(r.code, 0, describeRun(r));
+        assert.equal(r.stdout, `many_vcpus: ${cpus} ok\n`, describeRun(r));
       });
     }
   });
@@ -214,8 +210,8 @@ for (const sandboxed of SANDBOX_MODES) {
     for (const e of EXAMPLES) {
       test(e.name, async () => {
         const r = await runPluginCli(binaries.get(e.name)!, { cpus: e.cpus ?? 1, sandboxed, timeoutMs: 60_000 });
-        assert.equal(r.code, 0, describeResult(r));
-        assert.equal(r.stdout, e.stdout, describeResult(r));
+        assert.equal(r.code, 0, describeRun(r));
+        assert.equal(r.stdout, e.stdout, describeRun(r));
       });
     }
   });
@@ -227,8 +223,8 @@ describe('the C and TypeScript SDKs', needsKvm, () => {
       runPluginCli(binaries.get('adder')!, { timeoutMs: 60_000 }),
       runPluginCli(examplePlugin('adder'), { timeoutMs: 60_000 }),
     ]);
-    assert.equal(c.code, 0, describeResult(c));
-    assert.equal(ts.code, 0, describeResult(ts));
+    assert.equal(c.code, 0, describeRun(c));
+    assert.equal(ts.code, 0, describeRun(ts));
     assert.equal(c.stdout, ts.stdout);
     assert.equal(c.stdout, '9\nguest computed 2 + 7 = 9\n');
   });
@@ -243,7 +239,7 @@ describe('C plugins under memcheck (valgrind, unsandboxed)', needsKvm, () => {
         args: [...VALGRIND.slice(1), binaries.get(name)!],
         timeoutMs: 120_000,
       });
-      assert.equal(r.code, 0, describeResult(r));
+      assert.equal(r.code, 0, describeRun(r));
     });
   }
 });

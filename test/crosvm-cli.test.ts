@@ -14,7 +14,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_SECCOMP_POLICY_PATH } from '../src/sandbox/seccomp.js';
 import { needsKvm } from './support/kvm.js';
-import { CLI, runCli, runCommand, testPlugin, type CliResult } from './support/run.js';
+import type { CrosvmOptionsReport } from './support/reports.js';
+import { CLI, describeRun, reportOf, runCli, runCommand, testPlugin } from './support/run.js';
 
 const PLUGIN = testPlugin('crosvm-options');
 const isRoot = process.geteuid?.() === 0;
@@ -22,15 +23,6 @@ const isRoot = process.geteuid?.() === 0;
 let tmp = '';
 let mountFile = '';
 let policyDir = '';
-
-function show(r: CliResult): string {
-  return `exit ${r.code} signal ${r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-}
-
-function report(r: CliResult): Record<string, unknown> {
-  assert.equal(r.code, 0, show(r));
-  return JSON.parse(r.stdout) as Record<string, unknown>;
-}
 
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-crosvm-cli-'));
@@ -68,27 +60,27 @@ describe('a shell script written for crosvm', needsKvm, () => {
       env: { ...process.env, PATH: `${bin}:${process.env['PATH'] ?? ''}` },
       timeoutMs: 60_000,
     });
-    const got = report(r);
-    assert.deepEqual(got['args'], ['x']);
-    assert.equal(got['vcpus'], 2);
-    assert.equal(got['file'], 'bound by a mount file\n');
-    assert.equal(got['statfs'], 'EXDEV', 'the policy came from DIR/plugin.policy');
-    assert.equal(r.stderr, '', show(r));
+    const got = reportOf<CrosvmOptionsReport>(r);
+    assert.deepEqual(got.args, ['x']);
+    assert.equal(got.vcpus, 2);
+    assert.equal(got.file, 'bound by a mount file\n');
+    assert.equal(got.statfs, 'EXDEV', 'the policy came from DIR/plugin.policy');
+    assert.equal(r.stderr, '', describeRun(r));
   });
 });
 
 describe("crosvm's plugin options", needsKvm, () => {
   test('-p arguments come first, then those after --; -c is --cpus', async () => {
-    const got = report(await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '-c', '3', '-p', 'a', '--params', 'b c', '--', 'd']));
-    assert.deepEqual(got['args'], ['a', 'b c', 'd']);
-    assert.equal(got['vcpus'], 3);
+    const got = reportOf<CrosvmOptionsReport>(await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '-c', '3', '-p', 'a', '--params', 'b c', '--', 'd']));
+    assert.deepEqual(got.args, ['a', 'b c', 'd']);
+    assert.equal(got.vcpus, 3);
   });
 
   test('--plugin-gid-map-file maps what the file lists (root only)', { skip: isRoot ? false : 'needs root' }, async () => {
     const file = path.join(tmp, 'gids');
     fs.writeFileSync(file, '# groups for the plugin\n100:100:10\n2000  # crosvm\'s short form: 2000:2000:1\n');
-    const got = report(await runCli(['run', '--plugin', PLUGIN, '--plugin-gid-map-file', file]));
-    assert.deepEqual(got['gidMap'], ['65534 0 1', '100 100 10', '2000 2000 1']);
+    const got = reportOf<CrosvmOptionsReport>(await runCli(['run', '--plugin', PLUGIN, '--plugin-gid-map-file', file]));
+    assert.deepEqual(got.gidMap, ['65534 0 1', '100 100 10', '2000 2000 1']);
   });
 });
 
@@ -101,21 +93,21 @@ describe('list files and policy directories: clear errors', () => {
       const file = path.join(tmp, `bad${option}`);
       fs.writeFileSync(file, `# line 1\n\n${entry}\n`);
       const r = await runCli(['run', '--plugin', PLUGIN, option, file]);
-      assert.notEqual(r.code, 0, show(r));
-      assert.match(r.stderr, message, show(r));
+      assert.notEqual(r.code, 0, describeRun(r));
+      assert.match(r.stderr, message, describeRun(r));
     });
   }
 
   test('a list file that cannot be read', async () => {
     const r = await runCli(['run', '--plugin', PLUGIN, '--plugin-mount-file', path.join(tmp, 'missing')]);
-    assert.notEqual(r.code, 0, show(r));
-    assert.match(r.stderr, /--plugin-mount-file \S+missing: cannot read it \(ENOENT\)/, show(r));
+    assert.notEqual(r.code, 0, describeRun(r));
+    assert.match(r.stderr, /--plugin-mount-file \S+missing: cannot read it \(ENOENT\)/, describeRun(r));
   });
 
   test('--seccomp-policy-dir without a plugin.policy', async () => {
     const r = await runCli(['run', '--plugin', PLUGIN, '--seccomp-policy-dir', tmp]);
-    assert.equal(r.code, 1, show(r));
-    assert.match(r.stderr, /^plugvisor: error: --seccomp-policy-dir \S+ has no plugin\.policy/, show(r));
+    assert.equal(r.code, 1, describeRun(r));
+    assert.match(r.stderr, /^plugvisor: error: --seccomp-policy-dir \S+ has no plugin\.policy/, describeRun(r));
   });
 
   test("a minijail policy (crosvm's format) is named as such", async () => {
@@ -123,14 +115,14 @@ describe('list files and policy directories: clear errors', () => {
     fs.mkdirSync(dir, { recursive: true });
     fs.writeFileSync(path.join(dir, 'plugin.policy'), '# crosvm plugin policy\nread: 1\nwrite: 1\n');
     const r = await runCli(['run', '--plugin', PLUGIN, '--seccomp-policy-dir', dir]);
-    assert.equal(r.code, 1, show(r));
-    assert.match(r.stderr, /plugin\.policy:2: 'read:' is minijail's policy syntax/, show(r));
+    assert.equal(r.code, 1, describeRun(r));
+    assert.match(r.stderr, /plugin\.policy:2: 'read:' is minijail's policy syntax/, describeRun(r));
   });
 
   test('--seccomp-policy and --seccomp-policy-dir together', async () => {
     const r = await runCli(['run', '--plugin', PLUGIN, '--seccomp-policy', DEFAULT_SECCOMP_POLICY_PATH, '--seccomp-policy-dir', policyDir]);
-    assert.equal(r.code, 1, show(r));
-    assert.match(r.stderr, /--seccomp-policy and --seccomp-policy-dir both name the policy/, show(r));
+    assert.equal(r.code, 1, describeRun(r));
+    assert.match(r.stderr, /--seccomp-policy and --seccomp-policy-dir both name the policy/, describeRun(r));
   });
 });
 
@@ -144,12 +136,12 @@ describe('options that do nothing in the chosen mode', needsKvm, () => {
       ['--seccomp-log-failures'],
     ];
     const r = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, ...flags.flat()]);
-    assert.equal(report(r)['file'], 'ENOENT', 'nothing was bound');
+    assert.equal(reportOf<CrosvmOptionsReport>(r).file, 'ENOENT', 'nothing was bound');
     for (const [option] of flags) {
-      assert.match(r.stderr, new RegExp(`^plugvisor: warning: ${option} has no effect with --disable-sandbox: the plugin runs outside the jail$`, 'm'), show(r));
+      assert.match(r.stderr, new RegExp(`^plugvisor: warning: ${option} has no effect with --disable-sandbox: the plugin runs outside the jail$`, 'm'), describeRun(r));
     }
     const dirRun = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '--seccomp-policy-dir', policyDir]);
-    assert.equal(report(dirRun)['statfs'], 'ok');
+    assert.equal(reportOf<CrosvmOptionsReport>(dirRun).statfs, 'ok');
     assert.match(dirRun.stderr, /warning: --seccomp-policy-dir has no effect with --disable-sandbox/);
   });
 });

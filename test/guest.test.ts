@@ -11,7 +11,8 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, examplePlugin, modeName, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import type { GuestProgramReport, Reported } from './support/reports.js';
+import { SANDBOX_MODES, examplePlugin, modeName, reportOf, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
 import { GUEST_CFLAGS, GUEST_HEADER_DIR, compileC, compileGuest, guestBuildDir, symbols } from './support/guest-c.js';
 import { guestInput } from './support/guest-input.js';
 
@@ -33,14 +34,12 @@ function exec(sandboxed: boolean, program: string, args: string[] = [], flags: s
 }
 
 /** Runs the test plugin on a program; returns its JSON line. */
-async function runGuestProgram(sandboxed: boolean, kind: string, program: string, size = 0): Promise<Record<string, unknown>> {
-  const r = await runPluginCli(GUEST_PROGRAM, {
+async function runGuestProgram(sandboxed: boolean, kind: string, program: string, size = 0): Promise<Reported<GuestProgramReport>> {
+  return reportOf<GuestProgramReport>(await runPluginCli(GUEST_PROGRAM, {
     sandboxed,
     flags: ['--plugin-mount', `${dir}:${dir}`],
     args: [kind, program, String(size)],
-  });
-  assert.equal(r.code, 0, `plugin failed: ${r.stderr}`);
-  return JSON.parse(r.stdout.trim()) as Record<string, unknown>;
+  }));
 }
 
 function bitsOf(value: number): string {
@@ -54,8 +53,8 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
     describe(modeName(sandboxed), () => {
       test('SHA-256 of a buffer the plugin hands in equals node:crypto\'s', async () => {
         const r = await runGuestProgram(sandboxed, 'sha256', elf['sha256']!, INPUT_SIZE);
-        assert.deepEqual(r['outcome'], { kind: 'exit', status: 0, via: 'exit call' });
-        assert.equal(r['digest'], createHash('sha256').update(guestInput(INPUT_SIZE)).digest('hex'));
+        assert.deepEqual(r.outcome, { kind: 'exit', status: 0, via: 'exit call' });
+        assert.equal(r.digest, createHash('sha256').update(guestInput(INPUT_SIZE)).digest('hex'));
       });
 
       test('floating point and SSE give the results JavaScript computes, bit for bit', async () => {
@@ -78,9 +77,9 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
         const r = await runGuestProgram(sandboxed, 'hostcall', elf['hostcall']!);
         let x = 3n;
         for (let i = 0; i < 5; i++) x = x * BigInt(i + 2) + 1n;
-        assert.equal(r['calls'], 5);
-        assert.equal(r['stdout'], `${x}\n`);
-        assert.deepEqual(r['outcome'], { kind: 'exit', status: Number(x & 0xffn), via: 'exit call' });
+        assert.equal(r.calls, 5);
+        assert.equal(r.stdout, `${x}\n`);
+        assert.deepEqual(r.outcome, { kind: 'exit', status: Number(x & 0xffn), via: 'exit call' });
       });
 
       test('faults are reported with their vector and rip, and exit like a native crash', async () => {
@@ -104,8 +103,8 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
 
       test('COM1 raises IRQ 4 through its irqfd once the program enables it', async () => {
         const r = await runGuestProgram(sandboxed, 'uart-irq', elf['uart-irq']!);
-        assert.deepEqual(r['outcome'], { kind: 'exit', status: 0, via: 'exit call' });
-        const interrupts = r['interrupts'] as number[];
+        assert.deepEqual(r.outcome, { kind: 'exit', status: 0, via: 'exit call' });
+        const interrupts = r.interrupts;
         assert.ok(interrupts.length > 0, 'no interrupt reached the stub');
         assert.ok(interrupts.every((v) => v === 0x24), `vectors: ${interrupts.join(', ')}`);
       });

@@ -15,7 +15,8 @@ import { runPlugin, type RunOutcome } from '../src/host/run.js';
 import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
 import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
-import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, runCli, runPluginCli, testPlugin } from './support/run.js';
+import type { WireErrorsReport } from './support/reports.js';
+import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, reportOf, runCli, runPluginCli, testPlugin } from './support/run.js';
 
 const E = constants.errno;
 
@@ -87,9 +88,7 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`wire errors of the main connection (${mode})`, needsKvm, () => {
     test('each refused request carries the spec\'s errno and its own member', async () => {
-      const result = await runPluginCli(testPlugin('wire-errors'), { sandboxed });
-      assert.equal(result.code, 0, result.stderr);
-      const got = JSON.parse(result.stdout) as Record<string, { errno: number; member: string | null }>;
+      const got = reportOf<WireErrorsReport>(await runPluginCli(testPlugin('wire-errors'), { sandboxed }));
       assert.deepEqual(got['unsealedMemfd'], { errno: E.EPERM, member: 'create' });
       assert.deepEqual(got['memoryPastEnd'], { errno: E.EINVAL, member: 'create' });
       assert.deepEqual(got['memoryWithoutFd'], { errno: E.EBADF, member: 'create' });

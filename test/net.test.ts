@@ -15,7 +15,8 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { planNetwork } from '../src/host/net.js';
-import { IN_NEW_NETNS, SANDBOX_MODES, modeName, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import type { NetArpErrorReport, NetArpReport, Reported } from './support/reports.js';
+import { IN_NEW_NETNS, SANDBOX_MODES, describeRun, modeName, reportOf, runCli, runPluginCli, testPlugin } from './support/run.js';
 import { HOST_IP, HOST_MAC, NETMASK, TAP_FLAGS, inNetnsAfter, needsTaps } from './support/net.js';
 
 const PLUGIN = testPlugin('net-arp');
@@ -27,30 +28,8 @@ function persistentTap(name: string, cidr: string): string {
   return `ip tuntap add mode tap name ${name} && ip addr add ${cidr} dev ${name} && ip link set ${name} up`;
 }
 
-function show(r: CliResult): string {
-  return `exit ${r.code} signal ${r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
-}
-
-interface Report {
-  error?: string;
-  hostIpv4: string;
-  netmask: string;
-  hostMac: string;
-  tapName: string;
-  tapFeatures: { tap: boolean; noPi: boolean };
-  tapFlags: { tap: boolean; noPi: boolean };
-  nonBlocking: boolean;
-  guestIpv4: string;
-  reply: Record<string, string> | null;
-}
-
-function report(r: CliResult): Report {
-  assert.equal(r.code, 0, show(r));
-  return JSON.parse(r.stdout) as Report;
-}
-
 /** The plugin saw a tap with this configuration, and the kernel answered its ARP request from `mac`. */
-function assertArpCrossed(got: Report, ip: string, netmask: string, mac: string, guestIp: string): void {
+function assertArpCrossed(got: Reported<NetArpReport>, ip: string, netmask: string, mac: string, guestIp: string): void {
   assert.equal(got.error, undefined);
   assert.deepEqual({ ip: got.hostIpv4, netmask: got.netmask, mac: got.hostMac }, { ip, netmask, mac });
   assert.deepEqual(got.tapFeatures, { tap: true, noPi: true }, 'TUNGETFEATURES');
@@ -62,7 +41,7 @@ function assertArpCrossed(got: Report, ip: string, netmask: string, mac: string,
 for (const sandboxed of SANDBOX_MODES) {
   describe(`tap networking (${modeName(sandboxed)})`, needsTaps, () => {
     test('--host-ip, --netmask, --mac: a new tap with that configuration, and the host answers ARP on it', async () => {
-      const got = report(await runPluginCli(PLUGIN, { sandboxed, flags: [...TAP_FLAGS], wrap: IN_NEW_NETNS }));
+      const got = reportOf<NetArpReport>(await runPluginCli(PLUGIN, { sandboxed, flags: [...TAP_FLAGS], wrap: IN_NEW_NETNS }));
       assertArpCrossed(got, HOST_IP, NETMASK, HOST_MAC, '100.115.92.6');
       assert.match(got.tapName, /^pvtap\d+$/);
       assert.equal(got.nonBlocking, true, 'crosvm opened its taps non-blocking');
@@ -70,23 +49,23 @@ for (const sandboxed of SANDBOX_MODES) {
 
     test("crosvm's spelling --host_ip works too", async () => {
       const flags = ['--host_ip', '10.0.3.1', '--netmask', '255.255.255.0', '--mac', '02:aa:bb:cc:dd:ee'];
-      const got = report(await runPluginCli(PLUGIN, { sandboxed, flags, wrap: IN_NEW_NETNS }));
+      const got = reportOf<NetArpReport>(await runPluginCli(PLUGIN, { sandboxed, flags, wrap: IN_NEW_NETNS }));
       assertArpCrossed(got, '10.0.3.1', '255.255.255.0', '02:aa:bb:cc:dd:ee', '10.0.3.2');
     });
 
     test('--tap-name: an existing persistent tap with its own address; --mac gives it that MAC', async () => {
       const wrap = inNetnsAfter(persistentTap('pvtest0', '10.11.12.1/28'));
-      const got = report(await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-name', 'pvtest0', '--mac', '02:11:22:33:44:55'], wrap }));
+      const got = reportOf<NetArpReport>(await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-name', 'pvtest0', '--mac', '02:11:22:33:44:55'], wrap }));
       assertArpCrossed(got, '10.11.12.1', '255.255.255.240', '02:11:22:33:44:55', '10.11.12.2');
       assert.equal(got.tapName, 'pvtest0');
     });
 
     test('--tap-fd: a tap descriptor plugvisor inherited from its launcher', async () => {
       const wrap = [...inNetnsAfter(persistentTap('pvfd0', '10.20.30.1/24')), process.execPath, LAUNCHER, 'pvfd0'];
-      const got = report(await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-fd', '3'], wrap }));
+      const got = reportOf<NetArpReport>(await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-fd', '3'], wrap }));
       assert.equal(got.tapName, 'pvfd0');
-      assert.equal(got.reply?.['senderIp'], '10.20.30.1', JSON.stringify(got));
-      assert.equal(got.reply?.['senderMac'], got.hostMac, 'the reply comes from the MAC get_net_config reported');
+      assert.equal(got.reply?.senderIp, '10.20.30.1', JSON.stringify(got));
+      assert.equal(got.reply?.senderMac, got.hostMac, 'the reply comes from the MAC get_net_config reported');
     });
   });
 }
@@ -94,19 +73,19 @@ for (const sandboxed of SANDBOX_MODES) {
 describe('tap networking: what the plugin is told', needsTaps, () => {
   test('without a tap, get_net_config is ENODATA', async () => {
     const r = await runPluginCli(PLUGIN, { wrap: IN_NEW_NETNS });
-    assert.deepEqual(report(r), { error: 'ENODATA' });
+    assert.deepEqual(reportOf<NetArpErrorReport>(r), { error: 'ENODATA' });
   });
 
   test('a tap without an IPv4 address: the plugin gets EADDRNOTAVAIL, and plugvisor says why', async () => {
     const r = await runPluginCli(PLUGIN, { flags: ['--tap-name', 'pvbare'], wrap: inNetnsAfter('ip tuntap add mode tap name pvbare') });
-    assert.deepEqual(report(r), { error: 'EADDRNOTAVAIL' });
+    assert.deepEqual(reportOf<NetArpErrorReport>(r), { error: 'EADDRNOTAVAIL' });
     assert.match(r.stderr, /warning: get_net_config: reading the configuration of --tap-name pvbare failed: ioctl SIOCGIFADDR/);
   });
 
   test('with two taps, the plugin gets the first, and plugvisor warns that the other stays unused', async () => {
     const wrap = inNetnsAfter(`${persistentTap('pvone', '10.1.0.1/24')} && ${persistentTap('pvtwo', '10.2.0.1/24')}`);
     const r = await runPluginCli(PLUGIN, { flags: ['--tap-name', 'pvone', '--tap-name', 'pvtwo'], wrap });
-    assert.equal(report(r).tapName, 'pvone');
+    assert.equal(reportOf<NetArpReport>(r).tapName, 'pvone');
     assert.match(r.stderr, /warning: only the first tap device \(--tap-name pvone\) reaches the plugin.*--tap-name pvtwo stay unused/);
   });
 });
@@ -114,10 +93,10 @@ describe('tap networking: what the plugin is told', needsTaps, () => {
 /** `plugvisor run` of the net plugin that must fail before it starts, with `message` as its one line. */
 async function assertSetupError(flags: string[], message: RegExp, wrap?: string[]): Promise<void> {
   const r = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, ...flags], wrap ? { wrap } : {});
-  assert.equal(r.code, 1, show(r));
+  assert.equal(r.code, 1, describeRun(r));
   assert.equal(r.stdout, '', 'the plugin never ran');
   const lines = r.stderr.trim().split('\n');
-  assert.equal(lines.length, 1, show(r));
+  assert.equal(lines.length, 1, describeRun(r));
   assert.match(lines[0]!, message);
 }
 
@@ -183,8 +162,8 @@ describe('tap networking: bad options are refused before anything is made', () =
   ] as const) {
     test(flags.join(' '), async () => {
       const r = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, ...flags]);
-      assert.equal(r.code, 1, show(r));
-      assert.match(r.stderr, message, show(r));
+      assert.equal(r.code, 1, describeRun(r));
+      assert.match(r.stderr, message, describeRun(r));
       assert.doesNotMatch(r.stderr, /^\s+at /m, 'no stack trace');
     });
   }

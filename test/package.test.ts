@@ -24,7 +24,7 @@ import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { findOnPath } from '../src/sandbox/tools.js';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, modeName, runCommand, type CliResult } from './support/run.js';
+import { SANDBOX_MODES, describeRun, modeName, runCommand } from './support/run.js';
 
 const FIXTURES = path.join(PACKAGE_ROOT, 'test/fixtures/package');
 const C_PLUGIN_SOURCE = path.join(PACKAGE_ROOT, 'examples/c/adder.c');
@@ -222,10 +222,6 @@ function compileTypeScript(dir: string, env: NodeJS.ProcessEnv): string {
  */
 function typeCheckOptions(resolution: keyof typeof MODULE_RESOLUTIONS) {
   return { ...MODULE_RESOLUTIONS[resolution], target: 'es2022', strict: true, types: ['node'], skipLibCheck: true };
-}
-
-function describeRun(r: CliResult): string {
-  return `exit ${r.code} signal ${r.signal}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
 }
 
 describe('installed with its prebuilt binaries, with no compiler on PATH', () => {

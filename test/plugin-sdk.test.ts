@@ -488,6 +488,7 @@ describe('GuestMemory', () => {
 
 const SDK_URL = new URL('../src/plugin/index.js', import.meta.url).href;
 const NATIVE_URL = new URL('../src/native/index.js', import.meta.url).href;
+const TEST_PLUGIN_URL = new URL('./support/test-plugin.js', import.meta.url).href;
 
 // The guest of the end-to-end SDK plugin below (real mode, loaded at 0x1000).
 const E2E_GUEST = `
@@ -520,9 +521,10 @@ const E2E_PLUGIN = `#!/usr/bin/env node
 import assert from 'node:assert/strict';
 import { inspect } from 'node:util';
 import { Worker } from 'node:worker_threads';
-import { AddressSpace, Connection, GuestMemory, PluginError, RegsView, SregsView, VcpuStateSet, VmStateSet, kvmConstants }
+import { AddressSpace, Connection, GuestMemory, PluginError, RegsView, VcpuStateSet, VmStateSet, kvmConstants }
   from ${JSON.stringify(SDK_URL)};
 import { native } from ${JSON.stringify(NATIVE_URL)};
+import { setUpRealMode } from ${JSON.stringify(TEST_PLUGIN_URL)};
 
 const C = kvmConstants();
 const code = Buffer.from(process.argv[2], 'hex');
@@ -583,14 +585,7 @@ assert.throws(() => conn.start(), isErr('EINVAL'));
 
 let ev = vcpu.wait();
 assert.equal(ev.kind, 'init');
-const sregs = new SregsView(vcpu.getSregs());
-sregs.cs.base = 0n;
-sregs.cs.selector = 0;
-vcpu.setSregs(sregs.bytes);
-const regs = new RegsView(vcpu.getRegs());
-regs.rip = 0x1000n;
-regs.rflags = 2n;
-vcpu.setRegs(regs.bytes);
+setUpRealMode(vcpu); // sets (deferred) sregs and regs: rip 0x1000
 assert.equal(new RegsView(vcpu.getRegs()).rip, 0x1000n, 'a get returns the deferred set');
 vcpu.resume();
 assert.throws(() => vcpu.getState(VcpuStateSet.FPU), isErr('EBUSY'), 'no request before the VCPU reported');

@@ -1,5 +1,5 @@
 /**
- * Protocol coverage, part A: the VM-wide requests of the main connection
+ * Protocol coverage of the main connection: the VM-wide requests of the main connection
  * (memory, dirty log, IO events, IRQs, VM state, queries, robustness), each
  * proven against real KVM by a test plugin (test/plugins/proto-*.ts) that
  * runs a small real-mode guest and reports what the guest and the plugin saw.
@@ -10,37 +10,28 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants } from 'node:os';
 import { needsKvm } from './support/kvm.js';
-import { SANDBOX_MODES, modeName, runPluginCli, testPlugin } from './support/run.js';
+import type {
+  ProtoIoeventReport,
+  ProtoIrqIoapicReport,
+  ProtoIrqPicReport,
+  ProtoIrqRoutingReport,
+  ProtoMemoryDirtyReport,
+  ProtoMemoryReadonlyReport,
+  ProtoQueriesReport,
+  ProtoRobustReport,
+  ProtoVmStateReport,
+  WireAnswer,
+} from './support/reports.js';
+import { SANDBOX_MODES, modeName, runReport } from './support/run.js';
 
 const E = constants.errno;
-
-/** Runs a proto-* plugin (in the jail if `sandboxed`), requires exit 0 and returns its JSON report. */
-async function report<T>(sandboxed: boolean, plugin: string, args: string[] = []): Promise<T> {
-  const result = await runPluginCli(testPlugin(plugin), { args, sandboxed, assemblesGuest: true, timeoutMs: 20_000 });
-  assert.equal(result.code, 0, `plugvisor exited ${String(result.code)}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
-  const line = result.stdout.trim().split('\n').at(-1) ?? '';
-  return JSON.parse(line) as T;
-}
-
-interface WireResult {
-  errno: number;
-  member: string | null;
-}
 
 for (const sandboxed of SANDBOX_MODES) {
   const mode = modeName(sandboxed);
 
   describe(`guest memory (${mode})`, needsKvm, () => {
     test('dirty log: exactly the written pages, then clean; 70-page slot has a 9-byte bitmap; ENOENT without dirty_log', async () => {
-      const got = await report<{
-        before: { a: string; b: string };
-        round1: { a: string; b: string };
-        again: { a: string; b: string };
-        round2: { a: string; b: string };
-        contents: number[];
-        slotWithoutDirtyLog: WireResult & { bytes: number };
-        unknownId: WireResult & { bytes: number };
-      }>(sandboxed, 'proto-memory', ['dirty']);
+      const got = await runReport<ProtoMemoryDirtyReport>('proto-memory', { sandboxed, args: ['dirty'] });
       // Slot A (16 pages): 2 bytes. Slot B (70 pages): ceil(70 / 8) = 9 bytes.
       assert.deepEqual(got.before, { a: '0000', b: '000000000000000000' });
       // A: pages 0, 3 (byte 0 = 0b1001) and 15 (byte 1 bit 7).
@@ -54,10 +45,7 @@ for (const sandboxed of SANDBOX_MODES) {
     });
 
     test('read-only slot: reads see the memfd, writes to a reserved range arrive as MMIO writes, others are dropped', async () => {
-      const got = await report<{
-        events: { space: string; address: string; write: boolean; size: number; value: string }[];
-        memoryAfter: string[];
-      }>(sandboxed, 'proto-memory', ['readonly']);
+      const got = await runReport<ProtoMemoryReadonlyReport>('proto-memory', { sandboxed, args: ['readonly'] });
       const port = (value: string): object => ({ space: 'port', address: '0x10', write: true, size: 4, value });
       assert.deepEqual(got.events, [
         port('0x12345678'),
@@ -74,11 +62,7 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`IO events (${mode})`, needsKvm, () => {
     test('port and MMIO ioeventfds count only matching writes (length 0, 1, 2, 4, 8); after destroy nothing counts', async () => {
-      const got = await report<{
-        round1: { port230: string[]; counts: Record<string, number> };
-        round2: { port230: string[]; counts: Record<string, number> };
-        destroyed: number[];
-      }>(sandboxed, 'proto-ioevent');
+      const got = await runReport<ProtoIoeventReport>('proto-ioevent', { sandboxed });
       assert.deepEqual(got.round1.counts, {
         port0: 3, // length 0: any width
         port1: 2, // 0x5a twice; 0x5b and the 2-byte 0x005a don't match
@@ -101,7 +85,7 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`interrupts (${mode})`, needsKvm, () => {
     test('PIC: an irqfd (GSI 5) and set_irq (IRQ 10, slave) run the guest\'s handlers; resample fires on the PIC EOI', async () => {
-      const got = await report<Record<string, number>>(sandboxed, 'proto-irq', ['pic']);
+      const got = await runReport<ProtoIrqPicReport>('proto-irq', { sandboxed, args: ['pic'] });
       assert.deepEqual(got, {
         irqfdVector: 0x25, // master base 0x20 + IRQ 5
         resampleBeforeEoi: 0,
@@ -114,10 +98,7 @@ for (const sandboxed of SANDBOX_MODES) {
     });
 
     test('IOAPIC: a level-triggered pin programmed by the guest delivers, is acknowledged once per interrupt (resample eventfd) and re-arms', async () => {
-      const got = await report<{
-        entryProgrammed: string;
-        rounds: { vector: number; remoteIrrInHandler: boolean; resampleInHandler: number; resampleAfterEoi: number; remoteIrrAfterEoi: boolean }[];
-      }>(sandboxed, 'proto-irq', ['ioapic']);
+      const got = await runReport<ProtoIrqIoapicReport>('proto-irq', { sandboxed, args: ['ioapic'] });
       // What the guest wrote through the IOAPIC's MMIO window, read back with get_state(IOAPIC):
       // vector 0x40, level-triggered, unmasked.
       assert.equal(got.entryProgrammed, '0x8040');
@@ -136,7 +117,7 @@ for (const sandboxed of SANDBOX_MODES) {
     });
 
     test('GSI routing: a GSI routed to a PIC pin and an MSI route both reach the guest; unrouted GSIs go nowhere', async () => {
-      const got = await report<{ vectors: number[] }>(sandboxed, 'proto-irq', ['routing']);
+      const got = await runReport<ProtoIrqRoutingReport>('proto-irq', { sandboxed, args: ['routing'] });
       // GSI 30 → PIC pin 3 (vector 0x23); GSI 31 → MSI vector 0x50 through the LAPIC;
       // GSI 5 (raised first, no longer routed) never produced 0x25.
       assert.deepEqual(got.vectors, [0x23, 0x50, 0x23]);
@@ -145,21 +126,11 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`VM state (${mode})`, needsKvm, () => {
     test('PIC0, PIC1, IOAPIC, PIT and CLOCK: read, changed, written, read back (and seen by the guest); bad sizes and sets are EINVAL', async () => {
-      const got = await report<{
-        sizes: Record<string, number | Record<string, number>>;
-        pic0: { before: number; after: number; sameAsWritten: boolean };
-        pic1: { after: number; sameAsWritten: boolean };
-        ioapic: { idBefore: number; idAfter: number; entry7After: string; sameAsWritten: boolean };
-        pit: { countBefore: number; countAfter: number; modeAfter: number };
-        clock: { advancedNs: string };
-        refused: Record<string, WireResult>;
-        pic0Unchanged: number;
-        guestSaw: string[];
-      }>(sandboxed, 'proto-vm-state');
-      const sizes = got.sizes as { pic0: number; pic1: number; ioapic: number; pit: number; clock: number; expected: Record<string, number> };
+      const got = await runReport<ProtoVmStateReport>('proto-vm-state', { sandboxed });
+      const sizes = got.sizes;
       assert.deepEqual(
         [sizes.pic0, sizes.pic1, sizes.ioapic, sizes.pit, sizes.clock],
-        [sizes.expected['pic'], sizes.expected['pic'], sizes.expected['ioapic'], sizes.expected['pit'], sizes.expected['clock']],
+        [sizes.expected.pic, sizes.expected.pic, sizes.expected.ioapic, sizes.expected.pit, sizes.expected.clock],
         'get_state returns exactly the kernel struct',
       );
       assert.deepEqual(got.pic0, { before: 0, after: 0xa5, sameAsWritten: true });
@@ -180,16 +151,7 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`queries (${mode})`, needsKvm, () => {
     test('CPUID (supported, emulated), MSR index list, check_extension, identity map before/after start, net config', async () => {
-      const got = await report<{
-        supported: { count: number; leaf0: { maxLeaf: number; vendor: string } | null; leaf1Fpu: boolean; leaf1Tsc: boolean; hasExtendedLeaf: boolean; indexedLeaves: number };
-        emulated: { count: number; functions: number[]; movbe: boolean };
-        msrs: { count: number; tsc: boolean; sysenterCs: boolean };
-        extensions: Record<string, { errno: number; has: boolean | null }>;
-        identityMapBeforeStart: WireResult & { fds: number };
-        netConfig: WireResult & { fds: number };
-        start: WireResult & { fds: number };
-        identityMapAfterStart: WireResult & { fds: number };
-      }>(sandboxed, 'proto-queries');
+      const got = await runReport<ProtoQueriesReport>('proto-queries', { sandboxed });
       assert.ok(got.supported.leaf0, 'supported CPUID has leaf 0');
       assert.ok(got.supported.leaf0.maxLeaf >= 1);
       assert.match(got.supported.leaf0.vendor, /^(AuthenticAMD|GenuineIntel)$/);
@@ -218,20 +180,8 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`robustness of the main connection (${mode})`, needsKvm, () => {
     test('malformed and out-of-range requests get their errno; undecodable messages drop only their connection; too large ones get E2BIG / EMSGSIZE; the VM still runs', async () => {
-      const got = await report<{
-        results: Record<string, WireResult>;
-        garbageDropped: boolean;
-        badWireTypeDropped: boolean;
-        strict: Record<string, boolean>;
-        oversized: WireResult;
-        oversizedKeepsConnection: boolean;
-        oversizedGarbageDropped: boolean;
-        hugeDirtyLogKeepsConnection: boolean;
-        stillServing: boolean;
-        sideServing: boolean;
-        guestResult: number;
-      }>(sandboxed, 'proto-robust');
-      const create = (errno: number): WireResult => ({ errno, member: 'create' });
+      const got = await runReport<ProtoRobustReport>('proto-robust', { sandboxed });
+      const create = (errno: number): WireAnswer => ({ errno, member: 'create' });
       assert.deepEqual(got.results, {
         ioEventLength3: create(E.EINVAL),
         ioEventUnknownSpace: create(E.EINVAL),

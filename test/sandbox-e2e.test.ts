@@ -17,7 +17,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { CLI, examplePlugin, runCli, runCommand, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import type { JailKillReport, JailPolicyReport, JailProbeReport, Reported } from './support/reports.js';
+import { CLI, describeRun, examplePlugin, runCli, runCommand, runPluginCli, testPlugin, type CliResult } from './support/run.js';
 import { planSandboxedLaunch } from '../src/sandbox/bubblewrap.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 
@@ -99,26 +100,22 @@ function runCliWithOwnPid(args: readonly string[], timeoutMs = 30_000): Promise<
   return runCommand('/bin/sh', ['-c', 'exec "$@" "$$"', 'sh', process.execPath, CLI, ...args], { timeoutMs });
 }
 
-/** The probe's JSON lines on stdout. */
-function reports(stdout: string): Record<string, unknown>[] {
-  return stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-function show(r: CliResult): string {
-  return `exit ${r.code} signal ${r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
+/** The probe's JSON lines on stdout (its other lines are the guest's). */
+function reports<T extends JailProbeReport | JailKillReport | JailPolicyReport>(stdout: string): Reported<T>[] {
+  return stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Reported<T>);
 }
 
 /** Jailed Node must not complain about host state it cannot see (e.g. NODE_EXTRA_CA_CERTS). */
 function assertNoNodeWarnings(r: CliResult): void {
-  assert.doesNotMatch(r.stderr, /Warning|Ignoring extra certs/i, show(r));
+  assert.doesNotMatch(r.stderr, /Warning|Ignoring extra certs/i, describeRun(r));
 }
 
 describe('the adder demo', () => {
   test('gives the same output sandboxed (the default) and with --disable-sandbox', async () => {
     const jailed = await runCli(['run', '--plugin', ADDER]);
     const plain = await runPluginCli(ADDER);
-    assert.equal(jailed.code, 0, show(jailed));
-    assert.equal(plain.code, 0, show(plain));
+    assert.equal(jailed.code, 0, describeRun(jailed));
+    assert.equal(plain.code, 0, describeRun(plain));
     assert.match(jailed.stdout, /guest computed 2 \+ 7 = 9/);
     assert.equal(jailed.stdout, plain.stdout);
     assertNoNodeWarnings(jailed);
@@ -130,37 +127,37 @@ describe('scripts in the jail', () => {
     const script = path.join(tmp, 'tools.sh');
     fs.writeFileSync(script, '#!/bin/sh\nsleep 0 && ls -d /usr/bin && echo from-cat | cat\nexit 7\n', { mode: 0o755 });
     const bare = await runCli(['run', '--plugin', script]);
-    assert.equal(bare.code, 7, show(bare));
-    assert.match(bare.stderr, /sleep: not found/, show(bare));
+    assert.equal(bare.code, 7, describeRun(bare));
+    assert.match(bare.stderr, /sleep: not found/, describeRun(bare));
     const bound = await runCli(['run', '--plugin', script, '--plugin-mount', '/usr:/usr']);
-    assert.equal(bound.code, 7, show(bound));
-    assert.equal(bound.stdout, '/usr/bin\nfrom-cat\n', show(bound));
+    assert.equal(bound.code, 7, describeRun(bound));
+    assert.equal(bound.stdout, '/usr/bin\nfrom-cat\n', describeRun(bound));
   });
 
   test('a #!/usr/bin/env -S node ARGS plugin runs jailed', async () => {
     const script = path.join(tmp, 'env-split.mjs');
     fs.writeFileSync(script, `#!/usr/bin/env -S node --no-warnings\nawait import(${JSON.stringify(pathToFileURL(ADDER).href)});\n`, { mode: 0o755 });
     const r = await runCli(['run', '--plugin', script]);
-    assert.equal(r.code, 0, show(r));
+    assert.equal(r.code, 0, describeRun(r));
     assert.match(r.stdout, /guest computed 2 \+ 7 = 9/);
   });
 });
 
 describe('a jailed plugin trying to get out', () => {
   let run: CliResult & { pid: number };
-  let r: Record<string, unknown>;
+  let r: Reported<JailProbeReport>;
 
   before(async () => {
     run = await runCliWithOwnPid(['run', '--plugin', PROBE, ...mounts(), '--',
       'probe', HOST_README, ADDON_IN_JAIL, `${RO}/hello.txt`, `${RW}/out.txt`]);
-    const lines = reports(run.stdout);
-    assert.equal(lines.length, 1, show(run));
+    const lines = reports<JailProbeReport>(run.stdout);
+    assert.equal(lines.length, 1, describeRun(run));
     r = lines[0]!;
   });
 
   test('still runs its guest, and plugvisor exits 0', () => {
-    assert.equal(run.code, 0, show(run));
-    assert.match(run.stdout, /^guest done: ok$/m, show(run));
+    assert.equal(run.code, 0, describeRun(run));
+    assert.match(run.stdout, /^guest done: ok$/m, describeRun(run));
     assertNoNodeWarnings(run);
   });
 
@@ -174,11 +171,11 @@ describe('a jailed plugin trying to get out', () => {
   });
 
   test("sees only the jail's processes and cannot signal the host's", () => {
-    const pids = r.procPids as number[];
+    const pids = r.procPids;
     assert.ok(run.pid > 0);
     assert.equal(r.hostPidInProc, false, `plugvisor is pid ${run.pid}; the jail's /proc shows ${pids.join(' ')}`);
     assert.ok(!pids.includes(run.pid));
-    assert.ok(pids.includes(r.pid as number));
+    assert.ok(pids.includes(r.pid));
     assert.ok(pids.length <= 4, `only bwrap's init and the plugin should be there, not ${pids.join(' ')}`);
     assert.equal(r.killHost, 'ESRCH');
   });
@@ -214,30 +211,31 @@ describe('a syscall the policy kills for (kexec_load)', () => {
   });
 
   test('kills the plugin by SIGSYS, and plugvisor exits 128 + SIGSYS naming the signal', () => {
-    assert.deepEqual(reports(run.stdout), [{ about: 'kexec_load' }], show(run)); // it never got past the call
+    assert.deepEqual(reports<JailKillReport>(run.stdout), [{ about: 'kexec_load' }], describeRun(run)); // it never got past the call
     assert.doesNotMatch(run.stdout, /guest done/);
     // bubblewrap (the host's direct child) reports a child killed by signal N as exit code 128 + N.
-    assert.equal(run.code, 128 + SIGSYS, show(run));
-    assert.match(run.stderr, new RegExp(`^plugvisor: plugin was killed by signal SIGSYS \\(the sandbox reported exit code ${128 + SIGSYS}\\)`, 'm'), show(run));
+    assert.equal(run.code, 128 + SIGSYS, describeRun(run));
+    assert.match(run.stderr, new RegExp(`^plugvisor: plugin was killed by signal SIGSYS \\(the sandbox reported exit code ${128 + SIGSYS}\\)`, 'm'), describeRun(run));
   });
 });
 
 describe('--seccomp-log-failures (crosvm\'s option)', () => {
   test('the call the policy kills for is logged and allowed instead: the plugin lives on and runs its guest', async () => {
     const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'kill', ADDON_IN_JAIL]);
-    assert.equal(run.code, 0, show(run));
+    assert.equal(run.code, 0, describeRun(run));
     // kexec_load got through the filter, then the kernel refused it (EPERM: no
     // CAP_SYS_BOOT in the jail; ENOSYS: a kernel without kexec).
-    const [about, survived] = reports(run.stdout);
-    assert.deepEqual(about, { about: 'kexec_load' }, show(run));
-    assert.match(String(survived?.['survived']), /^(EPERM|ENOSYS)$/, show(run));
+    const [about, survived] = reports<JailKillReport>(run.stdout);
+    assert.deepEqual(about, { about: 'kexec_load' }, describeRun(run));
+    assert.ok(survived && 'survived' in survived, describeRun(run));
+    assert.match(survived.survived, /^(EPERM|ENOSYS)$/, describeRun(run));
     assert.match(run.stdout, /^guest done: ok$/m);
   });
 
   test('errno rules still hold', async () => {
     const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-    assert.equal(run.code, 0, show(run));
-    assert.deepEqual(reports(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], show(run));
+    assert.equal(run.code, 0, describeRun(run));
+    assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(run));
   });
 });
 
@@ -245,23 +243,23 @@ test('--seccomp-policy replaces the default policy', async () => {
   const policy = path.join(tmp, 'custom.policy');
   fs.writeFileSync(policy, '# test policy: only getpriority is refused\ndefault allow\ngetpriority errno EACCES\n');
   const run = await runCli(['run', '--plugin', PROBE, '--seccomp-policy', policy, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-  assert.equal(run.code, 0, show(run));
+  assert.equal(run.code, 0, describeRun(run));
   // kcmp is allowed now; sethostname still fails, for want of CAP_SYS_ADMIN.
-  assert.deepEqual(reports(run.stdout), [{ getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' }], show(run));
+  assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' }], describeRun(run));
   assert.match(run.stdout, /^guest done: ok$/m);
 
   // The same plugin under the default policy: getpriority works, kcmp is refused.
   const plain = await runCli(['run', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-  assert.equal(plain.code, 0, show(plain));
-  assert.deepEqual(reports(plain.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], show(plain));
+  assert.equal(plain.code, 0, describeRun(plain));
+  assert.deepEqual(reports<JailPolicyReport>(plain.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(plain));
 });
 
 test('a --seccomp-policy that does not compile is a clear error', async () => {
   const policy = path.join(tmp, 'broken.policy');
   fs.writeFileSync(policy, 'default allow\nno_such_syscall errno EPERM\n');
   const run = await runCli(['run', '--plugin', PROBE, '--seccomp-policy', policy, '--', 'policy', ADDON_IN_JAIL]);
-  assert.notEqual(run.code, 0, show(run));
-  assert.match(run.stderr, /no_such_syscall/, show(run));
+  assert.notEqual(run.code, 0, describeRun(run));
+  assert.match(run.stderr, /no_such_syscall/, describeRun(run));
   assert.doesNotMatch(run.stdout, /guest done/);
 });
 
@@ -301,8 +299,8 @@ describe('--plugin-root', () => {
   });
 
   test('a root prepared by the test, with the host system bound in, runs the plugin', () => {
-    assert.equal(run.code, 0, show(run));
-    assert.deepEqual(reports(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], show(run));
+    assert.equal(run.code, 0, describeRun(run));
+    assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(run));
     assert.match(run.stdout, /^guest done: ok$/m);
   });
 
@@ -315,8 +313,8 @@ describe('--plugin-root', () => {
     fs.mkdirSync(root);
     // The plugin comes from a --plugin-mount, so the first thing missing is /proc.
     const run = await runCli(['run', '--plugin', PROBE, '--plugin-root', root, '--plugin-mount', `${PACKAGE_ROOT}:${PACKAGE_ROOT}`, '--', 'policy', ADDON_IN_JAIL]);
-    assert.notEqual(run.code, 0, show(run));
-    assert.match(run.stderr, new RegExp(`--plugin-root ${root} has no /proc`), show(run));
+    assert.notEqual(run.code, 0, describeRun(run));
+    assert.match(run.stderr, new RegExp(`--plugin-root ${root} has no /proc`), describeRun(run));
     assert.doesNotMatch(run.stdout, /guest done/);
   });
 });
@@ -329,9 +327,9 @@ describe('bad --plugin-mount specs are CLI errors', () => {
   ] as const) {
     test(spec, async () => {
       const run = await runCli(['run', '--plugin', PROBE, '--plugin-mount', spec]);
-      assert.notEqual(run.code, 0, show(run));
-      assert.match(run.stderr, /--plugin-mount/, show(run));
-      assert.match(run.stderr, why, show(run));
+      assert.notEqual(run.code, 0, describeRun(run));
+      assert.match(run.stderr, /--plugin-mount/, describeRun(run));
+      assert.match(run.stderr, why, describeRun(run));
       assert.doesNotMatch(run.stderr, /^\s+at /m, 'no stack trace');
     });
   }
@@ -339,8 +337,8 @@ describe('bad --plugin-mount specs are CLI errors', () => {
   test('a source that does not exist', async () => {
     const missing = path.join(tmp, 'no-such-dir');
     const run = await runCli(['run', '--plugin', PROBE, '--plugin-mount', `${missing}:/x`, '--', 'policy', ADDON_IN_JAIL]);
-    assert.notEqual(run.code, 0, show(run));
-    assert.match(run.stderr, new RegExp(`--plugin-mount source ${missing} does not exist`), show(run));
+    assert.notEqual(run.code, 0, describeRun(run));
+    assert.match(run.stderr, new RegExp(`--plugin-mount source ${missing} does not exist`), describeRun(run));
   });
 });
 
@@ -358,10 +356,10 @@ describe('a jail bubblewrap cannot build: a clear error', () => {
 
   test('plugvisor run says bubblewrap cannot create the namespaces, with its reason, and exits 1', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
-    assert.equal(run.code, 1, show(run));
+    assert.equal(run.code, 1, describeRun(run));
     assert.match(run.stderr,
       /^plugvisor: (error: )?cannot sandbox the plugin: bubblewrap cannot create the plugin's namespaces: bwrap: setting up uid map: Permission denied/m,
-      show(run));
+      describeRun(run));
     assert.equal(run.stdout, '', 'the plugin never ran');
   });
 });
@@ -371,16 +369,16 @@ describe('no bubblewrap: a clear error, never an unsandboxed plugin', () => {
 
   test('plugvisor run fails, naming bubblewrap, and the plugin never runs', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
-    assert.notEqual(run.code, 0, show(run));
-    assert.match(run.stderr, /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH; install it, the one system package the sandbox needs \(Debian\/Ubuntu: apt-get install bubblewrap\)/, show(run));
+    assert.notEqual(run.code, 0, describeRun(run));
+    assert.match(run.stderr, /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH; install it, the one system package the sandbox needs \(Debian\/Ubuntu: apt-get install bubblewrap\)/, describeRun(run));
     assert.match(run.stderr, /--disable-sandbox/);
     assert.equal(run.stdout, '');
   });
 
   test('the error is a one-line message, not a stack trace', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
-    assert.match(run.stderr, /^plugvisor: error: cannot sandbox the plugin/m, show(run));
-    assert.doesNotMatch(run.stderr, /^\s+at /m, show(run));
+    assert.match(run.stderr, /^plugvisor: error: cannot sandbox the plugin/m, describeRun(run));
+    assert.doesNotMatch(run.stderr, /^\s+at /m, describeRun(run));
   });
 
   test('planSandboxedLaunch throws in-process too', () => {

@@ -20,6 +20,7 @@ import { parseBindMount, parseGidMap, type SandboxConfig } from '../src/sandbox/
 import { DEFAULT_SECCOMP_POLICY_PATH, compileSeccompPolicy } from '../src/sandbox/seccomp.js';
 import { helperCandidates } from '../src/sandbox/tools.js';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import type { Reported, SandboxProbeReport } from './support/reports.js';
 
 const isRoot = process.geteuid!() === 0;
 const NODE_PROBE = path.join(PACKAGE_ROOT, 'dist', 'test', 'plugins', 'sandbox-probe.js');
@@ -425,7 +426,7 @@ describe('inside the jail', () => {
     const plan = planSandboxedLaunch(noConfig(), NODE_PROBE, [String(process.pid), ...hostFiles]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
-    const report = JSON.parse(r.stdout.trim().split('\n').pop()!);
+    const report = JSON.parse(r.stdout.trim().split('\n').pop()!) as Reported<SandboxProbeReport>;
     assert.notEqual(report.uid, 0);
     assert.notEqual(report.euid, 0);
     assert.notEqual(report.gid, 0);

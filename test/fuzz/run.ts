@@ -19,6 +19,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { FuzzReport } from '../support/reports.js';
 import { CLI, testPlugin } from '../support/run.js';
 
 export interface FuzzOptions {
@@ -31,16 +32,6 @@ export interface FuzzOptions {
   corpusDir?: string;
   /** Progress lines (the npm script prints them). */
   progress?: (line: string) => void;
-}
-
-interface PluginReport {
-  seed: number;
-  main: { sent: Record<string, number>; answered: number; dropped: number; probes: number; fdsAttached: number; connectionsOpened: number };
-  vcpu: { sent: Record<string, number>; answered: number; silent: number; probes: number };
-  started: boolean;
-  vmEnded: boolean;
-  findings: { what: string; kind: string; hex: string }[];
-  novel: { key: string; kind: 'main' | 'vcpu'; hex: string }[];
 }
 
 export interface FuzzSummary {
@@ -106,7 +97,7 @@ function add(total: Record<string, number>, part: Record<string, number>): void 
   for (const [key, n] of Object.entries(part)) total[key] = (total[key] ?? 0) + n;
 }
 
-function describeRound(report: PluginReport | undefined): string {
+function describeRound(report: FuzzReport | undefined): string {
   if (report === undefined) return 'no report';
   const main = Object.values(report.main.sent).reduce((a, b) => a + b, 0);
   const vcpu = Object.values(report.vcpu.sent).reduce((a, b) => a + b, 0);
@@ -128,7 +119,7 @@ function readCorpus(dir: string | undefined): CorpusEntry[] {
   return entries;
 }
 
-function saveToCorpus(dir: string, report: PluginReport, where: string): void {
+function saveToCorpus(dir: string, report: FuzzReport, where: string): void {
   for (const input of report.novel) {
     const name = `outcome-${createHash('sha1').update(input.key).digest('hex').slice(0, 16)}.${input.kind}.bin`;
     const file = path.join(dir, name);
@@ -143,7 +134,7 @@ function saveToCorpus(dir: string, report: PluginReport, where: string): void {
 }
 
 interface RoundResult {
-  report: PluginReport | undefined;
+  report: FuzzReport | undefined;
   problems: string[];
 }
 
@@ -175,9 +166,9 @@ function runRound(seed: number, budgetMs: number, sandboxed: boolean, corpus: Co
       if (signal === 'SIGKILL') problems.push(`the host did not finish within ${budgetMs + ROUND_GRACE_MS} ms (killed)`);
       else if (code !== 0) problems.push(`the host exited with ${signal ?? code}`);
       problems.push(...hostErrors);
-      let report: PluginReport | undefined;
+      let report: FuzzReport | undefined;
       try {
-        report = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as PluginReport;
+        report = JSON.parse(stdout.trim().split('\n').at(-1) ?? '') as FuzzReport;
       } catch {
         problems.push(`no report from the plugin: ${JSON.stringify(stdout.slice(-500))}`);
       }

@@ -7,6 +7,8 @@
  */
 import fs from 'node:fs';
 import { Connection } from '../../src/plugin/index.js';
+import type { CrosvmOptionsReport } from '../support/reports.js';
+import { finish } from '../support/test-plugin.js';
 
 function attempt<T>(fn: () => T): T | string {
   try {
@@ -17,11 +19,10 @@ function attempt<T>(fn: () => T): T | string {
 }
 
 const conn = Connection.connect();
-process.stdout.write(`${JSON.stringify({
+finish<CrosvmOptionsReport>({
   args: process.argv.slice(2),
   vcpus: conn.getVcpus().length,
   file: attempt(() => fs.readFileSync('/crosvm-test/hello.txt', 'utf8')),
   statfs: attempt(() => (fs.statfsSync('/'), 'ok')),
   gidMap: fs.readFileSync('/proc/self/gid_map', 'utf8').trim().split('\n').map((line) => line.trim().split(/\s+/).join(' ')),
-})}\n`);
-process.exit(0);
+});

@@ -24,7 +24,7 @@
  */
 import { C, native } from '../../src/native/index.js';
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
-import { setUpRealMode } from '../support/vcpu-guest.js';
+import { expectInit, setUpRealMode, sleepMs } from '../support/test-plugin.js';
 
 const [ending, point] = process.argv.slice(2);
 const POINTS = ['before-connect', 'after-create', 'after-start', 'mid-exit', 'while-host-writes'];
@@ -84,9 +84,7 @@ const vcpus = conn.getVcpus();
 if (point === 'after-create') end(shutdownFd);
 
 conn.start();
-for (const vcpu of vcpus) {
-  if (vcpu.wait().kind !== 'init') throw new Error('expected the init stop');
-}
+for (const vcpu of vcpus) expectInit(vcpu);
 if (point === 'after-start') end(shutdownFd);
 
 for (const vcpu of vcpus) {
@@ -101,5 +99,5 @@ if (point === 'mid-exit') {
   end(shutdownFd);
 }
 // while-host-writes: give the guests time to fill every response pipe (256 KiB each).
-Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+sleepMs(500);
 end(shutdownFd);

@@ -33,6 +33,7 @@ import { MainRequest, MainResponse, VcpuRequest, VcpuResponse } from '../../src/
 import { DelimitedStream } from '../../src/protocol/framing.js';
 import { checkWellFormed } from '../../src/protocol/strict.js';
 import { messageDescriptor } from '../support/descriptor.js';
+import type { FuzzReport } from '../support/reports.js';
 import { Random, breakMessage, mutate, randomMessage } from '../fuzz/generate.js';
 
 const [seedArg, budgetArg] = process.argv.slice(2);
@@ -49,14 +50,14 @@ const REQUEST_LIMIT = 4096;
 type MainKind = 'generated' | 'broken' | 'mutated' | 'random' | 'truncated' | 'corpus';
 type VcpuKind = 'generated' | 'wrongSize' | 'manyMsrs' | 'garbage' | 'corpus';
 
-const report = {
+const report: FuzzReport = {
   seed: Number(seedArg ?? 1),
-  main: { sent: {} as Record<string, number>, answered: 0, dropped: 0, probes: 0, fdsAttached: 0, connectionsOpened: 0 },
-  vcpu: { sent: {} as Record<string, number>, answered: 0, silent: 0, probes: 0 },
+  main: { sent: {}, answered: 0, dropped: 0, probes: 0, fdsAttached: 0, connectionsOpened: 0 },
+  vcpu: { sent: {}, answered: 0, silent: 0, probes: 0 },
   started: false,
   vmEnded: false,
-  findings: [] as { what: string; kind: string; hex: string }[],
-  novel: [] as { key: string; kind: 'main' | 'vcpu'; hex: string }[],
+  findings: [],
+  novel: [],
 };
 const seenOutcomes = new Set<string>();
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');

@@ -13,14 +13,16 @@
  * uart-irq. Prints one JSON line: the outcome, what the host functions saw,
  * and the program's stdout.
  */
-import { readFileSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { runProgram, type HostFunction } from '../../src/guest/index.js';
 import { guestInput } from '../support/guest-input.js';
+import type { GuestProgramReport } from '../support/reports.js';
+import { printReport } from '../support/test-plugin.js';
 
 const [kind, elf, sizeText] = process.argv.slice(2);
 if (kind === undefined || elf === undefined) throw new Error('usage: guest-program.js CASE ELF [SIZE]');
 const input = guestInput(Number(sizeText ?? 0));
-const record: { digest?: string; calls: number; interrupts: number[] } = { calls: 0, interrupts: [] };
+const record: Omit<GuestProgramReport, 'outcome' | 'stdout'> = { calls: 0, interrupts: [] };
 let stdout = '';
 
 const functions: Record<string, Record<number, HostFunction>> = {
@@ -50,4 +52,4 @@ const outcome = runProgram({
   },
 });
 const result = outcome.kind === 'exit' ? outcome : { kind: outcome.kind, message: outcome.message };
-writeSync(1, `${JSON.stringify({ outcome: result, ...record, stdout })}\n`);
+printReport<GuestProgramReport>({ outcome: result, ...record, stdout });

@@ -19,16 +19,9 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { createRequire } from 'node:module';
-import {
-  AddressSpace,
-  Connection,
-  GuestMemory,
-  RegsView,
-  SregsView,
-  eventfdWrite,
-} from '../../src/plugin/index.js';
-
-type Attempt = string; // 'ok' or an errno name such as 'EPERM'
+import { AddressSpace, Connection, GuestMemory, eventfdWrite } from '../../src/plugin/index.js';
+import type { Attempt, JailKillReport, JailPolicyReport, JailProbeReport } from '../support/reports.js';
+import { CODE, printReport, setUpRealMode } from '../support/test-plugin.js';
 
 interface SyscallAddon {
   /** syscall(nr, ...args): the result, or -errno. */
@@ -64,10 +57,6 @@ function statusField(name: string): string | undefined {
   return line?.slice(name.length + 1).trim();
 }
 
-function report(result: Record<string, unknown>): void {
-  fs.writeSync(1, JSON.stringify(result) + '\n');
-}
-
 // A real-mode guest at 0x1000: writes 0x2a to port 0x3f8, then 1 to 0x3f9 ("done").
 const GUEST_CODE = new Uint8Array([
   0xba, 0xf8, 0x03, // mov dx, 0x3f8
@@ -80,7 +69,6 @@ const GUEST_CODE = new Uint8Array([
 ]);
 const DATA_PORT = 0x3f8n;
 const DONE_PORT = 0x3f9n;
-const CODE_ADDRESS = 0x1000n;
 
 /** Starts the VM, runs the guest above to its "done" write, shuts the VM down and exits 0. */
 function runGuest(): never {
@@ -89,21 +77,14 @@ function runGuest(): never {
   conn.reserveRange(AddressSpace.IOPORT, DATA_PORT, 2n);
   const memory = GuestMemory.create(0x1000, 'jail-probe-guest');
   memory.bytes.set(GUEST_CODE, 0);
-  conn.createMemory(memory, { start: CODE_ADDRESS, length: 0x1000n });
+  conn.createMemory(memory, { start: CODE, length: 0x1000n });
   const vcpu = conn.getVcpu(0);
   conn.start();
   let seen = -1;
   for (;;) {
     const event = vcpu.wait();
     if (event.kind === 'init') {
-      const sregs = new SregsView(vcpu.getSregs());
-      sregs.cs.base = 0n;
-      sregs.cs.selector = 0;
-      vcpu.setSregs(sregs.bytes);
-      const regs = new RegsView(vcpu.getRegs());
-      regs.rip = CODE_ADDRESS;
-      regs.rflags = 2n;
-      vcpu.setRegs(regs.bytes);
+      setUpRealMode(vcpu);
     } else if (event.kind === 'io' && event.isWrite && event.address === DATA_PORT) {
       seen = event.data[0]!;
     } else if (event.kind === 'io' && event.isWrite && event.address === DONE_PORT) {
@@ -125,7 +106,8 @@ switch (mode) {
     const [hostFile, addonPath, readFile, writeFile, hostPidText] = rest as [string, string, string, string, string];
     const hostPid = Number(hostPidText);
     const addon = loadAddon(addonPath);
-    const result: Record<string, unknown> = {
+    let text: string | undefined;
+    const result: JailProbeReport = {
       pid: process.pid,
       kvm: attempt(() => fs.closeSync(fs.openSync('/dev/kvm', 'r+'))),
       hostFile: attempt(() => fs.readFileSync(hostFile)),
@@ -142,27 +124,26 @@ switch (mode) {
       // allowed for a process comparing itself with itself, unless the policy refuses it
       kcmp: rawSyscall(addon, SYS.kcmp, process.pid, process.pid, 0 /* KCMP_FILE */, 1, 1),
       ptraceTraceme: rawSyscall(addon, SYS.ptrace, 0 /* PTRACE_TRACEME */, 0, 0, 0),
+      readMounted: attempt(() => (text = fs.readFileSync(readFile, 'utf8'))),
+      readMountedText: text, // read once the attempt above ran: members are evaluated in order
+      writeReadOnlyMount: attempt(() => fs.writeFileSync(readFile + '.new', 'x')),
+      writeWritableMount: attempt(() => fs.writeFileSync(writeFile, `written by pid ${process.pid}\n`)),
     };
-    let text: string | undefined;
-    result.readMounted = attempt(() => (text = fs.readFileSync(readFile, 'utf8')));
-    result.readMountedText = text;
-    result.writeReadOnlyMount = attempt(() => fs.writeFileSync(readFile + '.new', 'x'));
-    result.writeWritableMount = attempt(() => fs.writeFileSync(writeFile, `written by pid ${process.pid}\n`));
-    report(result);
+    printReport(result);
     runGuest();
     break;
   }
   case 'kill': {
     const addon = loadAddon(rest[0]!);
-    report({ about: 'kexec_load' });
+    printReport<JailKillReport>({ about: 'kexec_load' });
     const outcome = rawSyscall(addon, SYS.kexec_load, 0, 0, 0, 0);
-    report({ survived: outcome }); // must not be reached
+    printReport<JailKillReport>({ survived: outcome }); // must not be reached
     runGuest();
     break;
   }
   case 'policy': {
     const addon = loadAddon(rest[0]!);
-    report({
+    printReport<JailPolicyReport>({
       getPriority: attempt(() => os.getPriority(0)),
       kcmp: rawSyscall(addon, SYS.kcmp, process.pid, process.pid, 0, 1, 1),
       sethostname: rawSyscall(addon, SYS.sethostname, 0, 0), // checks CAP_SYS_ADMIN before its arguments

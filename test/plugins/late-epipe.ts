@@ -9,7 +9,7 @@
 import { spawn } from 'node:child_process';
 import { writeSync } from 'node:fs';
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
-import { setUpRealMode } from '../support/vcpu-guest.js';
+import { sleepMs, startRealMode } from '../support/test-plugin.js';
 
 const conn = Connection.connect();
 const memory = GuestMemory.create(0x2000);
@@ -19,12 +19,10 @@ conn.reserveRange(AddressSpace.IOPORT, 0x10n, 1n, { asyncWrite: true });
 const raw = conn.request({ message: { $case: 'getVcpus', getVcpus: {} } }).fds;
 const vcpu = conn.getVcpu(0);
 conn.start();
-if (vcpu.wait().kind !== 'init') throw new Error('expected the init stop');
-setUpRealMode(vcpu);
-vcpu.resume();
+startRealMode(vcpu);
 // The child holds both pipe ends (fds 3 and 4 there) and outlives this process.
 const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { stdio: ['ignore', 'ignore', 'ignore', raw[0]!, raw[1]!] });
 writeSync(1, `child ${child.pid}\n`);
 // Time for the guest to fill the 256 KiB response pipe.
-Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+sleepMs(500);
 process.exit(7);

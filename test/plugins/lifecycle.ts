@@ -10,8 +10,9 @@
  */
 import { C, native } from '../../src/native/index.js';
 import { VcpuRequest } from '../../src/protocol/gen/plugin.js';
-import { Connection, GuestMemory, RegsView, SregsView } from '../../src/plugin/index.js';
+import { Connection, GuestMemory } from '../../src/plugin/index.js';
 import { assemble } from '../support/asm.js';
+import { setUpRealMode } from '../support/test-plugin.js';
 
 const mode = process.argv[2];
 const GUEST = assemble(`
@@ -39,14 +40,7 @@ const again = vcpu.request({ message: { $case: 'wait', wait: {} } });
 process.stdout.write(`second wait: errno ${again.errnoValue}\n`);
 
 if (mode === 'triple-fault') {
-  const sregs = new SregsView(vcpu.getSregs());
-  sregs.cs.base = 0n;
-  sregs.cs.selector = 0;
-  vcpu.setSregs(sregs.bytes);
-  const regs = new RegsView(vcpu.getRegs());
-  regs.rip = 0x1000n;
-  regs.rflags = 2n;
-  vcpu.setRegs(regs.bytes);
+  setUpRealMode(vcpu);
   vcpu.resume();
 } else if (mode === 'vcpu-shutdown') {
   // The SDK has no call for this (a plugin rarely wants it): write the

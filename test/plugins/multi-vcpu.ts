@@ -3,7 +3,8 @@
  * Test plugin: every VCPU runs the same real-mode code with its own AL; each
  * guest reports AL + BL on port 0x10. Prints "vcpu I: V" per VCPU, then exits 0.
  */
-import { AddressSpace, Connection, GuestMemory, RegsView, SregsView, VcpuStateSet, kvmConstants } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
+import { setUpRealMode } from '../support/test-plugin.js';
 
 // Loaded at 0x1000:
 const GUEST = [
@@ -23,21 +24,8 @@ conn.start();
 for (const [id, vcpu] of vcpus.entries()) {
   const event = vcpu.wait();
   if (event.kind !== 'init') throw new Error(`vcpu ${id}: expected init, got ${event.kind}`);
-  // With the in-kernel LAPIC, every VCPU but the first waits for a startup
-  // IPI; make it runnable at once instead.
-  const mpState = new Uint8Array(kvmConstants().SIZEOF_KVM_MP_STATE);
-  new DataView(mpState.buffer).setUint32(0, kvmConstants().KVM_MP_STATE_RUNNABLE, true);
-  vcpu.setState(VcpuStateSet.MP, mpState);
-  const sregs = new SregsView(vcpu.getSregs());
-  sregs.cs.base = 0n;
-  sregs.cs.selector = 0;
-  vcpu.setSregs(sregs.bytes);
-  const regs = new RegsView(vcpu.getRegs());
-  regs.rip = 0x1000n;
-  regs.rflags = 2n;
-  regs.rax = BigInt(id);
-  regs.rbx = 100n;
-  vcpu.setRegs(regs.bytes);
+  // Every VCPU but the first would wait for a startup IPI: this makes them all runnable at once.
+  setUpRealMode(vcpu, { registers: { rax: BigInt(id), rbx: 100n } });
   vcpu.resume();
 }
 for (const [id, vcpu] of vcpus.entries()) {

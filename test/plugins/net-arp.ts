@@ -9,6 +9,8 @@
 import { Connection, PluginError } from '../../src/plugin/index.js';
 import { C, native } from '../../src/native/index.js';
 import { formatIpv4, formatMac } from '../../src/protocol/addresses.js';
+import type { ArpReply, NetArpErrorReport, NetArpReport } from '../support/reports.js';
+import { finish } from '../support/test-plugin.js';
 
 /** The guest's MAC: locally administered, unicast. */
 const GUEST_MAC = [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30];
@@ -44,9 +46,6 @@ function arpRequest(senderIp: number, targetIp: number): Uint8Array {
   return frame;
 }
 
-interface ArpReply { destinationMac: string; senderMac: string; senderIp: string; targetMac: string; targetIp: string }
-
-
 function parseArpReply(frame: Uint8Array): ArpReply | undefined {
   if (frame.length < 42) return undefined;
   const view = new DataView(frame.buffer, frame.byteOffset, frame.length);
@@ -66,8 +65,7 @@ try {
   config = conn.getNetConfig();
 } catch (e) {
   if (!(e instanceof PluginError)) throw e;
-  process.stdout.write(`${JSON.stringify({ error: e.code })}\n`);
-  process.exit(0);
+  finish<NetArpErrorReport>({ error: e.code });
 }
 const tap = config.tapFd;
 
@@ -98,7 +96,7 @@ while (reply === undefined && Date.now() < deadline) {
   else otherFrames++; // IPv6 router solicitations and the like
 }
 
-process.stdout.write(`${JSON.stringify({
+const report: NetArpReport = {
   hostIpv4: config.hostIpv4,
   netmask: config.netmask,
   hostMac: config.hostMac,
@@ -110,6 +108,6 @@ process.stdout.write(`${JSON.stringify({
   guestIpv4: formatIpv4(guestIp),
   reply: reply ?? null,
   otherFrames,
-})}\n`);
+};
 native.close(tap);
-process.exit(0);
+finish(report);

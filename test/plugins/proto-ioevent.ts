@@ -16,9 +16,12 @@
  * Prints { round1: {counts, port230}, round2: {...}, destroyed: errno[] }.
  */
 import { assemble } from '../support/asm.js';
-import { check, describe, finish, littleEndian, nextIo, initRealMode, runPlugin, setNonBlocking, takeCount } from '../support/proto-guest.js';
+import type { ProtoIoeventReport } from '../support/reports.js';
+import {
+  check, createCodeMemory, describeEvent, finish, littleEndian, nextIo, pluginMain, setNonBlocking, startVcpu0, takeCount,
+} from '../support/test-plugin.js';
 import { native } from '../../src/native/index.js';
-import { AddressSpace, Connection, GuestMemory, type Vcpu } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, type Vcpu } from '../../src/plugin/index.js';
 
 const REPORT_PORT = 0x10n;
 const WATCHED_PORT = 0x230n;
@@ -115,19 +118,17 @@ function round(vcpu: Vcpu): string[] {
   const watched: string[] = [];
   for (;;) {
     const event = nextIo(vcpu);
-    check(event.space === AddressSpace.IOPORT && event.isWrite, `unexpected ${describe(event)}`);
+    check(event.space === AddressSpace.IOPORT && event.isWrite, `unexpected ${describeEvent(event)}`);
     if (event.address === REPORT_PORT) return watched;
-    check(event.address === WATCHED_PORT, `unexpected ${describe(event)}`);
+    check(event.address === WATCHED_PORT, `unexpected ${describeEvent(event)}`);
     watched.push(`0x${littleEndian(event.data).toString(16)}`);
     vcpu.resume();
   }
 }
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
-  const memory = GuestMemory.create(0x10000); // code at 0x1000, stack below 0x8000
-  memory.bytes.set(assemble(GUEST), 0x1000);
-  conn.createMemory(memory, { start: 0n });
+  createCodeMemory(conn, assemble(GUEST));
   conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 1n);
   conn.reserveRange(AddressSpace.IOPORT, WATCHED_PORT, 4n);
 
@@ -144,15 +145,12 @@ runPlugin(() => {
   });
   const counts = (): Record<string, number> => Object.fromEntries(events.map((e) => [e.name, takeCount(e.fd)]));
 
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n });
-  vcpu.resume();
+  const vcpu = startVcpu0(conn);
 
   const round1 = { port230: round(vcpu), counts: counts() };
   const destroyed = events.map((e) => conn.request({ message: { $case: 'destroy', destroy: { id: e.id } } }).response.errnoValue);
   vcpu.resume();
   const round2 = { port230: round(vcpu), counts: counts() };
   for (const e of events) native.close(e.fd);
-  finish({ round1, round2, destroyed });
+  finish<ProtoIoeventReport>({ round1, round2, destroyed });
 });

@@ -25,11 +25,14 @@
  * plugin observed around them.
  */
 import { assemble } from '../support/asm.js';
-import { check, expectPortWrite, finish, initRealMode, readableWithin, runPlugin, setNonBlocking, takeCount } from '../support/proto-guest.js';
-import { AddressSpace, Connection, GuestMemory, VmStateSet, eventfdWrite, kvmConstants, type Vcpu } from '../../src/plugin/index.js';
+import type { ProtoIrqIoapicReport, ProtoIrqPicReport, ProtoIrqRoutingReport } from '../support/reports.js';
+import {
+  check, createCodeMemory, expectReport, finish, pluginMain, readableWithin, setNonBlocking, startVcpu0, takeCount,
+} from '../support/test-plugin.js';
+import { AddressSpace, Connection, VmStateSet, eventfdWrite, kvmConstants, type Vcpu } from '../../src/plugin/index.js';
 
-const REPORT_PORT = 0x10;
-const READY_PORT = 0x11;
+const REPORT_PORT = 0x10n;
+const READY_PORT = 0x11n;
 const IOAPIC_PIN = 20;
 /** How long the plugin waits for something the guest must do at once. */
 const SOON_MS = 5000;
@@ -110,21 +113,16 @@ const GUEST = `
 
 /** Starts the VM and runs the guest up to its "ready" report (the VCPU stays stopped there). */
 function startGuest(conn: Connection): Vcpu {
-  const memory = GuestMemory.create(0x10000);
-  memory.bytes.set(assemble(GUEST), 0x1000);
-  conn.createMemory(memory, { start: 0n });
-  conn.reserveRange(AddressSpace.IOPORT, BigInt(REPORT_PORT), 2n);
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n, esBase: 0xfee00000n, fsBase: 0xfec00000n });
-  vcpu.resume();
-  expectPortWrite(vcpu, READY_PORT);
+  createCodeMemory(conn, assemble(GUEST));
+  conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 2n);
+  const vcpu = startVcpu0(conn, { esBase: 0xfee00000n, fsBase: 0xfec00000n });
+  expectReport(vcpu, READY_PORT, { resume: false });
   return vcpu;
 }
 
 /** The next vector the guest's handlers report (the VCPU stays stopped in the handler, before its EOI). */
 function nextVector(vcpu: Vcpu): number {
-  return Number(expectPortWrite(vcpu, REPORT_PORT));
+  return Number(expectReport(vcpu, REPORT_PORT, { resume: false }));
 }
 
 function pic(conn: Connection): void {
@@ -154,7 +152,7 @@ function pic(conn: Connection): void {
   // ... and a second edge.
   conn.setIrq(10, true);
   const setIrqAgain = nextVector(vcpu);
-  finish({ irqfdVector, resampleBeforeEoi, resampleAfterEoi, irqfdAgain, resampleAgain, setIrqVector, setIrqAgain });
+  finish<ProtoIrqPicReport>({ irqfdVector, resampleBeforeEoi, resampleAfterEoi, irqfdAgain, resampleAgain, setIrqVector, setIrqAgain });
 }
 
 /** Redirection entry `pin` of the in-kernel IOAPIC (struct kvm_ioapic_state, from get_state). */
@@ -182,7 +180,7 @@ function ioapic(conn: Connection): void {
   const entryProgrammed = redirectionEntry(conn, IOAPIC_PIN);
   const remoteIrr = (): boolean => (redirectionEntry(conn, IOAPIC_PIN) & (1n << 14n)) !== 0n;
 
-  const rounds: { vector: number; remoteIrrInHandler: boolean; resampleInHandler: number; resampleAfterEoi: number; remoteIrrAfterEoi: boolean }[] = [];
+  const rounds: ProtoIrqIoapicReport['rounds'] = [];
   for (let i = 0; i < 2; i++) {
     eventfdWrite(irq.fd, 1);
     if (i === 0) vcpu.resume();
@@ -194,7 +192,7 @@ function ioapic(conn: Connection): void {
     const resampleAfterEoi = readableWithin(irq.resampleFd, resampleInHandler > 0 ? 200 : SOON_MS) ? takeCount(irq.resampleFd) : 0;
     rounds.push({ vector, remoteIrrInHandler, resampleInHandler, resampleAfterEoi, remoteIrrAfterEoi: remoteIrr() });
   }
-  finish({ entryProgrammed, rounds });
+  finish<ProtoIrqIoapicReport>({ entryProgrammed, rounds });
 }
 
 function routing(conn: Connection): void {
@@ -223,10 +221,10 @@ function routing(conn: Connection): void {
   conn.setIrq(30, true);
   vectors.push(nextVector(vcpu));
   check(vectors.length === 3, 'three reports');
-  finish({ vectors });
+  finish<ProtoIrqRoutingReport>({ vectors });
 }
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   const mode = process.argv[2];
   if (mode === 'pic') pic(conn);

@@ -8,18 +8,12 @@
  * Prints one JSON line with what it observed; the test asserts on it.
  */
 import { assemble } from '../support/asm.js';
-import { check, expectPortWrite, initRealMode, littleEndian, nextIo, runPlugin } from '../support/proto-guest.js';
+import type { ProtoMemoryDirtyReport, ProtoMemoryReadonlyReport } from '../support/reports.js';
+import { check, createCodeMemory, expectReport, finish, littleEndian, nextIo, pluginMain, startVcpu0 } from '../support/test-plugin.js';
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
 
 const PAGE = 0x1000;
-const REPORT_PORT = 0x10;
-
-/** Code lives in its own slot (not dirty-logged) at 0x1000. */
-function codeSlot(conn: Connection, code: Uint8Array): void {
-  const memory = GuestMemory.create(0x2000);
-  memory.bytes.set(code, 0x1000);
-  conn.createMemory(memory, { start: 0n });
-}
+const REPORT_PORT = 0x10n;
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
 
@@ -48,7 +42,7 @@ function dirty(conn: Connection): void {
       out ${REPORT_PORT}, al     ; round 2 done
       hlt
   `);
-  codeSlot(conn, guest);
+  createCodeMemory(conn, guest, 0x2000); // the code in a slot of its own, not dirty-logged
   const memA = GuestMemory.create(16 * PAGE);
   const memB = GuestMemory.create(70 * PAGE);
   const slotA = conn.createMemory(memA, { start: 0x10000n, dirtyLog: true });
@@ -56,9 +50,9 @@ function dirty(conn: Connection): void {
   // Another slot without dirty_log, to ask for its log.
   const plain = GuestMemory.create(PAGE);
   const plainSlot = conn.createMemory(plain, { start: 0x80000n });
-  conn.reserveRange(AddressSpace.IOPORT, BigInt(REPORT_PORT), 1n);
+  conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 1n);
 
-  const raw = (id: number): { errno: number; member: string | null; bytes: number } => {
+  const raw = (id: number): ProtoMemoryDirtyReport['unknownId'] => {
     const { response } = conn.request({ message: { $case: 'dirtyLog', dirtyLog: { id } } });
     const bytes = response.message?.$case === 'dirtyLog' ? response.message.dirtyLog.bitmap.length : -1;
     return { errno: response.errnoValue, member: response.message?.$case ?? null, bytes };
@@ -66,21 +60,18 @@ function dirty(conn: Connection): void {
   // Before the guest ran: nothing is dirty.
   const before = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
 
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n });
-  vcpu.resume();
+  const vcpu = startVcpu0(conn);
 
-  expectPortWrite(vcpu, REPORT_PORT);
+  expectReport(vcpu, REPORT_PORT, { resume: false });
   const round1 = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
   const again = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
   const contents = [memA.bytes[0x0000], memA.bytes[0x3004], memA.bytes[0xf0ff], memB.bytes[0x1000], memB.bytes[0x40000], memB.bytes[0x45fff]];
   vcpu.resume();
 
-  expectPortWrite(vcpu, REPORT_PORT);
+  expectReport(vcpu, REPORT_PORT, { resume: false });
   const round2 = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
 
-  const result = {
+  finish<ProtoMemoryDirtyReport>({
     before,
     round1,
     again,
@@ -88,9 +79,7 @@ function dirty(conn: Connection): void {
     contents,
     slotWithoutDirtyLog: raw(plainSlot.id),
     unknownId: raw(0x7fff_0000),
-  };
-  process.stdout.write(`${JSON.stringify(result)}\n`);
-  process.exit(0);
+  });
 }
 
 function readonly(conn: Connection): void {
@@ -113,7 +102,7 @@ function readonly(conn: Connection): void {
       out ${REPORT_PORT}, eax    ; report 4: reads come from memory, not MMIO
       hlt
   `);
-  codeSlot(conn, guest);
+  createCodeMemory(conn, guest, 0x2000); // the code in a slot of its own, not dirty-logged
   const rom = GuestMemory.create(PAGE);
   const view = new DataView(rom.bytes.buffer, rom.bytes.byteOffset, rom.bytes.byteLength);
   view.setUint32(0x10, 0x12345678, true);
@@ -123,14 +112,11 @@ function readonly(conn: Connection): void {
   view.setUint32(0x100, 0x0badf00d, true);
   conn.createMemory(rom, { start: 0x30000n, readOnly: true });
   conn.reserveRange(AddressSpace.MMIO, 0x30000n, 0x40n);
-  conn.reserveRange(AddressSpace.IOPORT, BigInt(REPORT_PORT), 4n);
+  conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 4n);
 
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n });
-  vcpu.resume();
+  const vcpu = startVcpu0(conn);
 
-  const events: { space: string; address: string; write: boolean; size: number; value: string }[] = [];
+  const events: ProtoMemoryReadonlyReport['events'] = [];
   let reports = 0;
   while (reports < 4) {
     const event = nextIo(vcpu);
@@ -141,7 +127,7 @@ function readonly(conn: Connection): void {
       size: event.data.length,
       value: `0x${littleEndian(event.data).toString(16)}`,
     });
-    if (event.space === AddressSpace.IOPORT && event.address === BigInt(REPORT_PORT)) {
+    if (event.space === AddressSpace.IOPORT && event.address === REPORT_PORT) {
       reports++;
       // The guest's next read must see this store into the shared memfd.
       if (reports === 1) view.setUint32(0x10, 0x9abcdef0, true);
@@ -150,11 +136,10 @@ function readonly(conn: Connection): void {
   }
   check(events.length > 0, 'no events');
   const memoryAfter = [0x20, 0x28, 0x3c, 0x100].map((at) => `0x${view.getUint32(at, true).toString(16)}`);
-  process.stdout.write(`${JSON.stringify({ events, memoryAfter })}\n`);
-  process.exit(0);
+  finish<ProtoMemoryReadonlyReport>({ events, memoryAfter });
 }
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   const mode = process.argv[2];
   if (mode === 'dirty') dirty(conn);

@@ -5,12 +5,13 @@
  * (before and after start) and get_net_config — recorded as they came back
  * on the wire. Prints one JSON line; the test asserts on it.
  */
-import { finish, runPlugin } from '../support/proto-guest.js';
+import type { ProtoQueriesReport } from '../support/reports.js';
+import { finish, pluginMain } from '../support/test-plugin.js';
 import { Connection, kvmConstants, type CpuidEntry, type MainRequest } from '../../src/plugin/index.js';
 
 const C = kvmConstants();
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   const wire = (request: MainRequest): { errno: number; member: string | null; fds: number } => {
     const { response, fds } = conn.request(request);
@@ -31,7 +32,7 @@ runPlugin(() => {
   };
   const identityMap = (address: number): MainRequest => ({ message: { $case: 'setIdentityMapAddr', setIdentityMapAddr: { address } } });
 
-  const result = {
+  const result: ProtoQueriesReport = {
     supported: {
       count: supported.length,
       leaf0: leaf0 === undefined ? null : { maxLeaf: leaf0.eax, vendor: text(leaf0.ebx, leaf0.edx, leaf0.ecx) },

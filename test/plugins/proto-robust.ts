@@ -9,22 +9,18 @@
  * Prints one JSON line; the test asserts on it.
  */
 import { assemble } from '../support/asm.js';
-import { check, expectPortWrite, finish, initRealMode, runPlugin } from '../support/proto-guest.js';
+import type { ProtoRobustReport, WireAnswer } from '../support/reports.js';
+import { check, createCodeMemory, expectReport, finish, pluginMain, startVcpu0 } from '../support/test-plugin.js';
 import { C, native } from '../../src/native/index.js';
 import { MainRequest as MainRequestCodec } from '../../src/protocol/gen/plugin.js';
-import { AddressSpace, Connection, GuestMemory, type MainRequest } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, type MainRequest } from '../../src/plugin/index.js';
 
 const U64_MAX = (1n << 64n) - 1n;
-const REPORT_PORT = 0x10;
+const REPORT_PORT = 0x10n;
 
-interface Wire {
-  errno: number;
-  member: string | null;
-}
-
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
-  const results: Record<string, Wire> = {};
+  const results: Record<string, WireAnswer> = {};
   let nextId = 1000;
 
   const send = (name: string, request: MainRequest, fds: number[] = []): number[] => {
@@ -176,23 +172,18 @@ runPlugin(() => {
   const sideServing = side.checkExtension(C.KVM_CAP_IRQCHIP);
   side.close();
 
-  const guestMemory = GuestMemory.create(0x10000);
-  guestMemory.bytes.set(assemble(`
+  createCodeMemory(conn, assemble(`
     bits 16
     org 0x1000
       mov al, 42
       out ${REPORT_PORT}, al
       hlt
-  `), 0x1000);
-  conn.createMemory(guestMemory, { start: 0n });
-  conn.reserveRange(AddressSpace.IOPORT, BigInt(REPORT_PORT), 1n);
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n });
-  vcpu.resume();
-  const guestResult = Number(expectPortWrite(vcpu, REPORT_PORT));
+  `));
+  conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 1n);
+  const vcpu = startVcpu0(conn);
+  const guestResult = Number(expectReport(vcpu, REPORT_PORT, { resume: false }));
 
-  finish({
+  finish<ProtoRobustReport>({
     results,
     garbageDropped,
     badWireTypeDropped,

@@ -10,11 +10,12 @@
  * Prints one JSON line; the test asserts on it.
  */
 import { assemble } from '../support/asm.js';
-import { expectPortWrite, finish, initRealMode, runPlugin } from '../support/proto-guest.js';
-import { AddressSpace, Connection, GuestMemory, VmStateSet, kvmConstants, type MainRequest } from '../../src/plugin/index.js';
+import type { ProtoVmStateReport, WireAnswer } from '../support/reports.js';
+import { createCodeMemory, expectReport, finish, pluginMain, startVcpu0 } from '../support/test-plugin.js';
+import { AddressSpace, Connection, VmStateSet, kvmConstants, type MainRequest } from '../../src/plugin/index.js';
 
 const C = kvmConstants();
-const REPORT_PORT = 0x10;
+const REPORT_PORT = 0x10n;
 
 const GUEST = `
   bits 16
@@ -49,7 +50,7 @@ const CLOCK_FLAGS = 8;
 /** A StateSet value the protocol does not define. */
 const UNKNOWN_SET = 99 as VmStateSet;
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
 
   const sizes = {
@@ -92,7 +93,7 @@ runPlugin(() => {
   });
   const clockAfter = view(clockAfterBytes).getBigUint64(CLOCK_VALUE, true);
 
-  const wire = (request: MainRequest): { errno: number; member: string | null } => {
+  const wire = (request: MainRequest): WireAnswer => {
     const { response } = conn.request(request);
     return { errno: response.errnoValue, member: response.message?.$case ?? null };
   };
@@ -108,22 +109,14 @@ runPlugin(() => {
   // The refused writes changed nothing.
   const pic0Unchanged = view(conn.getVmState(VmStateSet.PIC0)).getUint8(PIC_IMR);
 
-  const memory = GuestMemory.create(0x10000);
-  memory.bytes.set(assemble(GUEST), 0x1000);
-  conn.createMemory(memory, { start: 0n });
-  conn.reserveRange(AddressSpace.IOPORT, BigInt(REPORT_PORT), 1n);
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  initRealMode(vcpu, { rip: 0x1000n, fsBase: 0xfec00000n });
-  vcpu.resume();
+  createCodeMemory(conn, assemble(GUEST));
+  conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 1n);
+  const vcpu = startVcpu0(conn, { fsBase: 0xfec00000n });
   const guestSaw: bigint[] = [];
-  for (let i = 0; i < 5; i++) {
-    guestSaw.push(expectPortWrite(vcpu, REPORT_PORT));
-    if (i < 4) vcpu.resume();
-  }
+  for (let i = 0; i < 5; i++) guestSaw.push(expectReport(vcpu, REPORT_PORT, { resume: i < 4 }));
 
   const pitView = view(pitAfter);
-  finish({
+  finish<ProtoVmStateReport>({
     sizes,
     pic0: { before: pic0Before[PIC_IMR], after: pic0After[PIC_IMR], sameAsWritten: pic0After.equals(pic0Written) },
     pic1: { after: pic1After[PIC_IMR], sameAsWritten: pic1After.equals(pic1Written) },

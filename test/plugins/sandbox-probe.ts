@@ -7,6 +7,8 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
+// Types only: the probe imports nothing of plugvisor but the addon it tries below.
+import type { SandboxProbeReport } from '../support/reports.js';
 
 function errorCode(fn: () => unknown): string {
   try {
@@ -44,7 +46,7 @@ const fd3 = (() => {
   }
 })();
 
-const report = {
+const report: SandboxProbeReport = {
   uid: process.getuid!(),
   gid: process.getgid!(),
   euid: process.geteuid!(),

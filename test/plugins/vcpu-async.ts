@@ -6,8 +6,9 @@
  * never resumes while it collects the notifications: the guest must get to
  * its report on its own. Prints one JSON line.
  */
-import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
-import { FAULT_PORT, MEMORY_SIZE, describe, expectReport, finish, le, loadProgram, realModeProgram, runPlugin, setUpRealMode } from '../support/vcpu-guest.js';
+import { AddressSpace, Connection } from '../../src/plugin/index.js';
+import type { VcpuAsyncReport } from '../support/reports.js';
+import { createProgramMemory, describeEvent, expectReport, finish, littleEndian, pluginMain, realModeProgram, startVcpu0 } from '../support/test-plugin.js';
 
 const ASYNC = 0x700n;
 const REPORT = 0x701n;
@@ -30,19 +31,12 @@ const BODY = `
   hlt
 `;
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   conn.reserveRange(AddressSpace.IOPORT, ASYNC, 1n, { asyncWrite: true });
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(BODY));
-  conn.createMemory(memory, { start: 0n });
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
-  setUpRealMode(vcpu);
-  vcpu.resume();
+  createProgramMemory(conn, realModeProgram(BODY));
+  const vcpu = startVcpu0(conn);
 
   const values: number[] = [];
   let allNoResume = true;
@@ -50,12 +44,13 @@ runPlugin(() => {
   const sizes = new Set<number>();
   for (let i = 0; i < COUNT; i++) {
     const event = vcpu.wait(); // no resume in between
-    if (event.kind !== 'io' || event.address !== ASYNC) throw new Error(`notification ${i}: got ${describe(event)}`);
+    if (event.kind !== 'io' || event.address !== ASYNC) throw new Error(`notification ${i}: got ${describeEvent(event)}`);
     allNoResume &&= event.noResume;
     allWrites &&= event.isWrite;
     sizes.add(event.data.length);
-    values.push(Number(le(event.data)));
+    values.push(Number(littleEndian(event.data)));
   }
   const read = expectReport(vcpu, REPORT, { resume: false });
-  finish({ count: values.length, first: values.slice(0, 3), last: values.at(-1), values, allNoResume, allWrites, sizes: [...sizes], read });
+  const report: VcpuAsyncReport = { values, allNoResume, allWrites, sizes: [...sizes], read };
+  finish(report);
 });

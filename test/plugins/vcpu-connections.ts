@@ -13,8 +13,9 @@
  */
 import { writeSync } from 'node:fs';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
-import { AddressSpace, Connection, GuestMemory, PluginError, kvmConstants } from '../../src/plugin/index.js';
-import { FAULT_PORT, MEMORY_SIZE, expectReport, finish, loadProgram, realModeProgram, runPlugin, setUpRealMode, waitUntil } from '../support/vcpu-guest.js';
+import { AddressSpace, Connection, PluginError, kvmConstants } from '../../src/plugin/index.js';
+import type { VcpuConnectionsReport } from '../support/reports.js';
+import { createProgramMemory, expectReport, finish, pluginMain, realModeProgram, startRealMode, waitUntil } from '../support/test-plugin.js';
 
 const WORKERS = 3;
 const CLOSE_AFTER = 20;
@@ -85,13 +86,10 @@ const GUEST = `
 if (!isMainThread) {
   workerMain(workerData as WorkerInput);
 } else {
-  runPlugin(() => {
+  pluginMain(() => {
     const conn = Connection.connect();
     conn.reserveRange(AddressSpace.IOPORT, GUEST_PORT, 1n);
-    conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-    const memory = GuestMemory.create(MEMORY_SIZE);
-    loadProgram(memory, realModeProgram(GUEST));
-    conn.createMemory(memory, { start: 0n });
+    createProgramMemory(conn, realModeProgram(GUEST));
     const vcpu = conn.getVcpu(0);
     const shared = new SharedArrayBuffer(4 * (1 + 4 * WORKERS));
     const state = new Int32Array(shared);
@@ -100,9 +98,7 @@ if (!isMainThread) {
       new Worker(new URL(import.meta.url), { workerData: input });
     }
     conn.start();
-    if (vcpu.wait().kind !== 'init') throw new Error('expected init');
-    setUpRealMode(vcpu);
-    vcpu.resume();
+    startRealMode(vcpu);
 
     // Serve the guest while the workers work.
     let exits = 0;
@@ -134,6 +130,7 @@ if (!isMainThread) {
       failures: Atomics.load(state, slot(w, FAILURES)),
       closed: Atomics.load(state, slot(w, CLOSED)) === 1,
     }));
-    finish({ workers, roundsAtClose, exits, exitsAtClose, ordered, mainStillWorks });
+    const report: VcpuConnectionsReport = { workers, roundsAtClose, exits, exitsAtClose, ordered, mainStillWorks };
+    finish(report);
   });
 }

@@ -11,7 +11,7 @@
  *                 reads: each thread blocks writing into a full pipe
  */
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
-import { CODE, MEMORY_SIZE, runPlugin, setUpRealMode } from '../support/vcpu-guest.js';
+import { CODE, MEMORY_SIZE, expectInit, pluginMain, setUpRealMode, sleepMs } from '../support/test-plugin.js';
 
 const FLOOD_PORT = 0x700n;
 const mode = process.argv[2];
@@ -28,7 +28,7 @@ const GUESTS: Record<string, number[]> = {
   ],
 };
 
-runPlugin(() => {
+pluginMain(() => {
   const guest = GUESTS[mode ?? ''];
   if (guest === undefined) throw new Error(`vcpu-ends: unknown mode ${String(mode)}`);
   const conn = Connection.connect();
@@ -39,7 +39,7 @@ runPlugin(() => {
   const vcpus = conn.getVcpus();
   conn.start();
   for (const vcpu of vcpus) {
-    if (vcpu.wait().kind !== 'init') throw new Error(`vcpu ${vcpu.id}: expected init`);
+    expectInit(vcpu);
     if (mode === 'never-resume') continue;
     setUpRealMode(vcpu);
     vcpu.resume();
@@ -49,6 +49,6 @@ runPlugin(() => {
     for (const vcpu of vcpus) if (vcpu.wait().kind !== 'paused') throw new Error(`vcpu ${vcpu.id}: expected paused`);
   }
   // Long enough for the guests to be spinning, or the pipes to fill.
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, mode === 'full-pipe' ? 1500 : 200);
+  sleepMs(mode === 'full-pipe' ? 1500 : 200);
   process.exit(3);
 });

@@ -11,11 +11,12 @@
  *   6. after the plugin cleared the hint: writes 0x600 with rax = 0x1111 → none
  * Prints one JSON line: what each event carried.
  */
-import { AddressSpace, Connection, DebugregsView, GuestMemory, RegsView, SregsView } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, DebugregsView, RegsView, SregsView } from '../../src/plugin/index.js';
 import type { IoAccessEvent } from '../../src/plugin/index.js';
+import type { HintCarried, VcpuHintsReport } from '../support/reports.js';
 import {
-  FAULT_PORT, MEMORY_SIZE, expectIo, expectReport, finish, le, loadProgram, realModeProgram, runPlugin, setUpRealMode,
-} from '../support/vcpu-guest.js';
+  createProgramMemory, expectInit, expectIo, expectReport, finish, littleEndian, pluginMain, realModeProgram, setUpRealMode,
+} from '../support/test-plugin.js';
 
 const HINTED = 0x600n;
 const REPORT = 0x601n;
@@ -42,10 +43,8 @@ const BODY = `
   hlt
 `;
 
-interface Carried { address: string; isWrite: boolean; regs: boolean; sregs: boolean; debugregs: boolean; rax?: string; dr0?: string; cr0?: string }
-
-function carried(event: IoAccessEvent): Carried {
-  const out: Carried = {
+function carried(event: IoAccessEvent): HintCarried {
+  const out: HintCarried = {
     address: `0x${event.address.toString(16)}`,
     isWrite: event.isWrite,
     regs: event.regs !== undefined,
@@ -58,26 +57,23 @@ function carried(event: IoAccessEvent): Carried {
   return out;
 }
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   conn.reserveRange(AddressSpace.IOPORT, HINTED, 1n);
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 2n); // 0x601 and 0x602
   conn.reserveRange(AddressSpace.MMIO, MMIO, 4n);
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
   conn.setCallHint({ space: AddressSpace.IOPORT, address: HINTED, onWrite: true, details: [{ matchRax: true, rax: 0x1111n, sendSregs: true, sendDebugregs: true }] });
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(BODY));
-  conn.createMemory(memory, { start: 0n });
+  createProgramMemory(conn, realModeProgram(BODY));
   const vcpu = conn.getVcpu(0);
   conn.start();
-  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
+  expectInit(vcpu);
   setUpRealMode(vcpu);
   const debugregs = new DebugregsView(vcpu.getDebugregs());
   debugregs.setDb(0, 0xd0d0n);
   vcpu.setDebugregs(debugregs.bytes);
   vcpu.resume();
 
-  const events: Carried[] = [];
+  const events: HintCarried[] = [];
   const first = expectIo(vcpu, HINTED, { isWrite: true });
   events.push(carried(first));
   // Change a register during the event: deferred to the resume.
@@ -97,5 +93,6 @@ runPlugin(() => {
   }
   const last = expectIo(vcpu, HINTED, { isWrite: true });
   events.push(carried(last));
-  finish({ events, rbxSeen, lastValue: le(last.data) });
+  const report: VcpuHintsReport = { events, rbxSeen, lastValue: littleEndian(last.data) };
+  finish(report);
 });

@@ -6,10 +6,11 @@
  * which only an active SynIC turns into a `hyperv_synic` stop); enable_capability
  * with other capabilities (refused on the wire). Prints one JSON line.
  */
-import { AddressSpace, Connection, GuestMemory, kvmConstants } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, kvmConstants } from '../../src/plugin/index.js';
+import type { VcpuHypervReport, WireAnswer } from '../support/reports.js';
 import {
-  FAULT_PORT, MEMORY_SIZE, describe, expectReport, finish, loadProgram, realModeProgram, runPlugin, setUpRealMode,
-} from '../support/vcpu-guest.js';
+  createProgramMemory, describeEvent, expectInit, expectReport, finish, pluginMain, realModeProgram, setUpRealMode,
+} from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
 const SCONTROL = 0x4000_0080;
@@ -38,60 +39,60 @@ const BODY = `
   hlt
 `;
 
-runPlugin(() => {
+pluginMain(() => {
   const C = kvmConstants();
   const conn = Connection.connect();
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(BODY));
-  conn.createMemory(memory, { start: 0n });
+  createProgramMemory(conn, realModeProgram(BODY));
   const has = {
     hypervCpuid: conn.checkExtension(C.KVM_CAP_HYPERV_CPUID),
     synic: conn.checkExtension(C.KVM_CAP_HYPERV_SYNIC),
   };
   const vcpu = conn.getVcpu(0);
   conn.start();
-  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
-  const result: Record<string, unknown> = { has };
+  expectInit(vcpu);
 
+  let hypervCpuid: VcpuHypervReport['hypervCpuid'];
   if (has.hypervCpuid) {
     const entries = vcpu.getHypervCpuid();
     const signature = entries.find((e) => e.function === 0x4000_0000);
     const interface_ = entries.find((e) => e.function === 0x4000_0001);
     const text = (...words: number[]): string =>
       Buffer.concat(words.map((w) => { const b = Buffer.alloc(4); b.writeUInt32LE(w >>> 0); return b; })).toString('latin1');
-    result['hypervCpuid'] = {
+    hypervCpuid = {
       count: entries.length,
       vendor: signature ? text(signature.ebx, signature.ecx, signature.edx) : null,
       interface: interface_ ? text(interface_.eax) : null,
     };
   }
 
-  const enable = (capability: number): { errno: number; member: string | null } => {
+  const enable = (capability: number): WireAnswer => {
     const r = vcpu.request({ message: { $case: 'enableCapability', enableCapability: { capability } } });
     return { errno: r.errnoValue, member: r.message?.$case ?? null };
   };
-  result['refused'] = {
+  const refused = {
     hypervCpuid: enable(C.KVM_CAP_HYPERV_CPUID),
     irqchip: enable(C.KVM_CAP_IRQCHIP),
     unknown: enable(0x7fff_ffff),
   };
   // Where KVM lacks the feature, the kernel's refusal must come back on the wire.
-  result['enableSynic'] = enable(C.KVM_CAP_HYPERV_SYNIC);
+  const enableSynic = enable(C.KVM_CAP_HYPERV_SYNIC);
+  let hypervCpuidRefused: WireAnswer | undefined;
   if (!has.hypervCpuid) {
     const r = vcpu.request({ message: { $case: 'getHypervCpuid', getHypervCpuid: {} } });
-    result['hypervCpuidRefused'] = { errno: r.errnoValue, member: r.message?.$case ?? null };
+    hypervCpuidRefused = { errno: r.errnoValue, member: r.message?.$case ?? null };
   }
 
-  setUpRealMode(vcpu, { rsi: has.synic ? 1n : 0n });
+  setUpRealMode(vcpu, { registers: { rsi: has.synic ? 1n : 0n } });
   vcpu.resume();
+  let synicExit: VcpuHypervReport['synicExit'];
   if (has.synic) {
     const event = vcpu.wait();
-    if (event.kind !== 'hypervSynic') throw new Error(`expected a hyperv_synic stop, got ${describe(event)}`);
-    result['synicExit'] = { msr: event.msr, control: event.control, evtPage: event.evtPage, msgPage: event.msgPage };
+    if (event.kind !== 'hypervSynic') throw new Error(`expected a hyperv_synic stop, got ${describeEvent(event)}`);
+    synicExit = { msr: event.msr, control: event.control, evtPage: event.evtPage, msgPage: event.msgPage };
     vcpu.resume();
   }
-  result['done'] = expectReport(vcpu, REPORT, { resume: false });
-  finish(result);
+  const done = expectReport(vcpu, REPORT, { resume: false });
+  const report: VcpuHypervReport = { has, hypervCpuid, refused, enableSynic, hypervCpuidRefused, synicExit, done };
+  finish(report);
 });

@@ -9,10 +9,11 @@
  * guest reports what it read on port 0x510. Prints one JSON line: every event
  * the plugin saw, and the guest's reports.
  */
-import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
+import { AddressSpace, Connection } from '../../src/plugin/index.js';
+import type { VcpuIoReport } from '../support/reports.js';
 import {
-  FAULT_PORT, MEMORY_SIZE, bytesOf, describe, finish, le, loadProgram, realModeProgram, runPlugin, setUpRealMode,
-} from '../support/vcpu-guest.js';
+  FAULT_PORT, createProgramMemory, describeEvent, finish, littleEndian, littleEndianBytes, pluginMain, realModeProgram, startVcpu0,
+} from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
 const PORT = 0x800n;
@@ -88,29 +89,22 @@ const BODY = `
   hlt
 `;
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   conn.reserveRange(AddressSpace.MMIO, MMIO, 0x20n);
   conn.reserveRange(AddressSpace.IOPORT, PORT, 1n);
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(BODY));
-  conn.createMemory(memory, { start: 0n });
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
-  setUpRealMode(vcpu);
-  vcpu.resume();
+  createProgramMemory(conn, realModeProgram(BODY));
+  const vcpu = startVcpu0(conn);
 
   const events: string[] = [];
   const reports: bigint[] = [];
   for (;;) {
     const event = vcpu.wait();
-    if (event.kind !== 'io') throw new Error(`unexpected ${describe(event)}`);
+    if (event.kind !== 'io') throw new Error(`unexpected ${describeEvent(event)}`);
     if (event.space === AddressSpace.IOPORT && event.address === FAULT_PORT) throw new Error(`guest exception ${event.data[0]}`);
     if (event.space === AddressSpace.IOPORT && event.address === REPORT) {
-      const value = le(event.data);
+      const value = littleEndian(event.data);
       if (value === 0xd0en) break;
       reports.push(value);
       vcpu.resume();
@@ -118,14 +112,15 @@ runPlugin(() => {
     }
     const space = event.space === AddressSpace.IOPORT ? 'port' : 'mmio';
     events.push(`${space} ${event.isWrite ? 'write' : 'read'} 0x${event.address.toString(16)} size ${event.data.length}` +
-      (event.isWrite ? ` = 0x${le(event.data).toString(16)}` : ''));
+      (event.isWrite ? ` = 0x${littleEndian(event.data).toString(16)}` : ''));
     if (event.isWrite) {
       vcpu.resume();
     } else {
       const value = READS.get(`${space}:${event.address}:${event.data.length}`);
-      if (value === undefined) throw new Error(`no value for ${describe(event)}`);
-      vcpu.resume(bytesOf(value, event.data.length));
+      if (value === undefined) throw new Error(`no value for ${describeEvent(event)}`);
+      vcpu.resume(littleEndianBytes(value, event.data.length));
     }
   }
-  finish({ events, reports });
+  const report: VcpuIoReport = { events, reports };
+  finish(report);
 });

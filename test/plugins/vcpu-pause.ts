@@ -9,11 +9,12 @@
  * 1's notifications up to its current count: none may be `paused`.
  * Prints one JSON line.
  */
-import { AddressSpace, Connection, GuestMemory, RegsView } from '../../src/plugin/index.js';
+import { AddressSpace, Connection, RegsView } from '../../src/plugin/index.js';
 import { assemble } from '../support/asm.js';
+import type { VcpuPauseReport } from '../support/reports.js';
 import {
-  FAULT_PORT, MEMORY_SIZE, SCRATCH, describe, expectReport, finish, le, loadProgram, realModeProgram, runPlugin, setUpRealMode, waitUntil,
-} from '../support/vcpu-guest.js';
+  SCRATCH, createProgramMemory, describeEvent, expectReport, finish, littleEndian, pluginMain, realModeProgram, startRealMode, waitUntil,
+} from '../support/test-plugin.js';
 
 const REPORT = 0x520n;
 const PROGRESS = 0x521n;
@@ -47,31 +48,26 @@ org 0x2000
   jmp .l
 `;
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   const other = conn.newConnection();
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
   conn.reserveRange(AddressSpace.IOPORT, PROGRESS, 1n, { asyncWrite: true });
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(SPINNER));
+  const memory = createProgramMemory(conn, realModeProgram(SPINNER));
   memory.bytes.set(assemble(COUNTER), 0x2000);
-  conn.createMemory(memory, { start: 0n });
   const counters = new Uint32Array(memory.bytes.buffer, memory.bytes.byteOffset + SCRATCH, 3);
   const vcpus = conn.getVcpus();
   if (vcpus.length !== 3) throw new Error('needs --cpus 3');
   conn.start();
   for (const vcpu of vcpus) {
-    if (vcpu.wait().kind !== 'init') throw new Error(`vcpu ${vcpu.id}: expected init`);
-    setUpRealMode(vcpu, { rax: 0n, rsi: BigInt(SCRATCH + 4 * vcpu.id), ...(vcpu.id === 1 ? { rip: 0x2000n } : {}) });
-    vcpu.resume();
+    startRealMode(vcpu, { registers: { rax: 0n, rsi: BigInt(SCRATCH + 4 * vcpu.id), ...(vcpu.id === 1 ? { rip: 0x2000n } : {}) } });
   }
   waitUntil('every VCPU to run', () => counters[0]! > 0 && counters[1]! > 0 && counters[2]! > 0);
 
   other.pauseVcpus(MASK, USER);
   const paused = [vcpus[0]!, vcpus[2]!].map((vcpu) => {
     const event = vcpu.wait();
-    if (event.kind !== 'paused') throw new Error(`vcpu ${vcpu.id}: expected paused, got ${describe(event)}`);
+    if (event.kind !== 'paused') throw new Error(`vcpu ${vcpu.id}: expected paused, got ${describeEvent(event)}`);
     return { vcpu: vcpu.id, user: event.user };
   });
   // While 0 and 2 are paused, their counters stand still and VCPU 1's moves on
@@ -101,14 +97,15 @@ runPlugin(() => {
   for (;;) {
     const event = vcpu1.wait();
     if (event.kind !== 'io' || event.address !== PROGRESS || !event.noResume) {
-      throw new Error(`vcpu 1 was not to stop, got ${describe(event)}`);
+      throw new Error(`vcpu 1 was not to stop, got ${describeEvent(event)}`);
     }
-    const value = le(event.data);
+    const value = littleEndian(event.data);
     if (value <= last) ordered = false;
     last = value;
     notifications++;
     vcpu1.resume();
     if (value >= BigInt(target)) break;
   }
-  finish({ paused, stillFrozen, frozenCounters: frozen, afterWait, reports, vcpu1: { notifications, ordered, lastCount: last, target } });
+  const report: VcpuPauseReport = { paused, stillFrozen, frozenCounters: frozen, afterWait, reports, vcpu1: { notifications, ordered, lastCount: last, target } };
+  finish(report);
 });

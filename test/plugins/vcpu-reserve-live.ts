@@ -10,8 +10,11 @@
  *      stopped at while the requests ran); after it, only 0xc02.
  * Prints one JSON line.
  */
-import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
-import { FAULT_PORT, MEMORY_SIZE, SCRATCH, describe, expectIo, finish, le, loadProgram, realModeProgram, runPlugin, setUpRealMode, waitUntil } from '../support/vcpu-guest.js';
+import { AddressSpace, Connection } from '../../src/plugin/index.js';
+import type { VcpuReserveLiveReport } from '../support/reports.js';
+import {
+  SCRATCH, createProgramMemory, describeEvent, expectIo, finish, littleEndian, pluginMain, realModeProgram, startVcpu0, waitUntil,
+} from '../support/test-plugin.js';
 
 const A = 0xc01n;
 const B = 0xc02n;
@@ -29,19 +32,12 @@ const BODY = `
   jmp .l
 `;
 
-runPlugin(() => {
+pluginMain(() => {
   const conn = Connection.connect();
   const other = conn.newConnection();
-  conn.reserveRange(AddressSpace.IOPORT, FAULT_PORT, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(BODY));
-  conn.createMemory(memory, { start: 0n });
+  const memory = createProgramMemory(conn, realModeProgram(BODY));
   const count = (): number => new DataView(memory.bytes.buffer, memory.bytes.byteOffset + SCRATCH, 4).getUint32(0, true);
-  const vcpu = conn.getVcpu(0);
-  conn.start();
-  if (vcpu.wait().kind !== 'init') throw new Error('expected init');
-  setUpRealMode(vcpu);
-  vcpu.resume();
+  const vcpu = startVcpu0(conn);
 
   // Unreserved writes do not stop the guest.
   waitUntil('the guest to loop 1000 times', () => count() >= 1000);
@@ -50,7 +46,7 @@ runPlugin(() => {
   // 1. Reserve A while the VCPU runs.
   other.reserveRange(AddressSpace.IOPORT, A, 1n);
   const first = expectIo(vcpu, A, { isWrite: true });
-  const firstValue = le(first.data);
+  const firstValue = littleEndian(first.data);
   const countAtFirst = count();
 
   // 2. Move the reservation from A to B while the VCPU runs.
@@ -63,13 +59,14 @@ runPlugin(() => {
   let ordered = true;
   while (after.length < 4) {
     const event = vcpu.wait();
-    if (event.kind !== 'io' || !event.isWrite || (event.address !== A && event.address !== B)) throw new Error(`unexpected ${describe(event)}`);
-    const value = le(event.data);
+    if (event.kind !== 'io' || !event.isWrite || (event.address !== A && event.address !== B)) throw new Error(`unexpected ${describeEvent(event)}`);
+    const value = littleEndian(event.data);
     if (value < previous) ordered = false;
     previous = value;
     if (event.address === A && after.length === 0) staleA++;
     else after.push({ port: `0x${event.address.toString(16)}`, value });
     vcpu.resume();
   }
-  finish({ countBeforeReserve, firstValue, countAtFirst, staleA, after, ordered });
+  const report: VcpuReserveLiveReport = { countBeforeReserve, firstValue, countAtFirst, staleA, after, ordered };
+  finish(report);
 });

@@ -15,7 +15,6 @@ import {
   AddressSpace,
   Connection,
   DebugregsView,
-  GuestMemory,
   RegsView,
   SregsView,
   VcpuStateSet,
@@ -25,18 +24,18 @@ import {
 } from '../../src/plugin/index.js';
 import type { VcpuRequest_StateSet } from '../../src/protocol/gen/plugin.js';
 import { assemble } from '../support/asm.js';
+import type { VcpuStateReport, WireAnswer } from '../support/reports.js';
 import {
-  FAULT_PORT,
-  MEMORY_SIZE,
+  createProgramMemory,
+  expectInit,
   expectReport,
   finish,
-  loadProgram,
   mpState,
+  pluginMain,
   realModeProgram,
   routeVectorToHandler,
-  runPlugin,
   setUpRealMode,
-} from '../support/vcpu-guest.js';
+} from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
 const HANDLER_REPORT = 0x511n;
@@ -119,24 +118,22 @@ org 0x2000
   hlt
 `;
 
-type WireResult = { errno: number; member: string | null };
-
 function u32At(bytes: Uint8Array, offset: number): number {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(offset, true);
 }
 
-function setStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet, state: Uint8Array): WireResult {
+function setStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet, state: Uint8Array): WireAnswer {
   const response = vcpu.request({ message: { $case: 'setState', setState: { set, state: Buffer.from(state) } } });
   return { errno: response.errnoValue, member: response.message?.$case ?? null };
 }
 
-function getStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet): WireResult {
+function getStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet): WireAnswer {
   const response = vcpu.request({ message: { $case: 'getState', getState: { set } } });
   return { errno: response.errnoValue, member: response.message?.$case ?? null };
 }
 
 /** The wire's answers to state requests that must be refused. */
-function malformedStateRequests(vcpu: Vcpu): Record<string, WireResult> {
+function malformedStateRequests(vcpu: Vcpu): Record<string, WireAnswer> {
   const C = kvmConstants();
   const sizes: [string, VcpuRequest_StateSet, number][] = [
     ['regs', VcpuStateSet.REGS, C.SIZEOF_KVM_REGS],
@@ -148,7 +145,7 @@ function malformedStateRequests(vcpu: Vcpu): Record<string, WireResult> {
     ['xcregs', VcpuStateSet.XCREGS, C.SIZEOF_KVM_XCRS],
     ['events', VcpuStateSet.EVENTS, C.SIZEOF_KVM_VCPU_EVENTS],
   ];
-  const out: Record<string, WireResult> = {};
+  const out: Record<string, WireAnswer> = {};
   for (const [name, set, size] of sizes) {
     out[`${name}TooShort`] = setStateRaw(vcpu, set, new Uint8Array(size - 1));
     out[`${name}TooLong`] = setStateRaw(vcpu, set, new Uint8Array(size + 1));
@@ -187,24 +184,20 @@ function x87Integer(value: number): Uint8Array {
 function main(): void {
   const C = kvmConstants();
   const conn = Connection.connect();
-  for (const port of [REPORT, HANDLER_REPORT, AP_REPORT, FAULT_PORT]) conn.reserveRange(AddressSpace.IOPORT, port, 1n);
-  const memory = GuestMemory.create(MEMORY_SIZE);
-  loadProgram(memory, realModeProgram(VCPU0_BODY, HANDLER));
+  for (const port of [REPORT, HANDLER_REPORT, AP_REPORT]) conn.reserveRange(AddressSpace.IOPORT, port, 1n);
+  const memory = createProgramMemory(conn, realModeProgram(VCPU0_BODY, HANDLER));
   memory.bytes.set(assemble(AP_CODE), 0x2000);
   routeVectorToHandler(memory, INJECTED_VECTOR);
-  conn.createMemory(memory, { start: 0n });
   const supported = conn.getSupportedCpuid();
   const xcr0 = xcr0For(supported);
   const [vcpu0, vcpu1] = conn.getVcpus();
   if (vcpu0 === undefined || vcpu1 === undefined) throw new Error('needs 2 VCPUs (--cpus 2)');
   conn.start();
 
-  const result: Record<string, unknown> = { xcr0 };
-
   // ---- VCPU 0 ----
-  if (vcpu0.wait().kind !== 'init') throw new Error('vcpu 0: expected init');
-  result['wire'] = malformedStateRequests(vcpu0);
-  result['mpBefore'] = mpState(vcpu0);
+  expectInit(vcpu0);
+  const wire = malformedStateRequests(vcpu0);
+  const mpBefore = mpState(vcpu0);
 
   vcpu0.setCpuid(withCpuid(supported));
   vcpu0.setMsrs([
@@ -213,7 +206,7 @@ function main(): void {
     { index: 0x176, data: VALUES.sysenterEip },
     { index: 0xc000_0081, data: VALUES.star },
   ]);
-  result['msrsInRequestOrder'] = vcpu0.getMsrs([0xc000_0081, 0x176, 0x174, 0x175]);
+  const msrsInRequestOrder = vcpu0.getMsrs([0xc000_0081, 0x176, 0x174, 0x175]);
 
   // XCR0 (the guest cannot run xgetbv here: KVM offers no XSAVE to guests on this host).
   const xcrs = new Uint8Array(C.SIZEOF_KVM_XCRS);
@@ -223,7 +216,7 @@ function main(): void {
   xcrsView.setBigUint64(16, xcr0, true); // xcrs[0].value
   vcpu0.setState(VcpuStateSet.XCREGS, xcrs);
   const xcrsBefore = vcpu0.getState(VcpuStateSet.XCREGS);
-  result['xcr0Before'] = new DataView(xcrsBefore.buffer, xcrsBefore.byteOffset).getBigUint64(16, true);
+  const xcr0Before = new DataView(xcrsBefore.buffer, xcrsBefore.byteOffset).getBigUint64(16, true);
 
   // FPU: read back after the guest ran (x87/SSE instructions trap to KVM's
   // emulator in real-mode guests on this nested host, so the guest cannot look).
@@ -234,7 +227,7 @@ function main(): void {
   fpuView.setUint32(408, VALUES.mxcsr, true); // mxcsr
   vcpu0.setState(VcpuStateSet.FPU, fpu);
   const fpuBefore = vcpu0.getState(VcpuStateSet.FPU);
-  result['fpuBeforeRun'] = { fcw: fpuBefore[128]! | (fpuBefore[129]! << 8), mxcsr: u32At(fpuBefore, 408) };
+  const fpuBeforeRun = { fcw: fpuBefore[128]! | (fpuBefore[129]! << 8), mxcsr: u32At(fpuBefore, 408) };
 
   const lapic = vcpu0.getState(VcpuStateSet.LAPIC);
   new DataView(lapic.buffer, lapic.byteOffset, lapic.byteLength).setUint32(0x80, VALUES.tpr, true);
@@ -242,14 +235,14 @@ function main(): void {
 
   // Special registers go with the resume. Read after the LAPIC write: CR8 mirrors the TPR.
   const sregs = new SregsView(vcpu0.getSregs());
-  result['cr8AfterTpr'] = sregs.cr8;
+  const cr8AfterTpr = sregs.cr8;
   for (const segment of [sregs.cs, sregs.ds, sregs.es, sregs.ss]) {
     segment.base = 0n;
     segment.selector = 0;
   }
   sregs.fs.base = LAPIC_BASE;
   sregs.cr4 |= 1n << 9n; // OSFXSR
-  result['cr4Set'] = sregs.cr4;
+  const cr4Set = sregs.cr4;
   vcpu0.setSregs(sregs.bytes);
 
   // An interrupt "being delivered" (events.interrupt.injected/nr): the guest's handler runs first.
@@ -265,49 +258,49 @@ function main(): void {
   regs.rflags = 2n;
   regs.rsp = 0x4000n;
   regs.rbx = VALUES.rbx;
-  result['setRegs'] = setStateRaw(vcpu0, VcpuStateSet.REGS, regs.bytes);
+  const setRegs = setStateRaw(vcpu0, VcpuStateSet.REGS, regs.bytes);
   const debugregs = new DebugregsView(vcpu0.getDebugregs());
   debugregs.setDb(0, VALUES.dr0);
   debugregs.setDb(3, VALUES.dr3);
-  result['setDebugregs'] = setStateRaw(vcpu0, VcpuStateSet.DEBUGREGS, debugregs.bytes);
+  const setDebugregs = setStateRaw(vcpu0, VcpuStateSet.DEBUGREGS, debugregs.bytes);
   vcpu0.resume();
 
-  result['handler'] = expectReport(vcpu0, HANDLER_REPORT);
+  const handler = expectReport(vcpu0, HANDLER_REPORT);
   const guest: Record<string, bigint> = {};
   for (const name of ['rbx', 'cr4', 'dr0', 'dr3', 'cpuidEax', 'cpuidEbx', 'cpuidEcx', 'cpuidEdx', 'sysenterCs', 'starLow', 'starHigh', 'tpr']) {
     guest[name] = expectReport(vcpu0, REPORT, { resume: name !== 'tpr' });
   }
-  result['guest'] = guest;
 
   // Read back after the guest ran (VCPU 0 is stopped at its last report).
   const fpuAfter = vcpu0.getState(VcpuStateSet.FPU);
   const lapicAfter = vcpu0.getState(VcpuStateSet.LAPIC);
   const xcrsAfter = vcpu0.getState(VcpuStateSet.XCREGS);
   const eventsAfter = vcpu0.getState(VcpuStateSet.EVENTS);
-  result['readBack'] = {
+  const readBack = {
     fcw: fpuAfter[128]! | (fpuAfter[129]! << 8),
     fpr0: Buffer.from(fpuAfter.subarray(0, 10)).toString('hex'),
     mxcsr: u32At(fpuAfter, 408),
     tpr: u32At(lapicAfter, 0x80),
     nrXcrs: u32At(xcrsAfter, 0),
     xcr0: new DataView(xcrsAfter.buffer, xcrsAfter.byteOffset).getBigUint64(16, true),
-    interruptInjected: eventsAfter[8],
+    interruptInjected: eventsAfter[8]!,
     mp: mpState(vcpu0),
-    sysenterCs: vcpu0.getMsrs([0x174])[0],
+    sysenterCs: vcpu0.getMsrs([0x174])[0]!,
     dr0: new DebugregsView(vcpu0.getDebugregs()).db(0),
   };
 
   // ---- VCPU 1: waits for a startup IPI unless made runnable ----
-  if (vcpu1.wait().kind !== 'init') throw new Error('vcpu 1: expected init');
+  expectInit(vcpu1);
   const apMpBefore = mpState(vcpu1);
-  setUpRealMode(vcpu1, { rip: 0x2000n }, (s) => {
-    s.fs.base = LAPIC_BASE;
-  });
-  result['ap'] = { mpBefore: apMpBefore, mpAfter: mpState(vcpu1) };
+  setUpRealMode(vcpu1, { registers: { rip: 0x2000n }, fsBase: LAPIC_BASE });
+  const apMpAfter = mpState(vcpu1);
   vcpu1.resume();
-  (result['ap'] as Record<string, unknown>)['lapicId'] = expectReport(vcpu1, AP_REPORT, { resume: false });
+  const ap = { mpBefore: apMpBefore, mpAfter: apMpAfter, lapicId: expectReport(vcpu1, AP_REPORT, { resume: false }) };
 
-  finish(result);
+  const report: VcpuStateReport = {
+    xcr0, wire, mpBefore, msrsInRequestOrder, xcr0Before, fpuBeforeRun, cr8AfterTpr, cr4Set, setRegs, setDebugregs, handler, guest, readBack, ap,
+  };
+  finish(report);
 }
 
-runPlugin(main);
+pluginMain(main);

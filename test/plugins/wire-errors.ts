@@ -7,9 +7,11 @@
 import { C, native } from '../../src/native/index.js';
 import { MainRequest, MainResponse, type MainRequest as Request } from '../../src/protocol/gen/plugin.js';
 import { AddressSpace, Connection, GuestMemory, PluginError, VcpuStateSet } from '../../src/plugin/index.js';
+import type { WireErrorsReport } from '../support/reports.js';
+import { finish } from '../support/test-plugin.js';
 
 const conn = Connection.connect();
-const results: Record<string, { errno: number; member: string | null }> = {};
+const results: WireErrorsReport = {};
 
 function raw(name: string, request: Request, fds: number[] = []): void {
   const { response, fds: received } = conn.request(request, fds);
@@ -74,5 +76,4 @@ results['initAfterRefusal'] = { errno: first.kind === 'init' ? 0 : -1, member: f
 // Round-trip check that an encoded request is what the host decoded (sanity for the raw path).
 results['encodedEmptyIsZeroBytes'] = { errno: MainRequest.encode({ message: undefined }).finish().length, member: null };
 
-process.stdout.write(`${JSON.stringify(results)}\n`);
-process.exit(0);
+finish(results);

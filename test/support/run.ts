@@ -3,6 +3,7 @@
  * what it printed. Every run has a hard time limit so a hang fails the test
  * instead of stalling the suite.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,6 +12,7 @@ import { PACKAGE_ROOT } from '../../src/package-root.js';
 import { sharedLibraries } from '../../src/sandbox/executable.js';
 import { findOnPath } from '../../src/sandbox/tools.js';
 import { ASM_SCRATCH_ENV } from './asm.js';
+import type { Reported } from './reports.js';
 
 const root = PACKAGE_ROOT;
 
@@ -33,6 +35,21 @@ export interface CliResult {
   stdout: string;
   stderr: string;
   ms: number;
+}
+
+/** A run's outcome and output, for an assertion's message. */
+export function describeRun(r: CliResult): string {
+  return `exit ${r.code} signal ${r.signal}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`;
+}
+
+/**
+ * The report of a test plugin's run (a type of ./reports.ts): the run must
+ * have exited 0, and its stdout must be the report's one JSON line.
+ */
+export function reportOf<T>(r: CliResult): Reported<T> {
+  assert.equal(r.code, 0, describeRun(r));
+  assert.match(r.stdout, /^[^\n]*\n$/, `not one line of JSON:\n${describeRun(r)}`);
+  return JSON.parse(r.stdout) as Reported<T>;
 }
 
 /** `unshare -n --`: runs the CLI in a network namespace of its own (root only), where a test may make taps. */
@@ -164,6 +181,17 @@ export function runPluginCli(
     ...(options.wrap !== undefined ? { wrap: options.wrap } : {}),
     ...(jail ? { env: jail.env } : {}),
   });
+}
+
+/**
+ * Runs test plugin `name` (test/plugins/NAME.ts) with {@link runPluginCli}
+ * and returns its report ({@link reportOf}). The plugin may assemble its guest.
+ */
+export async function runReport<T>(
+  name: string,
+  options: { sandboxed: boolean; cpus?: number; args?: string[]; timeoutMs?: number },
+): Promise<Reported<T>> {
+  return reportOf<T>(await runPluginCli(testPlugin(name), { assemblesGuest: true, timeoutMs: 30_000, ...options }));
 }
 
 /** True while a process with this pid exists (zombies included). */

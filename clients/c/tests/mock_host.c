@@ -403,12 +403,37 @@ static struct crosvm *connect_mock(int host_fd_out[1], int plugin_fd, int n,
   return c;
 }
 
+/* A plugin connected to a mock host that offers `n` VCPUs (at most 2). */
+struct mock {
+  int base;               /* descriptors open before it, for the leak check */
+  int sv[2];              /* the main connection: [0] the host's end, [1] the plugin's */
+  int n;
+  struct host_vcpu hv[2]; /* the host's ends of the VCPU pipes */
+};
+
+/* Connects; with `vcpu`, also gets VCPU 0 (left NULL if that fails). NULL if the connect fails. */
+static struct crosvm *mock_connect(struct mock *m, int n, struct crosvm_vcpu **vcpu) {
+  m->base = count_fds();
+  m->n = n;
+  make_pair(m->sv);
+  struct crosvm *c = connect_mock(&m->sv[0], m->sv[1], n, m->hv);
+  if (c && vcpu) CHECK_RC(crosvm_get_vcpu(c, 0, vcpu), 0);
+  return c;
+}
+
+/* Closes the host's ends (the plugin has destroyed its connection) and checks that nothing is left open. */
+static void mock_close(struct mock *m) {
+  close(m->sv[0]);
+  for (int i = 0; i < m->n; i++) {
+    close(m->hv[i].req_rd);
+    close(m->hv[i].resp_wr);
+  }
+  CHECK(count_fds() == m->base);
+}
+
 static void test_main_connection(void) {
-  int base = count_fds();
-  int sv[2];
-  make_pair(sv);
-  struct host_vcpu hv[2];
-  struct crosvm *c = connect_mock(&sv[0], sv[1], 2, hv);
+  struct mock m;
+  struct crosvm *c = mock_connect(&m, 2, NULL);
   if (!c) return;
   const uint8_t *sub;
   size_t len;
@@ -424,25 +449,25 @@ static void test_main_connection(void) {
   /* check_extension */
   struct pb ext = {.len = 0};
   pb_uint(&ext, 1, 1);
-  host_send(sv[0], 0, 6, &ext, NULL, 0);
+  host_send(m.sv[0], 0, 6, &ext, NULL, 0);
   bool has = false;
   CHECK_RC(crosvm_check_extension(c, 77, &has), 0);
   CHECK(has);
-  sub = host_recv(sv[0], 5, &len, NULL);
+  sub = host_recv(m.sv[0], 5, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 77);
-  host_send(sv[0], 0, 6, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 6, NULL, NULL, 0);
   CHECK_RC(crosvm_check_extension(c, 78, &has), 0);
   CHECK(!has);
-  host_recv(sv[0], 5, NULL, NULL);
+  host_recv(m.sv[0], 5, NULL, NULL);
 
   /* VM-level enable_capability is never supported; nothing is sent. */
   uint64_t args[4] = {0};
   CHECK_RC(crosvm_enable_capability(c, 1, 0, args), -EINVAL);
-  CHECK(nothing_sent(sv[0]));
+  CHECK(nothing_sent(m.sv[0]));
 
   /* Shutdown eventfd: exactly one descriptor. */
   int efd = eventfd(0, EFD_CLOEXEC);
-  host_send(sv[0], 0, 5, NULL, &efd, 1);
+  host_send(m.sv[0], 0, 5, NULL, &efd, 1);
   int got = crosvm_get_shutdown_eventfd(c);
   CHECK(got >= 0 && got != efd);
   if (got >= 0) {
@@ -452,15 +477,15 @@ static void test_main_connection(void) {
     CHECK((fcntl(got, F_GETFD) & FD_CLOEXEC) != 0); /* MSG_CMSG_CLOEXEC */
     close(got);
   }
-  CHECK(host_recv(sv[0], 4, NULL, NULL) != NULL);
+  CHECK(host_recv(m.sv[0], 4, NULL, NULL) != NULL);
   int base2 = count_fds();
-  host_send(sv[0], 0, 5, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 5, NULL, NULL, 0);
   CHECK_RC(crosvm_get_shutdown_eventfd(c), -EPROTO);
-  host_recv(sv[0], 4, NULL, NULL);
+  host_recv(m.sv[0], 4, NULL, NULL);
   int two[2] = {efd, efd};
-  host_send(sv[0], 0, 5, NULL, two, 2);
+  host_send(m.sv[0], 0, 5, NULL, two, 2);
   CHECK_RC(crosvm_get_shutdown_eventfd(c), -EPROTO);
-  host_recv(sv[0], 4, NULL, NULL);
+  host_recv(m.sv[0], 4, NULL, NULL);
   CHECK(count_fds() == base2);
   close(efd);
 
@@ -480,13 +505,13 @@ static void test_main_connection(void) {
   struct kvm_cpuid_entry2 entries[4];
   uint32_t count = 0;
   memset(entries, 0xee, sizeof(entries));
-  host_send(sv[0], 0, 7, &cpuid, NULL, 0);
+  host_send(m.sv[0], 0, 7, &cpuid, NULL, 0);
   CHECK_RC(crosvm_get_supported_cpuid(c, 2, entries, &count), -E2BIG);
   CHECK(count == 3 && entries[1].function == 0x101 && entries[2].function == 0xeeeeeeee);
-  CHECK(host_recv(sv[0], 6, NULL, NULL) != NULL);
-  host_send(sv[0], 0, 8, &cpuid, NULL, 0);
+  CHECK(host_recv(m.sv[0], 6, NULL, NULL) != NULL);
+  host_send(m.sv[0], 0, 8, &cpuid, NULL, 0);
   CHECK_RC(crosvm_get_emulated_cpuid(c, 4, entries, &count), 0);
-  CHECK(host_recv(sv[0], 7, NULL, NULL) != NULL);
+  CHECK(host_recv(m.sv[0], 7, NULL, NULL) != NULL);
   CHECK(count == 3);
   CHECK(entries[0].function == 0x100 && entries[0].flags == 0 && entries[0].index == 7);
   CHECK(entries[1].flags == KVM_CPUID_FLAG_SIGNIFCANT_INDEX);
@@ -500,14 +525,14 @@ static void test_main_connection(void) {
   pb_varint(&packed, 0xc0000080);
   pb_bytes(&msrs, 1, packed.buf, packed.len);
   uint32_t idx[3] = {0};
-  host_send(sv[0], 0, 9, &msrs, NULL, 0);
+  host_send(m.sv[0], 0, 9, &msrs, NULL, 0);
   CHECK_RC(crosvm_get_msr_index_list(c, 1, idx, &count), -E2BIG);
   CHECK(count == 3 && idx[0] == 0x10 && idx[1] == 0);
-  CHECK(host_recv(sv[0], 8, NULL, NULL) != NULL);
-  host_send(sv[0], 0, 9, &msrs, NULL, 0);
+  CHECK(host_recv(m.sv[0], 8, NULL, NULL) != NULL);
+  host_send(m.sv[0], 0, 9, &msrs, NULL, 0);
   CHECK_RC(crosvm_get_msr_index_list(c, 3, idx, &count), 0);
   CHECK(count == 3 && idx[2] == 0xc0000080);
-  host_recv(sv[0], 8, NULL, NULL);
+  host_recv(m.sv[0], 8, NULL, NULL);
 
   /* Net config: addresses come out in network byte order. */
   struct pb net = {.len = 0};
@@ -516,10 +541,10 @@ static void test_main_connection(void) {
   pb_fixed32(&net, 2, 0xc0a80a01);  /* 192.168.10.1 */
   pb_fixed32(&net, 3, 0xffffff00);  /* 255.255.255.0 */
   int tap = eventfd(0, 0);
-  host_send(sv[0], 0, 10, &net, &tap, 1);
+  host_send(m.sv[0], 0, 10, &net, &tap, 1);
   struct crosvm_net_config cfg;
   CHECK_RC(crosvm_net_get_config(c, &cfg), 0);
-  CHECK(host_recv(sv[0], 9, NULL, NULL) != NULL);
+  CHECK(host_recv(m.sv[0], 9, NULL, NULL) != NULL);
   const uint8_t *ip = (const uint8_t *)&cfg.host_ip, *nm = (const uint8_t *)&cfg.netmask;
   CHECK(ip[0] == 192 && ip[1] == 168 && ip[2] == 10 && ip[3] == 1);
   CHECK(nm[0] == 255 && nm[3] == 0);
@@ -529,35 +554,35 @@ static void test_main_connection(void) {
   base2 = count_fds();
   struct pb badnet = {.len = 0};
   pb_bytes(&badnet, 1, mac, 5);
-  host_send(sv[0], 0, 10, &badnet, &tap, 1);
+  host_send(m.sv[0], 0, 10, &badnet, &tap, 1);
   CHECK_RC(crosvm_net_get_config(c, &cfg), -EPROTO);
-  host_recv(sv[0], 9, NULL, NULL);
-  host_send(sv[0], ENODATA, 10, NULL, NULL, 0);
+  host_recv(m.sv[0], 9, NULL, NULL);
+  host_send(m.sv[0], ENODATA, 10, NULL, NULL, 0);
   CHECK_RC(crosvm_net_get_config(c, &cfg), -ENODATA);
-  host_recv(sv[0], 9, NULL, NULL);
+  host_recv(m.sv[0], 9, NULL, NULL);
   CHECK(count_fds() == base2);
   close(tap);
 
   /* Reserve ranges. */
-  host_send(sv[0], 0, 11, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 11, NULL, NULL, 0);
   CHECK_RC(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_MMIO, 0xfeed0000, 0x1000), 0);
-  sub = host_recv(sv[0], 10, &len, NULL);
+  sub = host_recv(m.sv[0], 10, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 1 && pb_get(sub, len, 2) == 0xfeed0000 &&
         pb_get(sub, len, 3) == 0x1000 && pb_get(sub, len, 4) == 0);
-  host_send(sv[0], 0, 11, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 11, NULL, NULL, 0);
   CHECK_RC(crosvm_reserve_async_write_range(c, CROSVM_ADDRESS_SPACE_IOPORT, 0x80, 1), 0);
-  sub = host_recv(sv[0], 10, &len, NULL);
+  sub = host_recv(m.sv[0], 10, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 0 && pb_get(sub, len, 4) == 1);
-  host_send(sv[0], EPERM, 11, NULL, NULL, 0);
+  host_send(m.sv[0], EPERM, 11, NULL, NULL, 0);
   CHECK_RC(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, 0x80, 1), -EPERM);
-  host_recv(sv[0], 10, NULL, NULL);
+  host_recv(m.sv[0], 10, NULL, NULL);
   CHECK_RC(crosvm_reserve_range(c, 7, 0x80, 1), -EINVAL);
-  CHECK(nothing_sent(sv[0]));
+  CHECK(nothing_sent(m.sv[0]));
 
   /* set_irq */
-  host_send(sv[0], 0, 12, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 12, NULL, NULL, 0);
   CHECK_RC(crosvm_set_irq(c, 9, true), 0);
-  sub = host_recv(sv[0], 11, &len, NULL);
+  sub = host_recv(m.sv[0], 11, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 9 && pb_get(sub, len, 2) == 1);
 
   /* set_irq_routing */
@@ -571,9 +596,9 @@ static void test_main_connection(void) {
   routes[1].kind = CROSVM_IRQ_ROUTE_MSI;
   routes[1].msi.address = 0xfee00000;
   routes[1].msi.data = 0x41;
-  host_send(sv[0], 0, 13, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 13, NULL, NULL, 0);
   CHECK_RC(crosvm_set_irq_routing(c, 2, routes), 0);
-  sub = host_recv(sv[0], 12, &len, NULL);
+  sub = host_recv(m.sv[0], 12, &len, NULL);
   {
     /* Two Route entries, in order: the irqchip one, then the MSI one. */
     struct field r0, r1, x;
@@ -588,10 +613,10 @@ static void test_main_connection(void) {
   }
   routes[1].kind = 5;
   CHECK_RC(crosvm_set_irq_routing(c, 2, routes), -EINVAL);
-  CHECK(nothing_sent(sv[0]));
-  host_send(sv[0], 0, 13, NULL, NULL, 0);
+  CHECK(nothing_sent(m.sv[0]));
+  host_send(m.sv[0], 0, 13, NULL, NULL, 0);
   CHECK_RC(crosvm_set_irq_routing(c, 0, NULL), 0);
-  sub = host_recv(sv[0], 12, &len, NULL);
+  sub = host_recv(m.sv[0], 12, &len, NULL);
   CHECK(sub && len == 0);
 
   /* Call hints: validation, encoding, clearing. */
@@ -608,9 +633,9 @@ static void test_main_connection(void) {
   hint.address_flags = CROSVM_HINT_ON_WRITE;
   hint.details_count = 2;
   hint.details = details;
-  host_send(sv[0], 0, 20, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 20, NULL, NULL, 0);
   CHECK_RC(crosvm_set_hypercall_hint(c, 1, &hint), 0);
-  sub = host_recv(sv[0], 19, &len, NULL);
+  sub = host_recv(m.sv[0], 19, &len, NULL);
   CHECK(sub && pb_get(sub, len, 2) == 0x5000 && pb_get(sub, len, 3) == 1);
   {
     struct field f;
@@ -627,10 +652,10 @@ static void test_main_connection(void) {
   CHECK_RC(crosvm_set_hypercall_hint(c, 1, &bad), -EINVAL);
   struct crosvm_hint pair[2] = {hint, hint};
   CHECK_RC(crosvm_set_hypercall_hint(c, 2, pair), -EINVAL);
-  CHECK(nothing_sent(sv[0]));
-  host_send(sv[0], 0, 20, NULL, NULL, 0);
+  CHECK(nothing_sent(m.sv[0]));
+  host_send(m.sv[0], 0, 20, NULL, NULL, 0);
   CHECK_RC(crosvm_set_hypercall_hint(c, 0, NULL), 0);
-  sub = host_recv(sv[0], 19, &len, NULL);
+  sub = host_recv(m.sv[0], 19, &len, NULL);
   CHECK(sub && pb_get(sub, len, 2) == 0);
 
   /* VM state: raw structs, exact sizes. */
@@ -639,20 +664,20 @@ static void test_main_connection(void) {
   pic.irq_base = 0x20;
   struct pb st = {.len = 0};
   pb_bytes(&st, 1, &pic, sizeof(pic));
-  host_send(sv[0], 0, 14, &st, NULL, 0);
+  host_send(m.sv[0], 0, 14, &st, NULL, 0);
   struct kvm_pic_state pic2;
   CHECK_RC(crosvm_get_pic_state(c, false, &pic2), 0);
   CHECK(pic2.irq_base == 0x20);
-  sub = host_recv(sv[0], 13, &len, NULL);
+  sub = host_recv(m.sv[0], 13, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 1); /* PIC1 = secondary */
   struct pb short_st = {.len = 0};
   pb_bytes(&short_st, 1, &pic, sizeof(pic) - 1);
-  host_send(sv[0], 0, 14, &short_st, NULL, 0);
+  host_send(m.sv[0], 0, 14, &short_st, NULL, 0);
   CHECK_RC(crosvm_get_pic_state(c, true, &pic2), -EPROTO);
-  host_recv(sv[0], 13, NULL, NULL);
-  host_send(sv[0], 0, 15, NULL, NULL, 0);
+  host_recv(m.sv[0], 13, NULL, NULL);
+  host_send(m.sv[0], 0, 15, NULL, NULL, 0);
   CHECK_RC(crosvm_set_pic_state(c, true, &pic), 0);
-  sub = host_recv(sv[0], 14, &len, NULL);
+  sub = host_recv(m.sv[0], 14, &len, NULL);
   {
     struct field f;
     CHECK(sub && pb_get(sub, len, 1) == 0 && pb_find(sub, len, 2, &f) &&
@@ -673,17 +698,17 @@ static void test_main_connection(void) {
   for (int i = 0; i < 3; i++) {
     struct pb s = {.len = 0};
     pb_bytes(&s, 1, vm_states[i].data, vm_states[i].size);
-    host_send(sv[0], 0, 14, &s, NULL, 0);
-    host_send(sv[0], 0, 15, NULL, NULL, 0);
+    host_send(m.sv[0], 0, 14, &s, NULL, 0);
+    host_send(m.sv[0], 0, 15, NULL, NULL, 0);
     int rc1 = i == 0 ? crosvm_get_ioapic_state(c, &ioapic)
               : i == 1 ? crosvm_get_pit_state(c, &pit)
                        : crosvm_get_clock(c, &clock);
-    sub = host_recv(sv[0], 13, &len, NULL);
+    sub = host_recv(m.sv[0], 13, &len, NULL);
     CHECK(rc1 == 0 && sub && (int)pb_get(sub, len, 1) == vm_states[i].set);
     int rc2 = i == 0 ? crosvm_set_ioapic_state(c, &ioapic)
               : i == 1 ? crosvm_set_pit_state(c, &pit)
                        : crosvm_set_clock(c, &clock);
-    sub = host_recv(sv[0], 14, &len, NULL);
+    sub = host_recv(m.sv[0], 14, &len, NULL);
     struct field f;
     CHECK(rc2 == 0 && sub && (int)pb_get(sub, len, 1) == vm_states[i].set &&
           pb_find(sub, len, 2, &f) && f.len == vm_states[i].size);
@@ -691,41 +716,41 @@ static void test_main_connection(void) {
   CHECK(clock.clock == 123456789);
 
   /* Identity map, pause, start. */
-  host_send(sv[0], 0, 16, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 16, NULL, NULL, 0);
   CHECK_RC(crosvm_set_identity_map_addr(c, 0xfffbc000), 0);
-  sub = host_recv(sv[0], 15, &len, NULL);
+  sub = host_recv(m.sv[0], 15, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 0xfffbc000);
-  host_send(sv[0], 0, 17, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 17, NULL, NULL, 0);
   CHECK_RC(crosvm_pause_vcpus(c, 3, (void *)0x1234567890ull), 0);
-  sub = host_recv(sv[0], 16, &len, NULL);
+  sub = host_recv(m.sv[0], 16, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == 3 && pb_get(sub, len, 2) == 0x1234567890ull);
-  host_send(sv[0], 0, 19, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 19, NULL, NULL, 0);
   CHECK_RC(crosvm_start(c), 0);
-  CHECK(host_recv(sv[0], 18, NULL, NULL) != NULL);
-  host_send(sv[0], EINVAL, 19, NULL, NULL, 0);
+  CHECK(host_recv(m.sv[0], 18, NULL, NULL) != NULL);
+  host_send(m.sv[0], EINVAL, 19, NULL, NULL, 0);
   CHECK_RC(crosvm_start(c), -EINVAL);
-  host_recv(sv[0], 18, NULL, NULL);
+  host_recv(m.sv[0], 18, NULL, NULL);
 
   /* A second connection shares the VCPUs; object ids are process-wide. */
   int sv2[2];
   make_pair(sv2);
-  host_send(sv[0], 0, 4, NULL, &sv2[1], 1);
+  host_send(m.sv[0], 0, 4, NULL, &sv2[1], 1);
   close(sv2[1]);
   struct crosvm *c2 = NULL;
   CHECK_RC(crosvm_new_connection(c, &c2), 0);
-  CHECK(host_recv(sv[0], 3, NULL, NULL) != NULL);
+  CHECK(host_recv(m.sv[0], 3, NULL, NULL) != NULL);
   struct crosvm_vcpu *w0 = NULL;
   CHECK_RC(crosvm_get_vcpu(c2, 0, &w0), 0);
   CHECK(w0 == v0);
 
   /* IO events: datamatch widths, little-endian, NULL = any. */
   int ev = eventfd(0, EFD_CLOEXEC);
-  host_send(sv[0], 0, 2, NULL, &ev, 1);
+  host_send(m.sv[0], 0, 2, NULL, &ev, 1);
   host_send(sv2[0], 0, 2, NULL, &ev, 1);
   struct crosvm_io *io1 = NULL, *io2 = NULL;
   uint8_t match[2] = {0x34, 0x12};
   CHECK_RC(crosvm_create_io_event(c, CROSVM_ADDRESS_SPACE_IOPORT, 0x60, 2, match, &io1), 0);
-  sub = host_recv(sv[0], 1, &len, NULL);
+  sub = host_recv(m.sv[0], 1, &len, NULL);
   uint64_t id1 = 0, id2 = 0;
   {
     struct field f;
@@ -746,7 +771,7 @@ static void test_main_connection(void) {
   CHECK(io1 && io2 && crosvm_io_event_fd(io1) >= 0 &&
         crosvm_io_event_fd(io1) != crosvm_io_event_fd(io2));
   CHECK_RC(crosvm_create_io_event(c, CROSVM_ADDRESS_SPACE_IOPORT, 0x60, 3, match, &io1), -EINVAL);
-  CHECK(nothing_sent(sv[0]));
+  CHECK(nothing_sent(m.sv[0]));
   close(ev);
   /* Destroy through the other connection: ids are global. */
   host_send(sv2[0], 0, 3, NULL, NULL, 0);
@@ -754,19 +779,19 @@ static void test_main_connection(void) {
   CHECK(io1 == NULL);
   sub = host_recv(sv2[0], 2, &len, NULL);
   CHECK(sub && pb_get(sub, len, 1) == id1);
-  host_send(sv[0], ENOENT, 3, NULL, NULL, 0);
+  host_send(m.sv[0], ENOENT, 3, NULL, NULL, 0);
   CHECK_RC(crosvm_destroy_io_event(c, &io2), -ENOENT); /* freed anyway */
   CHECK(io2 == NULL);
-  host_recv(sv[0], 2, NULL, NULL);
+  host_recv(m.sv[0], 2, NULL, NULL);
 
   /* Memory: the memfd travels with the request; dirty log sizes. */
   int mfd = memfd_create("mock", MFD_CLOEXEC);
   CHECK(ftruncate(mfd, 0x10000) == 0);
-  host_send(sv[0], 0, 2, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 2, NULL, NULL, 0);
   struct crosvm_memory *mem = NULL;
   CHECK_RC(crosvm_create_memory(c, mfd, 0, 0x10000, 0x100000, false, true, &mem), 0);
   int sent_fd = -1;
-  sub = host_recv(sv[0], 1, &len, &sent_fd);
+  sub = host_recv(m.sv[0], 1, &len, &sent_fd);
   {
     struct field f;
     CHECK(sub && pb_find(sub, len, 3, &f) && pb_get(f.p, f.len, 2) == 0x100000 &&
@@ -782,29 +807,29 @@ static void test_main_connection(void) {
   struct pb bitmap = {.len = 0};
   uint8_t bits[2] = {0x05, 0x80};
   pb_bytes(&bitmap, 1, bits, 2);
-  host_send(sv[0], 0, 101, &bitmap, NULL, 0);
+  host_send(m.sv[0], 0, 101, &bitmap, NULL, 0);
   CHECK_RC(crosvm_memory_get_dirty_log(c, mem, log), 0);
   CHECK(log[0] == 0x05 && log[1] == 0x80 && log[2] == 0xee);
-  host_recv(sv[0], 101, NULL, NULL);
+  host_recv(m.sv[0], 101, NULL, NULL);
   struct pb bigmap = {.len = 0};
   uint8_t bits3[3] = {0};
   pb_bytes(&bigmap, 1, bits3, 3);
-  host_send(sv[0], 0, 101, &bigmap, NULL, 0);
+  host_send(m.sv[0], 0, 101, &bigmap, NULL, 0);
   CHECK_RC(crosvm_memory_get_dirty_log(c, mem, log), -EPROTO);
-  host_recv(sv[0], 101, NULL, NULL);
-  host_send(sv[0], 0, 3, NULL, NULL, 0);
+  host_recv(m.sv[0], 101, NULL, NULL);
+  host_send(m.sv[0], 0, 3, NULL, NULL, 0);
   CHECK_RC(crosvm_destroy_memory(c, &mem), 0);
   CHECK(mem == NULL);
-  host_recv(sv[0], 2, NULL, NULL);
+  host_recv(m.sv[0], 2, NULL, NULL);
   close(mfd);
 
   /* IRQ events: two descriptors, resample requested. */
   int tr = eventfd(0, 0), rs = eventfd(0, 0);
   int irqfds[2] = {tr, rs};
-  host_send(sv[0], 0, 2, NULL, irqfds, 2);
+  host_send(m.sv[0], 0, 2, NULL, irqfds, 2);
   struct crosvm_irq *irq = NULL;
   CHECK_RC(crosvm_create_irq_event(c, 5, &irq), 0);
-  sub = host_recv(sv[0], 1, &len, NULL);
+  sub = host_recv(m.sv[0], 1, &len, NULL);
   {
     struct field f;
     CHECK(sub && pb_find(sub, len, 4, &f) && pb_get(f.p, f.len, 1) == 5 &&
@@ -818,34 +843,29 @@ static void test_main_connection(void) {
     CHECK(read(tr, &val, 8) == 8 && val == 1);
   }
   base2 = count_fds();
-  host_send(sv[0], 0, 2, NULL, irqfds, 1); /* one short */
+  host_send(m.sv[0], 0, 2, NULL, irqfds, 1); /* one short */
   struct crosvm_irq *irq2 = NULL;
   CHECK_RC(crosvm_create_irq_event(c, 6, &irq2), -EPROTO);
-  host_recv(sv[0], 1, NULL, NULL);
+  host_recv(m.sv[0], 1, NULL, NULL);
   CHECK(count_fds() == base2 && irq2 == NULL);
   close(tr);
   close(rs);
-  host_send(sv[0], 0, 3, NULL, NULL, 0);
+  host_send(m.sv[0], 0, 3, NULL, NULL, 0);
   CHECK_RC(crosvm_destroy_irq_event(c, &irq), 0);
   CHECK(irq == NULL);
-  host_recv(sv[0], 2, NULL, NULL);
+  host_recv(m.sv[0], 2, NULL, NULL);
 
   /* A request the host answers with an unknown member and ENOTTY. */
-  host_send(sv[0], ENOTTY, 0, NULL, NULL, 0);
+  host_send(m.sv[0], ENOTTY, 0, NULL, NULL, 0);
   CHECK_RC(crosvm_set_irq(c, 1, false), -ENOTTY);
-  host_recv(sv[0], 11, NULL, NULL);
+  host_recv(m.sv[0], 11, NULL, NULL);
 
   CHECK_RC(crosvm_destroy_connection(&c2), 0);
   CHECK(c2 == NULL);
   close(sv2[0]);
   CHECK_RC(crosvm_destroy_connection(&c), 0);
   CHECK(c == NULL);
-  close(sv[0]);
-  for (int i = 0; i < 2; i++) {
-    close(hv[i].req_rd);
-    close(hv[i].resp_wr);
-  }
-  CHECK(count_fds() == base);
+  mock_close(&m);
 }
 
 /* Writes `len` bytes in two pieces, with a pause between them. */
@@ -874,16 +894,11 @@ static void *slow_writer(void *arg) {
 }
 
 static void test_vcpu(void) {
-  int base = count_fds();
-  int sv[2];
-  make_pair(sv);
-  struct host_vcpu hv[1];
-  struct crosvm *c = connect_mock(&sv[0], sv[1], 1, hv);
-  if (!c) return;
+  struct mock m;
   struct crosvm_vcpu *vcpu = NULL;
-  CHECK_RC(crosvm_get_vcpu(c, 0, &vcpu), 0);
+  struct crosvm *c = mock_connect(&m, 1, &vcpu);
   if (!vcpu) return;
-  struct host_vcpu *h = &hv[0];
+  struct host_vcpu *h = &m.hv[0];
   struct crosvm_vcpu_event evt;
   const uint8_t *sub;
   size_t len;
@@ -1269,22 +1284,15 @@ static void test_vcpu(void) {
     CHECK_RC(crosvm_destroy_connection(&c), 0);
   }
   close(sv2[0]);
-  close(sv[0]);
-  close(h->req_rd);
-  close(h->resp_wr);
-  CHECK(count_fds() == base);
+  mock_close(&m);
 }
 
 /* Random answers (fixed seed): any return value is fine, a crash is not. */
 static void test_garbage(void) {
-  int base = count_fds();
-  int sv[2];
-  make_pair(sv);
-  struct host_vcpu hv[1];
-  struct crosvm *c = connect_mock(&sv[0], sv[1], 1, hv);
-  if (!c) return;
+  struct mock m;
   struct crosvm_vcpu *vcpu = NULL;
-  CHECK_RC(crosvm_get_vcpu(c, 0, &vcpu), 0);
+  struct crosvm *c = mock_connect(&m, 1, &vcpu);
+  if (!c) return;
   uint32_t seed = 12345;
 #define RAND() (seed = seed * 1103515245u + 12345u, (seed >> 16) & 0x7fff)
   for (int round = 0; round < 300; round++) {
@@ -1293,13 +1301,13 @@ static void test_garbage(void) {
     size_t n = 1 + RAND() % sizeof(junk);
     for (size_t i = 0; i < n; i++) junk[i] = (uint8_t)RAND();
     if (round % 3 == 0) junk[0] = 0x12 + (RAND() % 2) * 0x20; /* field 2 or 6 */
-    host_send_raw(sv[0], junk, n);
+    host_send_raw(m.sv[0], junk, n);
     bool has;
     struct kvm_pic_state pic;
     int rc = round % 2 ? crosvm_check_extension(c, 1, &has) : crosvm_get_pic_state(c, true, &pic);
     CHECK(rc <= 0);
     uint8_t drain[256];
-    while (recv(sv[0], drain, sizeof(drain), MSG_DONTWAIT) > 0) {
+    while (recv(m.sv[0], drain, sizeof(drain), MSG_DONTWAIT) > 0) {
     }
 
     /* VCPU: a well-framed message with a random body. */
@@ -1311,7 +1319,7 @@ static void test_garbage(void) {
       if (i == 0 && round % 2) b = 0x12; /* a wait member */
       pb_raw(&frame, &b, 1);
     }
-    CHECK(write(hv[0].resp_wr, frame.buf, frame.len) == (ssize_t)frame.len);
+    CHECK(write(m.hv[0].resp_wr, frame.buf, frame.len) == (ssize_t)frame.len);
     struct crosvm_vcpu_event evt;
     rc = crosvm_vcpu_wait(vcpu, &evt);
     CHECK(rc <= 0);
@@ -1320,10 +1328,7 @@ static void test_garbage(void) {
   }
 #undef RAND
   CHECK_RC(crosvm_destroy_connection(&c), 0);
-  close(sv[0]);
-  close(hv[0].req_rd);
-  close(hv[0].resp_wr);
-  CHECK(count_fds() == base);
+  mock_close(&m);
 }
 
 int main(void) {

@@ -33,24 +33,16 @@ static const uint8_t code[] = {
 };
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_async_write_range(c, CROSVM_ADDRESS_SPACE_IOPORT, ASYNC_PORT, 1));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, SYNC_PORT, 1));
   OK(crosvm_reserve_async_write_range(c, CROSVM_ADDRESS_SPACE_MMIO, ASYNC_MMIO, 0x10));
   /* Overlaps are refused whatever the kind of range. */
   CHECK_RC(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, ASYNC_PORT, 1), -EPERM);
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
 
   /* Give the guest time to run ahead, so that the reports queue up. */
   usleep(200 * 1000);
@@ -73,8 +65,5 @@ int main(void) {
 
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, ASYNC_PORT, 0));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_MMIO, ASYNC_MMIO, 0));
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("async: ok\n");
-  return 0;
+  return finish_test(c, &low, "async");
 }

@@ -135,14 +135,13 @@ int main(void) {
   host_errors(c2);
 
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  load_real_mode_code(c, &low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, DONE_PORT, 1));
   OK(crosvm_start(c2));
   CHECK_RC(crosvm_start(c), -EINVAL); /* only once */
   struct crosvm_vcpu_event evt;
   wait_kind(v1, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(v1, 0x1000, 0x2000, NULL);
+  real_mode_init(v1, REAL_MODE_CODE, REAL_MODE_STACK, NULL);
   OK(crosvm_vcpu_resume(v1));
   wait_io(v1, &evt, CROSVM_ADDRESS_SPACE_IOPORT, DONE_PORT, true, 1);
 

@@ -32,11 +32,8 @@ static const uint8_t code[] = {
 };
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low, a, b;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   guest_mem_create(c, &a, 0x10000, 0x8000, false, true);
   guest_mem_create(c, &b, 0x20000, 0x11000, false, true);
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, DONE_PORT, 1));
@@ -47,13 +44,8 @@ int main(void) {
   OK(crosvm_memory_get_dirty_log(c, a.mem, log));
   CHECK(log[0] == 0); /* nothing written yet */
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
 
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, DONE_PORT, true, 1);
   CHECK(io_value(&evt) == 1);
@@ -79,8 +71,5 @@ int main(void) {
 
   guest_mem_destroy(c, &b);
   guest_mem_destroy(c, &a);
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("dirty_log: ok\n");
-  return 0;
+  return finish_test(c, &low, "dirty_log");
 }

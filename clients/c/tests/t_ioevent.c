@@ -53,11 +53,8 @@ static const uint8_t code[] = {
 };
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, CHECKPOINT_PORT, 1));
 
   struct crosvm_io *ev8, *ev16, *ev32, *any, *mmio64;
@@ -81,13 +78,8 @@ int main(void) {
     for (int j = 0; j < i; j++) CHECK(fds[i] != fds[j]);
   }
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
 
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, CHECKPOINT_PORT, true, 1);
   static const char *names[5] = {"port 1-byte", "port 2-byte", "port 4-byte", "port any",
@@ -110,8 +102,5 @@ int main(void) {
   OK(crosvm_destroy_io_event(c, &ev32));
   OK(crosvm_destroy_io_event(c, &any));
   OK(crosvm_destroy_io_event(c, &mmio64));
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("ioevent: ok\n");
-  return 0;
+  return finish_test(c, &low, "ioevent");
 }

@@ -59,11 +59,8 @@ static const uint8_t code[] = {
 };
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, READY_PORT, 2));
 
   struct crosvm_irq *irq;
@@ -72,13 +69,8 @@ int main(void) {
   int resample = crosvm_irq_event_get_resample_fd(irq);
   CHECK(trigger >= 0 && resample >= 0 && trigger != resample);
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
 
   /* Ready: raise IRQ 4 through the irq event. */
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, READY_PORT, true, 1);
@@ -114,8 +106,5 @@ int main(void) {
 
   OK(crosvm_destroy_irq_event(c, &irq));
   CHECK(irq == NULL);
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("irq: ok\n");
-  return 0;
+  return finish_test(c, &low, "irq");
 }

@@ -35,21 +35,12 @@ static void *run_vcpu(void *arg) {
     struct crosvm_vcpu_event evt;
     OK(crosvm_vcpu_wait(vcpu, &evt));
     if (evt.kind == CROSVM_VCPU_EVENT_KIND_INIT) {
-      struct kvm_sregs sregs;
-      OK(crosvm_vcpu_get_sregs(vcpu, &sregs));
-      sregs.cs.base = 0;
-      sregs.cs.selector = 0;
-      OK(crosvm_vcpu_set_sregs(vcpu, &sregs));
       struct kvm_regs regs;
-      memset(&regs, 0, sizeof(regs));
-      regs.rip = 0x1000;
-      regs.rflags = 2;
+      real_mode_init(vcpu, REAL_MODE_CODE, REAL_MODE_STACK, &regs);
       regs.rax = t->id;
       regs.rbx = 100;
       OK(crosvm_vcpu_set_regs(vcpu, &regs));
-      /* Application processors wait for a startup IPI: make them runnable at once. */
-      struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
-      OK(crosvm_vcpu_set_mp_state(vcpu, &mp));
+      make_runnable(vcpu);
     } else if (evt.kind == CROSVM_VCPU_EVENT_KIND_IO_ACCESS && evt.io_access.address == REPORT_PORT) {
       t->reported = evt.io_access.data[0];
       break; /* leave it stopped: the plugin exits once all have reported */
@@ -63,7 +54,7 @@ static void *run_vcpu(void *arg) {
 int main(void) {
   OK(crosvm_connect(&crosvm));
   struct guest_mem mem;
-  guest_mem_create(crosvm, &mem, 0x1000, 0x1000, false, false);
+  guest_mem_create(crosvm, &mem, REAL_MODE_CODE, 0x1000, false, false);
   memcpy(mem.host, code, sizeof(code));
   OK(crosvm_reserve_range(crosvm, CROSVM_ADDRESS_SPACE_IOPORT, REPORT_PORT, 1));
 

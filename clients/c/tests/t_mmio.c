@@ -72,11 +72,8 @@ static void answer_mmio_read(struct crosvm_vcpu *vcpu, uint64_t addr, uint32_t l
 }
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low, rom;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   guest_mem_alloc(&rom, 0x1000);
   rom.host[0] = 0x11;
   rom.host[0x10] = 0x22;
@@ -85,13 +82,7 @@ int main(void) {
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_MMIO, ROM_ADDR, 0x1000));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_MMIO, MMIO_ADDR, 0x100));
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
-  struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
 
   expect_out(vcpu, REPORT_PORT, 1, 0x11);                 /* read of ROM */
   expect_mmio_write(vcpu, ROM_ADDR + 0x10, 1, 0x99);      /* write to ROM */
@@ -113,8 +104,5 @@ int main(void) {
   expect_out_stop(vcpu, REPORT_PORT, 4, 0xd8d7d6d5);
 
   guest_mem_destroy(c, &rom);
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("mmio: ok\n");
-  return 0;
+  return finish_test(c, &low, "mmio");
 }

@@ -44,10 +44,7 @@ static void *vcpu_thread(void *arg) {
   wait_kind(w->vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
   real_mode_init(w->vcpu, w->id == 0 ? VCPU0_ENTRY : VCPU1_ENTRY, 0x1f00 - 0x80 * w->id,
                  NULL);
-  if (w->id != 0) {
-    struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
-    OK(crosvm_vcpu_set_mp_state(w->vcpu, &mp));
-  }
+  if (w->id != 0) make_runnable(w->vcpu);
   OK(crosvm_vcpu_resume(w->vcpu));
 
   wait_kind(w->vcpu, &evt, CROSVM_VCPU_EVENT_KIND_PAUSED);
@@ -72,10 +69,7 @@ static uint16_t counter(unsigned id) {
 }
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, REPORT_PORT, 1));
 
   struct worker workers[2];
@@ -97,8 +91,5 @@ int main(void) {
   OK(crosvm_pause_vcpus(c, 0x3 | (1ull << 40), &marker));
   for (unsigned i = 0; i < 2; i++) pthread_join(workers[i].thread, NULL);
 
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("pause: ok\n");
-  return 0;
+  return finish_test(c, &low, "pause");
 }

@@ -63,20 +63,16 @@ int main(void) {
   OK(crosvm_connect(&c));
   query_vm(c);
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  load_real_mode_code(c, &low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, DONE_PORT, 1));
   bool synic = false, hv_cpuid = false;
   OK(crosvm_check_extension(c, KVM_CAP_HYPERV_SYNIC, &synic));
   OK(crosvm_check_extension(c, KVM_CAP_HYPERV_CPUID, &hv_cpuid));
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_at_init(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
   struct kvm_regs regs;
-  real_mode_init(vcpu, 0x1000, 0x2000, &regs);
+  real_mode_init(vcpu, REAL_MODE_CODE, REAL_MODE_STACK, &regs);
 
   static struct kvm_cpuid_entry2 hv[64];
   uint32_t count = 0;

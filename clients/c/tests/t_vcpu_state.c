@@ -60,12 +60,12 @@ static const uint8_t code[] = {
 
 static void setup(struct crosvm *c, struct crosvm_vcpu *vcpu) {
   struct kvm_regs regs;
-  real_mode_init(vcpu, 0x1000, 0x2000, &regs);
+  real_mode_init(vcpu, REAL_MODE_CODE, REAL_MODE_STACK, &regs);
   regs.rbx = 0xcafe;
   OK(crosvm_vcpu_set_regs(vcpu, &regs));
   struct kvm_regs back;
   OK(crosvm_vcpu_get_regs(vcpu, &back)); /* the deferred value */
-  CHECK(back.rbx == 0xcafe && back.rip == 0x1000);
+  CHECK(back.rbx == 0xcafe && back.rip == REAL_MODE_CODE);
 
   struct kvm_debugregs dregs;
   OK(crosvm_vcpu_get_debugregs(vcpu, &dregs));
@@ -142,18 +142,12 @@ static void setup(struct crosvm *c, struct crosvm_vcpu *vcpu) {
 }
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, PORT, 2));
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_at_init(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
   setup(c, vcpu);
   OK(crosvm_vcpu_resume(vcpu));
 
@@ -210,8 +204,5 @@ int main(void) {
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, PORT, true, 1);
   CHECK(io_value(&evt) == 0xff);         /* 9: done */
 
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("vcpu_state: ok\n");
-  return 0;
+  return finish_test(c, &low, "vcpu_state");
 }

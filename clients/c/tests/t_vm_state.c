@@ -35,11 +35,8 @@ static const uint8_t code[] = {
 };
 
 int main(void) {
-  struct crosvm *c;
-  OK(crosvm_connect(&c));
   struct guest_mem low;
-  guest_mem_create(c, &low, 0, 0x2000, false, false);
-  memcpy(low.host + 0x1000, code, sizeof(code));
+  struct crosvm *c = connect_real_mode(&low, code, sizeof(code));
   OK(crosvm_reserve_range(c, CROSVM_ADDRESS_SPACE_IOPORT, READY_PORT, 2));
   OK(crosvm_set_identity_map_addr(c, 0xfffbc000));
 
@@ -84,13 +81,8 @@ int main(void) {
   if (clock.clock < ahead) FAIL("clock %llu < %llu", (unsigned long long)clock.clock,
                                 (unsigned long long)ahead);
 
-  struct crosvm_vcpu *vcpu;
-  OK(crosvm_get_vcpu(c, 0, &vcpu));
-  OK(crosvm_start(c));
+  struct crosvm_vcpu *vcpu = start_real_mode(c);
   struct crosvm_vcpu_event evt;
-  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
-  real_mode_init(vcpu, 0x1000, 0x2000, NULL);
-  OK(crosvm_vcpu_resume(vcpu));
 
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, READY_PORT, true, 1);
   OK(crosvm_set_irq(c, 3, true));
@@ -98,8 +90,5 @@ int main(void) {
   OK(crosvm_vcpu_resume(vcpu));
   expect_out_stop(vcpu, REPORT_PORT, 1, 0x43);
 
-  guest_mem_destroy(c, &low);
-  OK(crosvm_destroy_connection(&c));
-  printf("vm_state: ok\n");
-  return 0;
+  return finish_test(c, &low, "vm_state");
 }

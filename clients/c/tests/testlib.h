@@ -88,6 +88,30 @@ static inline void set_ivt(struct guest_mem *low, unsigned vector, uint16_t offs
   low->host[vector * 4 + 3] = 0;
 }
 
+/*
+ * The real-mode guests of the tests: code at REAL_MODE_CODE in a low memory
+ * region of LOW_MEM_SIZE at guest address 0, the stack below REAL_MODE_STACK.
+ */
+#define REAL_MODE_CODE 0x1000
+#define REAL_MODE_STACK 0x2000
+#define LOW_MEM_SIZE 0x2000
+
+/* Installs the low memory region at 0 with `code` at REAL_MODE_CODE. */
+static inline void load_real_mode_code(struct crosvm *c, struct guest_mem *low,
+                                       const uint8_t *code, size_t size) {
+  CHECK(REAL_MODE_CODE + size <= LOW_MEM_SIZE);
+  guest_mem_create(c, low, 0, LOW_MEM_SIZE, false, false);
+  memcpy(low->host + REAL_MODE_CODE, code, size);
+}
+
+/* Connects to the host and loads `code` (load_real_mode_code). */
+static inline struct crosvm *connect_real_mode(struct guest_mem *low, const uint8_t *code, size_t size) {
+  struct crosvm *c;
+  OK(crosvm_connect(&c));
+  load_real_mode_code(c, low, code, size);
+  return c;
+}
+
 /* On INIT: flat real mode at segment 0, running from `rip` with stack `sp`. */
 static inline void real_mode_init(struct crosvm_vcpu *vcpu, uint64_t rip, uint64_t sp,
                                   struct kvm_regs *regs_out) {
@@ -105,6 +129,12 @@ static inline void real_mode_init(struct crosvm_vcpu *vcpu, uint64_t rip, uint64
   regs.rflags = 2;
   if (regs_out) *regs_out = regs;
   OK(crosvm_vcpu_set_regs(vcpu, &regs));
+}
+
+/* Application processors wait for a startup IPI: this makes one runnable at once. */
+static inline void make_runnable(struct crosvm_vcpu *vcpu) {
+  struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
+  OK(crosvm_vcpu_set_mp_state(vcpu, &mp));
 }
 
 /* With PLUGVISOR_TEST_TRACE set, every event is printed to stderr. */
@@ -184,6 +214,35 @@ static inline void expect_out(struct crosvm_vcpu *vcpu, uint16_t port, uint32_t 
                               uint64_t value) {
   expect_out_stop(vcpu, port, length, value);
   OK(crosvm_vcpu_resume(vcpu));
+}
+
+/* Starts the VM and returns VCPU 0, stopped at its INIT event. */
+static inline struct crosvm_vcpu *start_at_init(struct crosvm *c) {
+  struct crosvm_vcpu *vcpu;
+  OK(crosvm_get_vcpu(c, 0, &vcpu));
+  OK(crosvm_start(c));
+  struct crosvm_vcpu_event evt;
+  wait_kind(vcpu, &evt, CROSVM_VCPU_EVENT_KIND_INIT);
+  return vcpu;
+}
+
+/* Starts the VM and VCPU 0 in real mode at REAL_MODE_CODE (load_real_mode_code). */
+static inline struct crosvm_vcpu *start_real_mode(struct crosvm *c) {
+  struct crosvm_vcpu *vcpu = start_at_init(c);
+  real_mode_init(vcpu, REAL_MODE_CODE, REAL_MODE_STACK, NULL);
+  OK(crosvm_vcpu_resume(vcpu));
+  return vcpu;
+}
+
+/*
+ * The end of a test with one low memory region: frees it and the connection
+ * and prints "NAME: ok", the line the harness expects. Returns main's status.
+ */
+static inline int finish_test(struct crosvm *c, struct guest_mem *low, const char *name) {
+  guest_mem_destroy(c, low);
+  OK(crosvm_destroy_connection(&c));
+  printf("%s: ok\n", name);
+  return 0;
 }
 
 /* Reads an eventfd's counter, waiting up to timeout_ms; 0 on timeout. */
