@@ -79,10 +79,18 @@ const USAGE = `usage: npm run bench -- [options]
 
 function parseOptions(argv: string[]): Options {
   const o: Options = {
-    repeat: 7, warmup: 1, scale: 1, spin: [200], only: [], out: DEFAULT_OUT, list: false, markdown: false, timeoutSec: 180,
+    repeat: 7,
+    warmup: 1,
+    scale: 1,
+    spin: [200],
+    only: [],
+    out: DEFAULT_OUT,
+    list: false,
+    markdown: false,
+    timeoutSec: 180,
   };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     const value = (): string => {
       const v = argv[++i];
       if (v === undefined) throw new Error(`${a} needs a value`);
@@ -94,19 +102,53 @@ function parseOptions(argv: string[]): Options {
       return n;
     };
     switch (a) {
-      case '--repeat': o.repeat = Math.max(1, positive(value(), true)); break;
-      case '--warmup': o.warmup = positive(value(), true); break;
-      case '--scale': o.scale = positive(value(), false); break;
-      case '--quick': o.repeat = 3; o.warmup = 0; o.scale = 0.2; break;
-      case '--spin': o.spin = value().split(',').map((v) => positive(v, true)).filter((n) => n > 0); break;
-      case '--only': o.only = value().split(',').filter((s) => s.length > 0); break;
-      case '--out': o.out = path.resolve(value()); break;
-      case '--markdown': o.markdown = true; break;
-      case '--timeout': o.timeoutSec = positive(value(), false); break;
-      case '--list': o.list = true; break;
-      case '--host': HOST_CLI = path.resolve(value()); break;
-      case '-h': case '--help': process.stdout.write(`${USAGE}\n`); process.exit(0); break;
-      default: throw new Error(`unknown option ${a}\n${USAGE}`);
+      case '--repeat':
+        o.repeat = Math.max(1, positive(value(), true));
+        break;
+      case '--warmup':
+        o.warmup = positive(value(), true);
+        break;
+      case '--scale':
+        o.scale = positive(value(), false);
+        break;
+      case '--quick':
+        o.repeat = 3;
+        o.warmup = 0;
+        o.scale = 0.2;
+        break;
+      case '--spin':
+        o.spin = value()
+          .split(',')
+          .map((v) => positive(v, true))
+          .filter((n) => n > 0);
+        break;
+      case '--only':
+        o.only = value()
+          .split(',')
+          .filter((s) => s.length > 0);
+        break;
+      case '--out':
+        o.out = path.resolve(value());
+        break;
+      case '--markdown':
+        o.markdown = true;
+        break;
+      case '--timeout':
+        o.timeoutSec = positive(value(), false);
+        break;
+      case '--list':
+        o.list = true;
+        break;
+      case '--host':
+        HOST_CLI = path.resolve(value());
+        break;
+      case '-h':
+      case '--help':
+        process.stdout.write(`${USAGE}\n`);
+        process.exit(0);
+        break;
+      default:
+        throw new Error(`unknown option ${a}\n${USAGE}`);
     }
   }
   return o;
@@ -164,8 +206,12 @@ function runProcess(
     const pid = child.pid;
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     let timer: NodeJS.Timeout | undefined;
     if (pid !== undefined) {
       live.add(pid);
@@ -201,7 +247,11 @@ function checkExit(what: string, r: ProcResult): void {
 type Json = Record<string, unknown>;
 
 function lastJsonLine(what: string, text: string): Json {
-  const line = text.trim().split('\n').filter((l) => l.startsWith('{')).pop();
+  const line = text
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .pop();
   if (!line) throw new Error(`${what}: no JSON result in its output`);
   return JSON.parse(line) as Json;
 }
@@ -288,9 +338,13 @@ function buildCPlugin(): void {
     cPluginReason = 'the C client library is not built yet (no libcrosvm_plugin.so under clients/c/build)';
     return;
   }
-  const r = spawnSync('make', ['-s', '-C', C_DIR, 'plugin', `CROSVM_INCLUDE=${CLIENT_INCLUDE}`, `CROSVM_LIBDIR=${path.dirname(lib)}`],
-    { encoding: 'utf8' });
-  if (r.error || r.status !== 0) cPluginReason = `building exit_loop_plugin failed:\n${tail(r.stderr || r.stdout || String(r.error))}`;
+  const r = spawnSync(
+    'make',
+    ['-s', '-C', C_DIR, 'plugin', `CROSVM_INCLUDE=${CLIENT_INCLUDE}`, `CROSVM_LIBDIR=${path.dirname(lib)}`],
+    { encoding: 'utf8' },
+  );
+  if (r.error || r.status !== 0)
+    cPluginReason = `building exit_loop_plugin failed:\n${tail(r.stderr || r.stdout || String(r.error))}`;
   else cPluginReason = undefined;
 }
 
@@ -377,7 +431,9 @@ async function runC(bin: string, args: string[], ctx: RunContext): Promise<Json>
 
 function rawCase(id: string, title: string, exits: number, args: string[], baseline?: string): Case {
   return {
-    id, title, baseline,
+    id,
+    title,
+    baseline,
     metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
     unavailable: needC,
     run: async (ctx) => cExitMetrics(await runC(RAW_EXIT, [String(ctx.exits(exits)), ...args], ctx)),
@@ -386,7 +442,9 @@ function rawCase(id: string, title: string, exits: number, args: string[], basel
 
 function pipeCase(id: string, title: string, exits: number, args: string[], baseline: string): Case {
   return {
-    id, title, baseline,
+    id,
+    title,
+    baseline,
     metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
     unavailable: needC,
     run: async (ctx) => cExitMetrics(await runC(PIPE_BASELINE, [String(ctx.exits(exits)), ...args], ctx)),
@@ -398,8 +456,13 @@ function spinCase(spin: number, exits: number): Case {
     id: `pipe-spin${spin}.io.1cpu`,
     title: `pipe round trip, both sides spin up to ${spin} reads before poll`,
     baseline: 'raw.io.1cpu',
-    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s'),
-      lower('blockedPct', '%'), lower('spinWindowUs', 'µs')],
+    metrics: [
+      lower('usPerExit', 'µs'),
+      lower('cpuUsPerExit', 'µs'),
+      higher('exitsPerSec', '/s'),
+      lower('blockedPct', '%'),
+      lower('spinWindowUs', 'µs'),
+    ],
     unavailable: needC,
     run: async (ctx) => {
       const j = await runC(PIPE_BASELINE, [String(ctx.exits(exits)), '--spin', String(spin)], ctx);
@@ -421,18 +484,40 @@ interface HostRunOptions {
 }
 
 /** Runs `node HOST run --plugin PLUGIN ...` under rusage_exec; returns the plugin's result and the rusage. */
-async function runPlugvisor(ctx: RunContext, plugin: string, cpus: number, pluginArgs: string[], opts: HostRunOptions = {}):
-Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
+async function runPlugvisor(
+  ctx: RunContext,
+  plugin: string,
+  cpus: number,
+  pluginArgs: string[],
+  opts: HostRunOptions = {},
+): Promise<{ plugin: Json; rusage: Json; proc: ProcResult }> {
   return withTempDir(async (dir) => {
     const pluginOut = path.join(dir, 'plugin.json');
     const rusageOut = path.join(dir, 'rusage.json');
     // In the jail the plugin sees only what is bound: give it the result directory, writable.
     const sandboxArgs = opts.sandboxed ? ['--plugin-mount', `${dir}:${dir}:true`] : ['--disable-sandbox'];
     const env = opts.spinUs === undefined ? process.env : { ...process.env, PLUGVISOR_SPIN_US: String(opts.spinUs) };
-    const proc = await runProcess(RUSAGE_EXEC, [
-      rusageOut, process.execPath, HOST_CLI, 'run', '--plugin', plugin, '--cpus', String(cpus), ...sandboxArgs,
-      '--', ...pluginArgs, '--out', pluginOut,
-    ], ctx.options.timeoutSec, undefined, env);
+    const proc = await runProcess(
+      RUSAGE_EXEC,
+      [
+        rusageOut,
+        process.execPath,
+        HOST_CLI,
+        'run',
+        '--plugin',
+        plugin,
+        '--cpus',
+        String(cpus),
+        ...sandboxArgs,
+        '--',
+        ...pluginArgs,
+        '--out',
+        pluginOut,
+      ],
+      ctx.options.timeoutSec,
+      undefined,
+      env,
+    );
     checkExit('plugvisor', proc);
     if (!existsSync(pluginOut)) throw new Error(`plugvisor exited 0 but the plugin wrote no result\n${tail(proc.stderr)}`);
     return { plugin: readJson(pluginOut), rusage: readJson(rusageOut), proc };
@@ -453,12 +538,27 @@ function roundTripMetrics(p: Json): Metrics {
 }
 
 /** `spinUs`: PLUGVISOR_SPIN_US for both sides; `pluginArgs`: more arguments for the plugin (e.g. --threads). */
-function plugvisorCase(id: string, title: string, kind: 'ts' | 'c', cpus: number, exits: number, mode: 'io' | 'mmio',
-  baseline: string, opts: { spinUs?: number; pluginArgs?: string[] } = {}): Case {
+function plugvisorCase(
+  id: string,
+  title: string,
+  kind: 'ts' | 'c',
+  cpus: number,
+  exits: number,
+  mode: 'io' | 'mmio',
+  baseline: string,
+  opts: { spinUs?: number; pluginArgs?: string[] } = {},
+): Case {
   return {
-    id, title, baseline,
-    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), lower('hostCpuUsPerExit', 'µs'),
-      lower('pluginCpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
+    id,
+    title,
+    baseline,
+    metrics: [
+      lower('usPerExit', 'µs'),
+      lower('cpuUsPerExit', 'µs'),
+      lower('hostCpuUsPerExit', 'µs'),
+      lower('pluginCpuUsPerExit', 'µs'),
+      higher('exitsPerSec', '/s'),
+    ],
     baselineMetrics: { usPerExit: 'usPerExit', cpuUsPerExit: 'cpuUsPerExit', exitsPerSec: 'exitsPerSec' },
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
@@ -478,10 +578,13 @@ function asyncCase(kind: 'ts' | 'c', exits: number): Case {
     baselineMetrics: { notificationsPerSec: 'exitsPerSec', cpuUsPerNotification: 'cpuUsPerExit' },
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
-      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1,
-        ['--exits', String(ctx.exits(exits)), '--async']);
+      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1, [
+        '--exits',
+        String(ctx.exits(exits)),
+        '--async',
+      ]);
       const m = roundTripMetrics(plugin);
-      return { notificationsPerSec: m.exitsPerSec!, cpuUsPerNotification: m.cpuUsPerExit! };
+      return { notificationsPerSec: m.exitsPerSec, cpuUsPerNotification: m.cpuUsPerExit };
     },
   };
 }
@@ -500,12 +603,25 @@ function stormCase(kind: 'host' | 'kvm'): Case {
   return {
     id: `plugvisor.ts.storm.4cpu.${kind}`,
     title: `${kind === 'host' ? 'reserve/unreserve/pause' : 'io event + memory slot create/destroy'} latency while 4 VCPUs exit as fast as they can (async writes)`,
-    metrics: [lower('stormP50Ms', 'ms'), lower('stormP99Ms', 'ms'), lower('stormMaxMs', 'ms'), lower('idleP50Ms', 'ms'),
-      lower('idleP99Ms', 'ms'), lower('stormOverIdleP99', 'x'), higher('probes', '')],
+    metrics: [
+      lower('stormP50Ms', 'ms'),
+      lower('stormP99Ms', 'ms'),
+      lower('stormMaxMs', 'ms'),
+      lower('idleP50Ms', 'ms'),
+      lower('idleP99Ms', 'ms'),
+      lower('stormOverIdleP99', 'x'),
+      higher('probes', ''),
+    ],
     unavailable: needPlugvisor,
     run: async (ctx) => {
-      const { plugin } = await runPlugvisor(ctx, TS_PLUGIN, 4,
-        ['--exits', String(ctx.exits(200_000)), '--async', '--threads', '--probe-main', kind]);
+      const { plugin } = await runPlugvisor(ctx, TS_PLUGIN, 4, [
+        '--exits',
+        String(ctx.exits(200_000)),
+        '--async',
+        '--threads',
+        '--probe-main',
+        kind,
+      ]);
       return {
         stormP50Ms: num(plugin, 'probeStormP50Ms'),
         stormP99Ms: num(plugin, 'probeStormP99Ms'),
@@ -533,16 +649,22 @@ function steadyCase(kind: 'ts' | 'c', exits: number, warmupExits: number, spinBa
   const baseline = spinUs === 0 ? 'pipe.io.1cpu' : spinBaseline;
   return {
     id: `plugvisor.${kind}.io.1cpu${spinUs === 0 ? '.nospin' : ''}.steady`,
-    title: spinUs === 0
-      ? `plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), ${lang} plugin: steady state after warm-up`
-      : `plugvisor round trip, port write, ${lang} plugin: steady state after warm-up`,
+    title:
+      spinUs === 0
+        ? `plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), ${lang} plugin: steady state after warm-up`
+        : `plugvisor round trip, port write, ${lang} plugin: steady state after warm-up`,
     baseline,
     metrics: [lower('usPerExitSteady', 'µs'), lower('cpuUsPerExitSteady', 'µs'), lower('warmupExtraMs', 'ms')],
     baselineMetrics: { usPerExitSteady: 'usPerExit', cpuUsPerExitSteady: 'cpuUsPerExit' },
     unavailable: kind === 'ts' ? needPlugvisor : needPlugvisorC,
     run: async (ctx) => {
-      const { plugin } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, 1,
-        ['--exits', String(ctx.exits(exits)), '--warmup-exits', String(ctx.exits(warmupExits))], { spinUs });
+      const { plugin } = await runPlugvisor(
+        ctx,
+        kind === 'ts' ? TS_PLUGIN : C_PLUGIN,
+        1,
+        ['--exits', String(ctx.exits(exits)), '--warmup-exits', String(ctx.exits(warmupExits))],
+        { spinUs },
+      );
       return {
         usPerExitSteady: num(plugin, 'usPerExitSteady'),
         cpuUsPerExitSteady: num(plugin, 'cpuUsPerExitSteady'),
@@ -565,15 +687,21 @@ function plugvisorStartupCase(kind: 'ts' | 'c', sandboxed = false, cpus = 1): Ca
   const variant = `${sandboxed ? '.sandboxed' : ''}${cpus > 1 ? `.${cpus}cpu` : ''}`;
   return {
     id: `plugvisor.${kind}.startup${variant}`,
-    title: `start-up to first guest exit, and a whole 1-exit run (${lang} plugin${sandboxed ? ', in the jail: the CLI default' : ''}` +
+    title:
+      `start-up to first guest exit, and a whole 1-exit run (${lang} plugin${sandboxed ? ', in the jail: the CLI default' : ''}` +
       `${cpus > 1 ? `, ${cpus} VCPUs` : ''})`,
     ...(cpus > 1
       ? { baseline: `plugvisor.${kind}.startup${sandboxed ? '.sandboxed' : ''}` }
-      : { baseline: 'node.empty', baselineMetrics: { msToFirstExit: 'msWholeRun', msWholeRun: 'msWholeRun', cpuMsWholeRun: 'cpuMsWholeRun' } }),
+      : {
+          baseline: 'node.empty',
+          baselineMetrics: { msToFirstExit: 'msWholeRun', msWholeRun: 'msWholeRun', cpuMsWholeRun: 'cpuMsWholeRun' },
+        }),
     metrics: startupMetrics,
     unavailable: kind === 'ts' ? needPlugvisor : needCPlugin,
     run: async (ctx) => {
-      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, ['--exits', '1'], { sandboxed });
+      const { plugin, rusage, proc } = await runPlugvisor(ctx, kind === 'ts' ? TS_PLUGIN : C_PLUGIN, cpus, ['--exits', '1'], {
+        sandboxed,
+      });
       return {
         msToFirstExit: num(plugin, 'firstExitUnixMs') - proc.spawnUnixMs,
         msWholeRun: num(rusage, 'wallSec') * 1000,
@@ -588,19 +716,47 @@ function plugvisorStartupCase(kind: 'ts' | 'c', sandboxed = false, cpus = 1): Ca
  * until every plugin has run its exits and is holding its VM, reads each
  * host's memory from /proc, then lets them all finish.
  */
-async function holdVms(ctx: RunContext, vms: number, cpus: number): Promise<{ hosts: ReturnType<typeof memoryOf>[]; plugins: Json[] }> {
+async function holdVms(
+  ctx: RunContext,
+  vms: number,
+  cpus: number,
+): Promise<{ hosts: ReturnType<typeof memoryOf>[]; plugins: Json[] }> {
   return withTempDir(async (dir) => {
     const release = path.join(dir, 'release');
     const pids: number[] = [];
     const runs: Promise<ProcResult>[] = [];
     for (let i = 0; i < vms; i++) {
-      runs.push(runProcess(process.execPath, [
-        HOST_CLI, 'run', '--plugin', TS_PLUGIN, '--cpus', String(cpus), '--disable-sandbox',
-        '--', '--exits', '1000', '--out', path.join(dir, `plugin-${i}.json`), '--hold', release,
-      ], ctx.options.timeoutSec, (pid) => pids.push(pid)));
+      runs.push(
+        runProcess(
+          process.execPath,
+          [
+            HOST_CLI,
+            'run',
+            '--plugin',
+            TS_PLUGIN,
+            '--cpus',
+            String(cpus),
+            '--disable-sandbox',
+            '--',
+            '--exits',
+            '1000',
+            '--out',
+            path.join(dir, `plugin-${i}.json`),
+            '--hold',
+            release,
+          ],
+          ctx.options.timeoutSec,
+          (pid) => pids.push(pid),
+        ),
+      );
     }
     let exited: ProcResult | undefined;
-    const watchers = runs.map((r) => r.then((res) => { exited ??= res; return res; }));
+    const watchers = runs.map((r) =>
+      r.then((res) => {
+        exited ??= res;
+        return res;
+      }),
+    );
     try {
       const deadline = Date.now() + ctx.options.timeoutSec * 1000;
       const outs = Array.from({ length: vms }, (_, i) => path.join(dir, `plugin-${i}.json`));
@@ -628,11 +784,22 @@ async function holdVms(ctx: RunContext, vms: number, cpus: number): Promise<{ ho
 function rssCase(id: string, title: string, vms: number, cpus: number): Case {
   const perVm = vms > 1;
   const base: Case = {
-    id, title, baseline: 'node.empty',
+    id,
+    title,
+    baseline: 'node.empty',
     metrics: perVm
-      ? [lower('perVmHostPeakRssMiB', 'MiB'), lower('perVmHostPssMiB', 'MiB'), lower('totalHostPssMiB', 'MiB'),
-        lower('perVmPluginPeakRssMiB', 'MiB')]
-      : [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('hostPeakRssAboveNodeMiB', 'MiB'), lower('pluginPeakRssMiB', 'MiB')],
+      ? [
+          lower('perVmHostPeakRssMiB', 'MiB'),
+          lower('perVmHostPssMiB', 'MiB'),
+          lower('totalHostPssMiB', 'MiB'),
+          lower('perVmPluginPeakRssMiB', 'MiB'),
+        ]
+      : [
+          lower('hostPeakRssMiB', 'MiB'),
+          lower('hostPssMiB', 'MiB'),
+          lower('hostPeakRssAboveNodeMiB', 'MiB'),
+          lower('pluginPeakRssMiB', 'MiB'),
+        ],
     baselineMetrics: perVm
       ? { perVmHostPeakRssMiB: 'peakRssMiB', perVmHostPssMiB: 'pssMiB' }
       : { hostPeakRssMiB: 'peakRssMiB', hostPssMiB: 'pssMiB' },
@@ -643,10 +810,21 @@ function rssCase(id: string, title: string, vms: number, cpus: number): Case {
       const hwm = sum(hosts.map((h) => h.hwmKiB)) / 1024;
       const pss = sum(hosts.map((h) => h.pssKiB)) / 1024;
       const pluginHwm = sum(plugins.map((p) => num(p, 'pluginMaxRssKiB'))) / 1024;
-      if (perVm) return { perVmHostPeakRssMiB: hwm / vms, perVmHostPssMiB: pss / vms, totalHostPssMiB: pss, perVmPluginPeakRssMiB: pluginHwm / vms };
+      if (perVm)
+        return {
+          perVmHostPeakRssMiB: hwm / vms,
+          perVmHostPssMiB: pss / vms,
+          totalHostPssMiB: pss,
+          perVmPluginPeakRssMiB: pluginHwm / vms,
+        };
       // The target is a difference (at most 8 MiB above an empty node), measured in the same round.
       const node = await emptyNode(ctx);
-      return { hostPeakRssMiB: hwm, hostPssMiB: pss, hostPeakRssAboveNodeMiB: hwm - node.peakRssMiB!, pluginPeakRssMiB: pluginHwm };
+      return {
+        hostPeakRssMiB: hwm,
+        hostPssMiB: pss,
+        hostPeakRssAboveNodeMiB: hwm - node.peakRssMiB,
+        pluginPeakRssMiB: pluginHwm,
+      };
     },
   };
   if (perVm) {
@@ -686,8 +864,8 @@ function vcpuMemoryCase(cpus: number): Case {
     metrics: [lower('hostPeakRssMiB', 'MiB'), lower('hostPssMiB', 'MiB'), lower('perExtraVcpuMiB', 'MiB')],
     unavailable: needPlugvisor,
     run: async (ctx) => {
-      const one = (await holdVms(ctx, 1, 1)).hosts[0]!;
-      const many = (await holdVms(ctx, 1, cpus)).hosts[0]!;
+      const one = (await holdVms(ctx, 1, 1)).hosts[0];
+      const many = (await holdVms(ctx, 1, cpus)).hosts[0];
       return {
         hostPeakRssMiB: many.hwmKiB / 1024,
         hostPssMiB: many.pssKiB / 1024,
@@ -698,12 +876,18 @@ function vcpuMemoryCase(cpus: number): Case {
 }
 
 /** `plugvisor exec PROGRAM` under rusage_exec (unsandboxed unless `sandboxed`): the program's JSON line and the rusage. */
-async function runExec(ctx: RunContext, program: string, sandboxed = false): Promise<{ guest: Json; rusage: Json; proc: ProcResult }> {
+async function runExec(
+  ctx: RunContext,
+  program: string,
+  sandboxed = false,
+): Promise<{ guest: Json; rusage: Json; proc: ProcResult }> {
   return withTempDir(async (dir) => {
     const rusageOut = path.join(dir, 'rusage.json');
-    const proc = await runProcess(RUSAGE_EXEC, [
-      rusageOut, process.execPath, HOST_CLI, 'exec', ...(sandboxed ? [] : ['--disable-sandbox']), program,
-    ], ctx.options.timeoutSec);
+    const proc = await runProcess(
+      RUSAGE_EXEC,
+      [rusageOut, process.execPath, HOST_CLI, 'exec', ...(sandboxed ? [] : ['--disable-sandbox']), program],
+      ctx.options.timeoutSec,
+    );
     checkExit('plugvisor exec', proc);
     return { guest: lastJsonLine('plugvisor exec', proc.stdout), rusage: readJson(rusageOut), proc };
   });
@@ -735,7 +919,9 @@ const kernelGuestCase: Case = {
     nativeKernelChecksum ??= (await runC(KERNEL_NATIVE, [], ctx))['checksum'];
     const { guest } = await runExec(ctx, KERNEL_GUEST);
     if (guest['checksum'] !== nativeKernelChecksum) {
-      throw new Error(`the guest's checksum ${String(guest['checksum'])} differs from the native ${String(nativeKernelChecksum)}`);
+      throw new Error(
+        `the guest's checksum ${String(guest['checksum'])} differs from the native ${String(nativeKernelChecksum)}`,
+      );
     }
     return { kernelMs: num(guest, 'kernelMs'), firstPassMs: num(guest, 'firstPassMs') };
   },
@@ -787,12 +973,24 @@ function hostCallCase(calls: number, warmup: number): Case {
     baseline: 'raw.user.1cpu',
     metrics: [lower('usPerCall', 'µs')],
     baselineMetrics: { usPerCall: 'usPerExit' },
-    unavailable: () => needGuestToolkit() ?? (existsSync(HOSTCALL_PLUGIN) ? undefined : 'dist/bench/plugins/host-call.js is not built'),
+    unavailable: () =>
+      needGuestToolkit() ?? (existsSync(HOSTCALL_PLUGIN) ? undefined : 'dist/bench/plugins/host-call.js is not built'),
     run: async (ctx) => {
-      const proc = await runProcess(process.execPath, [
-        HOST_CLI, 'run', '--disable-sandbox', '--plugin', HOSTCALL_PLUGIN,
-        '--', HOSTCALL_GUEST, String(ctx.exits(calls)), String(ctx.exits(warmup)),
-      ], ctx.options.timeoutSec);
+      const proc = await runProcess(
+        process.execPath,
+        [
+          HOST_CLI,
+          'run',
+          '--disable-sandbox',
+          '--plugin',
+          HOSTCALL_PLUGIN,
+          '--',
+          HOSTCALL_GUEST,
+          String(ctx.exits(calls)),
+          String(ctx.exits(warmup)),
+        ],
+        ctx.options.timeoutSec,
+      );
       checkExit('plugvisor run host-call.js', proc);
       return { usPerCall: num(lastJsonLine('host-call.js', proc.stdout), 'usPerCall') };
     },
@@ -816,7 +1014,13 @@ function buildCases(o: Options): Case[] {
     rawCase('raw.io.1cpu', 'KVM exit floor: port write, VMM just re-enters (C)', 50_000, []),
     rawCase('raw.mmio.1cpu', 'KVM exit floor: MMIO write (C)', 50_000, ['--mmio'], 'raw.io.1cpu'),
     rawCase('raw.io.2cpu', 'KVM exit floor: port write, 2 VCPUs (C, a thread each)', 50_000, ['--cpus', '2'], 'raw.io.1cpu'),
-    rawCase('raw.user.1cpu', 'KVM exit floor: port write from 64-bit user mode, CPL 3, as plugvisor programs exit (C)', 50_000, ['--user'], 'raw.io.1cpu'),
+    rawCase(
+      'raw.user.1cpu',
+      'KVM exit floor: port write from 64-bit user mode, CPL 3, as plugvisor programs exit (C)',
+      50_000,
+      ['--user'],
+      'raw.io.1cpu',
+    ),
     pipeCase('pipe.io.1cpu', 'pipe round trip per exit to a 2nd process (C)', 50_000, [], 'raw.io.1cpu'),
     pipeCase('pipe.mmio.1cpu', 'pipe round trip per MMIO exit (C)', 50_000, ['--mmio'], 'raw.mmio.1cpu'),
     pipeCase('pipe.io.2cpu', 'pipe round trip, 2 VCPUs, 1-thread plugin (C)', 50_000, ['--cpus', '2'], 'raw.io.2cpu'),
@@ -826,19 +1030,20 @@ function buildCases(o: Options): Case[] {
       title: 'C VMM process (raw_exit 1): start to first guest exit, whole run',
       metrics: [...startupMetrics, lower('peakRssMiB', 'MiB')],
       unavailable: needC,
-      run: async (ctx) => withTempDir(async (dir) => {
-        const out = path.join(dir, 'rusage.json');
-        const r = await runProcess(RUSAGE_EXEC, [out, RAW_EXIT, '1'], ctx.options.timeoutSec);
-        checkExit('raw_exit', r);
-        const j = lastJsonLine('raw_exit', r.stdout);
-        const ru = readJson(out);
-        return {
-          msToFirstExit: num(j, 'firstExitUnixMs') - r.spawnUnixMs,
-          msWholeRun: num(ru, 'wallSec') * 1000,
-          cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
-          peakRssMiB: num(j, 'maxRssKiB') / 1024,
-        };
-      }),
+      run: async (ctx) =>
+        withTempDir(async (dir) => {
+          const out = path.join(dir, 'rusage.json');
+          const r = await runProcess(RUSAGE_EXEC, [out, RAW_EXIT, '1'], ctx.options.timeoutSec);
+          checkExit('raw_exit', r);
+          const j = lastJsonLine('raw_exit', r.stdout);
+          const ru = readJson(out);
+          return {
+            msToFirstExit: num(j, 'firstExitUnixMs') - r.spawnUnixMs,
+            msWholeRun: num(ru, 'wallSec') * 1000,
+            cpuMsWholeRun: (num(ru, 'userSec') + num(ru, 'sysSec')) * 1000,
+            peakRssMiB: num(j, 'maxRssKiB') / 1024,
+          };
+        }),
     },
     {
       id: 'node.empty',
@@ -851,17 +1056,75 @@ function buildCases(o: Options): Case[] {
 
     // --- plugvisor (wired; they run once the host, the SDK and the C library exist) ---
     // Default settings (bounded spin on the VCPU pipes): against the kernel's floor.
-    plugvisorCase('plugvisor.ts.io.1cpu', 'plugvisor round trip, port write, TypeScript plugin', 'ts', 1, 20_000, 'io', spinBaseline),
-    plugvisorCase('plugvisor.ts.mmio.1cpu', 'plugvisor round trip, MMIO write, TypeScript plugin', 'ts', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
-    plugvisorCase('plugvisor.ts.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)', 'ts', 2, 20_000, 'io', 'raw.io.2cpu'),
-    plugvisorCase('plugvisor.ts.io.2cpu.threads', 'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin, worker thread per VCPU',
-      'ts', 2, 20_000, 'io', 'raw.io.2cpu', { pluginArgs: ['--threads'] }),
+    plugvisorCase(
+      'plugvisor.ts.io.1cpu',
+      'plugvisor round trip, port write, TypeScript plugin',
+      'ts',
+      1,
+      20_000,
+      'io',
+      spinBaseline,
+    ),
+    plugvisorCase(
+      'plugvisor.ts.mmio.1cpu',
+      'plugvisor round trip, MMIO write, TypeScript plugin',
+      'ts',
+      1,
+      20_000,
+      'mmio',
+      'raw.mmio.1cpu',
+    ),
+    plugvisorCase(
+      'plugvisor.ts.io.2cpu',
+      'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin (1 thread)',
+      'ts',
+      2,
+      20_000,
+      'io',
+      'raw.io.2cpu',
+    ),
+    plugvisorCase(
+      'plugvisor.ts.io.2cpu.threads',
+      'plugvisor round trip, port write, 2 VCPUs, TypeScript plugin, worker thread per VCPU',
+      'ts',
+      2,
+      20_000,
+      'io',
+      'raw.io.2cpu',
+      { pluginArgs: ['--threads'] },
+    ),
     plugvisorCase('plugvisor.c.io.1cpu', 'plugvisor round trip, port write, C plugin', 'c', 1, 20_000, 'io', spinBaseline),
     plugvisorCase('plugvisor.c.mmio.1cpu', 'plugvisor round trip, MMIO write, C plugin', 'c', 1, 20_000, 'mmio', 'raw.mmio.1cpu'),
-    plugvisorCase('plugvisor.c.io.2cpu', 'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)', 'c', 2, 20_000, 'io', 'raw.io.2cpu'),
+    plugvisorCase(
+      'plugvisor.c.io.2cpu',
+      'plugvisor round trip, port write, 2 VCPUs, C plugin (thread per VCPU)',
+      'c',
+      2,
+      20_000,
+      'io',
+      'raw.io.2cpu',
+    ),
     // crosvm's design exactly (blocking pipe reads, no spin): against the C pipe baseline.
-    plugvisorCase('plugvisor.ts.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin', 'ts', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
-    plugvisorCase('plugvisor.c.io.1cpu.nospin', 'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin', 'c', 1, 20_000, 'io', 'pipe.io.1cpu', { spinUs: 0 }),
+    plugvisorCase(
+      'plugvisor.ts.io.1cpu.nospin',
+      'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), TypeScript plugin',
+      'ts',
+      1,
+      20_000,
+      'io',
+      'pipe.io.1cpu',
+      { spinUs: 0 },
+    ),
+    plugvisorCase(
+      'plugvisor.c.io.1cpu.nospin',
+      'plugvisor round trip, no spin (PLUGVISOR_SPIN_US=0), C plugin',
+      'c',
+      1,
+      20_000,
+      'io',
+      'pipe.io.1cpu',
+      { spinUs: 0 },
+    ),
     // Long runs with the JIT warm-up timed apart: steady state per exit, and the one-time warm-up cost.
     steadyCase('ts', 100_000, 20_000, spinBaseline),
     steadyCase('c', 100_000, 20_000, spinBaseline),
@@ -921,7 +1184,7 @@ interface CaseResult {
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 function madPct(xs: number[]): number {
@@ -949,9 +1212,12 @@ function tableRows(results: CaseResult[]): string[][] {
     for (const [key, m] of Object.entries(r.metrics)) {
       const spread = Number.isFinite(m.madPct) ? `±${m.madPct.toFixed(1)}%` : '';
       rows.push([
-        r.id, `${key} (${m.unit}, ${m.better})`, fmt(m.median),
+        r.id,
+        `${key} (${m.unit}, ${m.better})`,
+        fmt(m.median),
         m.baseline ? `${fmt(m.baseline.median)} ${m.baseline.case}` : '',
-        m.ratio !== undefined ? `${m.ratio.toFixed(2)}x` : '', spread,
+        m.ratio !== undefined ? `${m.ratio.toFixed(2)}x` : '',
+        spread,
       ]);
     }
   }
@@ -962,17 +1228,23 @@ const HEADER = ['case', 'metric', 'median', 'baseline', 'ratio', 'mad'];
 
 function printTable(rows: string[][]): void {
   const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 2 || i === 4 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 2 || i === 4 ? c.padStart(widths[i]) : c.padEnd(widths[i])))
+      .join('  ')
+      .trimEnd();
   process.stdout.write(`${line(HEADER)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
   let last = '';
   for (const r of rows) {
-    process.stdout.write(`${line([r[0] === last ? '' : r[0]!, ...r.slice(1)])}\n`);
+    process.stdout.write(`${line([r[0] === last ? '' : r[0], ...r.slice(1)])}\n`);
     last = r[0]!;
   }
 }
 
 function printMarkdown(rows: string[][]): void {
-  process.stdout.write(`\n| ${HEADER.join(' | ')} |\n|${HEADER.map((_, i) => (i === 2 || i === 4 ? '---:' : '---')).join('|')}|\n`);
+  process.stdout.write(
+    `\n| ${HEADER.join(' | ')} |\n|${HEADER.map((_, i) => (i === 2 || i === 4 ? '---:' : '---')).join('|')}|\n`,
+  );
   for (const r of rows) process.stdout.write(`| ${r.map((c) => c.replace(/\|/g, '\\|')).join(' | ')} |\n`);
 }
 
@@ -1013,8 +1285,10 @@ async function main(): Promise<number> {
     else samples.set(c.id, []);
   }
   const runnable = cases.filter((c) => samples.has(c.id));
-  process.stderr.write(`bench: ${runnable.length} cases to run (${unavailable.size} not available yet), `
-    + `${options.warmup} warm-up + ${options.repeat} rounds, load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}\n`);
+  process.stderr.write(
+    `bench: ${runnable.length} cases to run (${unavailable.size} not available yet), ` +
+      `${options.warmup} warm-up + ${options.repeat} rounds, load average ${loadBefore.map((l) => l.toFixed(2)).join(' ')}\n`,
+  );
 
   const rounds = options.warmup + options.repeat;
   for (let round = 0; round < rounds; round++) {
@@ -1027,7 +1301,7 @@ async function main(): Promise<number> {
       try {
         const m = await c.run(ctx);
         if (!warm) samples.get(c.id)!.push(m);
-        const head = c.metrics[0]!;
+        const head = c.metrics[0];
         process.stderr.write(`  ${label}  ${c.id.padEnd(26)} ${head.key}=${fmt(m[head.key])}\n`);
       } catch (e) {
         // One failure per case is forgiven (and recorded): on a machine shared
@@ -1046,7 +1320,10 @@ async function main(): Promise<number> {
   // medians, then ratios against the baselines' medians
   const results: CaseResult[] = cases.map((c) => {
     const base = {
-      id: c.id, title: c.title, baseline: c.baseline, metrics: {} as Record<string, MetricResult>,
+      id: c.id,
+      title: c.title,
+      baseline: c.baseline,
+      metrics: {} as Record<string, MetricResult>,
       ...(errors.has(c.id) ? { errors: errors.get(c.id) } : {}),
     };
     if (unavailable.has(c.id)) return { ...base, status: 'unavailable', reason: unavailable.get(c.id) };
@@ -1056,7 +1333,12 @@ async function main(): Promise<number> {
       const xs = runs.map((m) => m[spec.key]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
       if (xs.length === 0) continue;
       base.metrics[spec.key] = {
-        unit: spec.unit, better: spec.better, samples: xs, median: median(xs), min: Math.min(...xs), max: Math.max(...xs),
+        unit: spec.unit,
+        better: spec.better,
+        samples: xs,
+        median: median(xs),
+        min: Math.min(...xs),
+        max: Math.max(...xs),
         madPct: madPct(xs),
       };
     }
@@ -1088,14 +1370,22 @@ async function main(): Promise<number> {
     }
   }
   if (options.markdown) printMarkdown(rows);
-  const busy = Math.max(loadBefore[0]!, loadAfter[0]!) > os.cpus().length * 0.5;
-  if (busy) process.stdout.write(`\nnote: the machine was busy (load average up to ${Math.max(loadBefore[0]!, loadAfter[0]!).toFixed(2)} on ${os.cpus().length} CPUs): expect noise\n`);
+  const busy = Math.max(loadBefore[0], loadAfter[0]) > os.cpus().length * 0.5;
+  if (busy)
+    process.stdout.write(
+      `\nnote: the machine was busy (load average up to ${Math.max(loadBefore[0], loadAfter[0]).toFixed(2)} on ${os.cpus().length} CPUs): expect noise\n`,
+    );
 
   const report = {
     date: new Date().toISOString(),
     machine: {
-      cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, memoryGiB: os.totalmem() / 2 ** 30,
-      kernel: os.release(), node: process.version, loadAverageBefore: loadBefore, loadAverageAfter: loadAfter,
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      cpus: os.cpus().length,
+      memoryGiB: os.totalmem() / 2 ** 30,
+      kernel: os.release(),
+      node: process.version,
+      loadAverageBefore: loadBefore,
+      loadAverageAfter: loadAfter,
     },
     options: { repeat: options.repeat, warmup: options.warmup, scale: options.scale, spin: options.spin, only: options.only },
     cases: results,

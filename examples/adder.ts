@@ -29,6 +29,8 @@ const A = 2;
 const B = 7;
 
 // Real-mode guest code, loaded at 0x1000 (checked with nasm -f bin / ndisasm -b16):
+// One instruction per line, beside its listing.
+// prettier-ignore
 const GUEST_CODE = new Uint8Array([
   0x00, 0xd8, //       add al, bl     ; al = 2 + 7
   0x04, 0x30, //       add al, '0'    ; as an ASCII digit
@@ -92,7 +94,7 @@ function main(): void {
           fail(`unexpected ${describe(event)}`);
         }
         if (event.address === SERIAL_PORT) {
-          const text = String.fromCharCode(event.data[0]!);
+          const text = String.fromCharCode(event.data[0]);
           output += text;
           writeSync(1, text);
         } else if (event.address === KILL_PORT && event.data[0] === 1) {

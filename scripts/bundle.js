@@ -35,7 +35,9 @@ await build({
   minify: true,
   // commander and node-gyp-build are CommonJS: their require() calls need a
   // real `require` in an ES module.
-  banner: { js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);",
+  },
 });
 
 await build({
@@ -47,7 +49,9 @@ await build({
   format: 'esm',
   // commander and node-gyp-build are CommonJS: their require() calls need a
   // real `require` in an ES module.
-  banner: { js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);",
+  },
 });
 
 await build({
@@ -67,10 +71,12 @@ await build({
   ...common,
   entryPoints: { guest: 'dist/src/guest/index.js' },
   format: 'esm',
-  plugins: [{
-    name: 'sdk-from-plugin-bundle',
-    setup(b) {
-      b.onResolve({ filter: /\/plugin\/index\.js$/ }, () => ({ path: './plugin.js', external: true }));
+  plugins: [
+    {
+      name: 'sdk-from-plugin-bundle',
+      setup(b) {
+        b.onResolve({ filter: /\/plugin\/index\.js$/ }, () => ({ path: './plugin.js', external: true }));
+      },
     },
-  }],
+  ],
 });

@@ -15,7 +15,11 @@ if (run.status === 0) process.exit(0);
 
 function onPath(name) {
   return (process.env.PATH ?? '').split(':').some((dir) => {
-    try { return dir !== '' && statSync(path.join(dir, name)).isFile(); } catch { return false; }
+    try {
+      return dir !== '' && statSync(path.join(dir, name)).isFile();
+    } catch {
+      return false;
+    }
   });
 }
 
@@ -29,7 +33,9 @@ const requirements = [
   ['libseccomp-dev', () => existsSync('/usr/include/seccomp.h')],
 ];
 const missing = requirements.filter(([, present]) => !present()).map(([name]) => name);
-console.error(`plugvisor: no prebuilt native parts work on this machine (${process.platform}-${process.arch}) and building them from source failed` +
-  (missing.length > 0 ? ` (missing: ${missing.join(' ')})` : '') +
-  `; on Debian/Ubuntu install ${requirements.map(([name]) => name).join(' ')} (apt-get install), then run \`npm rebuild plugvisor\``);
+console.error(
+  `plugvisor: no prebuilt native parts work on this machine (${process.platform}-${process.arch}) and building them from source failed` +
+    (missing.length > 0 ? ` (missing: ${missing.join(' ')})` : '') +
+    `; on Debian/Ubuntu install ${requirements.map(([name]) => name).join(' ')} (apt-get install), then run \`npm rebuild plugvisor\``,
+);
 process.exit(run.status ?? 1);

@@ -56,5 +56,9 @@ export class ErrnoError extends Error {
  * the check is on the shape, not the class.
  */
 export function isErrnoError(e: unknown): e is ErrnoError {
-  return e instanceof Error && typeof (e as Partial<ErrnoError>).errno === 'number' && typeof (e as Partial<ErrnoError>).code === 'string';
+  return (
+    e instanceof Error &&
+    typeof (e as Partial<ErrnoError>).errno === 'number' &&
+    typeof (e as Partial<ErrnoError>).code === 'string'
+  );
 }

@@ -19,7 +19,9 @@ function findPackage(start: string): Package {
     try {
       const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
       if (pkg.name === 'plugvisor') return { root: dir, version: String(pkg.version) };
-    } catch { /* no readable package.json here: keep looking */ }
+    } catch {
+      /* no readable package.json here: keep looking */
+    }
     if (path.dirname(dir) === dir) throw new Error(`cannot find the plugvisor package root above ${start}`);
   }
 }

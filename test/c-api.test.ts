@@ -54,8 +54,21 @@ function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
 /** Builds a plugin exactly as crosvm's test harness built one. */
 function buildPlugin(source: string, name: string): string {
   const out = path.join(binDir, name);
-  run('cc', ['-O2', '-g', '-Wall', '-Wextra', '-Werror', '-pthread', `-I${includeDir}`, source,
-    `-L${libDir}`, `-Wl,-rpath,${libDir}`, '-lcrosvm_plugin', '-o', out]);
+  run('cc', [
+    '-O2',
+    '-g',
+    '-Wall',
+    '-Wextra',
+    '-Werror',
+    '-pthread',
+    `-I${includeDir}`,
+    source,
+    `-L${libDir}`,
+    `-Wl,-rpath,${libDir}`,
+    '-lcrosvm_plugin',
+    '-o',
+    out,
+  ]);
   return out;
 }
 
@@ -97,7 +110,8 @@ before(() => {
   for (const p of PLUGINS) binaries.set(p.name, buildPlugin(path.join(testsDir, `${p.name}.c`), p.name));
   for (const e of EXAMPLES) binaries.set(e.name, buildPlugin(path.join(examplesDir, `${e.name}.c`), e.name));
   binaries.set('mock_host', buildPlugin(path.join(testsDir, 'mock_host.c'), 'mock_host'));
-  for (const name of [TAP_PLUGIN.name, MANY_VCPUS_PLUGIN]) binaries.set(name, buildPlugin(path.join(testsDir, `${name}.c`), name));
+  for (const name of [TAP_PLUGIN.name, MANY_VCPUS_PLUGIN])
+    binaries.set(name, buildPlugin(path.join(testsDir, `${name}.c`), name));
 });
 
 describe('the C library and header', () => {
@@ -109,7 +123,7 @@ describe('the C library and header', () => {
 
   test('the library exports exactly the API of crosvm.h, with soname libcrosvm_plugin.so', () => {
     const header = readFileSync(path.join(clientDir, 'include/crosvm.h'), 'utf8');
-    const declared = new Set([...header.matchAll(/^int\s+(crosvm_\w+)\(/gm)].map((m) => m[1]!));
+    const declared = new Set([...header.matchAll(/^int\s+(crosvm_\w+)\(/gm)].map((m) => m[1]));
     assert.equal(declared.size, 60);
     const lib = path.join(libDir, 'libcrosvm_plugin.so');
     const exported = new Set(
@@ -124,27 +138,54 @@ describe('the C library and header', () => {
 
   test('every API function is used by a test or an example plugin', () => {
     const header = readFileSync(path.join(clientDir, 'include/crosvm.h'), 'utf8');
-    const names = [...header.matchAll(/^int\s+(crosvm_\w+)\(/gm)].map((m) => m[1]!);
+    const names = [...header.matchAll(/^int\s+(crosvm_\w+)\(/gm)].map((m) => m[1]);
     const sources = [
-      ...readdirSync(testsDir).filter((f) => f.endsWith('.c') && f.startsWith('t_')).map((f) => path.join(testsDir, f)),
-      ...readdirSync(examplesDir).filter((f) => f.endsWith('.c')).map((f) => path.join(examplesDir, f)),
+      ...readdirSync(testsDir)
+        .filter((f) => f.endsWith('.c') && f.startsWith('t_'))
+        .map((f) => path.join(testsDir, f)),
+      ...readdirSync(examplesDir)
+        .filter((f) => f.endsWith('.c'))
+        .map((f) => path.join(examplesDir, f)),
       path.join(testsDir, 'testlib.h'),
-    ].map((f) => readFileSync(f, 'utf8')).join('\n');
+    ]
+      .map((f) => readFileSync(f, 'utf8'))
+      .join('\n');
     const unused = names.filter((n) => !new RegExp(`\\b${n}\\(`).test(sources));
     assert.deepEqual(unused, []);
   });
 
   test('struct layouts, offsets, enum values and constants (C11, -pedantic)', () => {
     const out = path.join(binDir, 'offsets');
-    run('cc', ['-std=c11', '-pedantic', '-Wall', '-Wextra', '-Werror', `-I${includeDir}`,
-      path.join(testsDir, 'offsets.c'), '-o', out]);
+    run('cc', [
+      '-std=c11',
+      '-pedantic',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      `-I${includeDir}`,
+      path.join(testsDir, 'offsets.c'),
+      '-o',
+      out,
+    ]);
     assert.equal(run(out, []), 'offsets: ok\n');
   });
 
   test('the header works from C++ (extern "C", static_assert)', () => {
     const out = path.join(binDir, 'header_cxx');
-    run('c++', ['-std=c++11', '-pedantic', '-Wall', '-Wextra', '-Werror', `-I${includeDir}`,
-      path.join(testsDir, 'header_cxx.cc'), `-L${libDir}`, `-Wl,-rpath,${libDir}`, '-lcrosvm_plugin', '-o', out]);
+    run('c++', [
+      '-std=c++11',
+      '-pedantic',
+      '-Wall',
+      '-Wextra',
+      '-Werror',
+      `-I${includeDir}`,
+      path.join(testsDir, 'header_cxx.cc'),
+      `-L${libDir}`,
+      `-Wl,-rpath,${libDir}`,
+      '-lcrosvm_plugin',
+      '-o',
+      out,
+    ]);
     assert.match(run(out, []), /^header_cxx: ok/);
   });
 
@@ -161,15 +202,29 @@ describe('the C library and header', () => {
   });
 
   test('the unit tests are memcheck-clean', () => {
-    run(VALGRIND[0]!, [...VALGRIND.slice(1), binaries.get('mock_host')!]);
+    run(VALGRIND[0], [...VALGRIND.slice(1), binaries.get('mock_host')!]);
   });
 
   test('the unit tests pass with the library built with ASan and UBSan', () => {
     const out = path.join(binDir, 'mock_host_asan');
-    run('cc', ['-g', '-O1', '-fsanitize=address,undefined', '-fno-sanitize-recover=all', '-fno-omit-frame-pointer',
-      '-std=gnu11', '-pthread', `-I${path.join(clientDir, 'include')}`, `-I${path.join(clientDir, 'src')}`,
-      `-I${path.join(prefix, 'gen')}`, path.join(clientDir, 'src/crosvm.c'), path.join(prefix, 'gen/plugin.pb-c.c'),
-      path.join(testsDir, 'mock_host.c'), '-lprotobuf-c', '-o', out]);
+    run('cc', [
+      '-g',
+      '-O1',
+      '-fsanitize=address,undefined',
+      '-fno-sanitize-recover=all',
+      '-fno-omit-frame-pointer',
+      '-std=gnu11',
+      '-pthread',
+      `-I${path.join(clientDir, 'include')}`,
+      `-I${path.join(clientDir, 'src')}`,
+      `-I${path.join(prefix, 'gen')}`,
+      path.join(clientDir, 'src/crosvm.c'),
+      path.join(prefix, 'gen/plugin.pb-c.c'),
+      path.join(testsDir, 'mock_host.c'),
+      '-lprotobuf-c',
+      '-o',
+      out,
+    ]);
     assert.match(run(out, []), /mock_host: \d+ checks, 0 failed/);
   });
 });
@@ -189,7 +244,12 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`a C plugin with a tap (${mode})`, needsTaps, () => {
     test(`${TAP_PLUGIN.name}: crosvm_net_get_config under plugvisor run ${TAP_FLAGS.join(' ')}`, async () => {
-      const r = await runPluginCli(binaries.get(TAP_PLUGIN.name)!, { sandboxed, flags: [...TAP_FLAGS], wrap: IN_NEW_NETNS, timeoutMs: 60_000 });
+      const r = await runPluginCli(binaries.get(TAP_PLUGIN.name)!, {
+        sandboxed,
+        flags: [...TAP_FLAGS],
+        wrap: IN_NEW_NETNS,
+        timeoutMs: 60_000,
+      });
       assert.equal(r.code, 0, describeRun(r));
       assert.equal(r.stdout, TAP_PLUGIN.stdout, describeRun(r));
     });
@@ -234,7 +294,7 @@ describe('C plugins under memcheck (valgrind, unsandboxed)', needsKvm, () => {
   for (const name of UNDER_VALGRIND) {
     const cpus = [...PLUGINS, ...EXAMPLES].find((p) => p.name === name)?.cpus ?? 1;
     test(name, async () => {
-      const r = await runPluginCli(VALGRIND[0]!, {
+      const r = await runPluginCli(VALGRIND[0], {
         cpus,
         args: [...VALGRIND.slice(1), binaries.get(name)!],
         timeoutMs: 120_000,

@@ -31,11 +31,17 @@ before(() => {
   fs.writeFileSync(path.join(data, 'hello.txt'), 'bound by a mount file\n');
   mountFile = path.join(tmp, 'mounts');
   // crosvm's format: one --plugin-mount value a line, '#' comments, blank lines.
-  fs.writeFileSync(mountFile, `# what the plugin sees\n\n  ${data}:/crosvm-test   # its data\n${tmp}  # crosvm's short form: DST = SRC\n`);
+  fs.writeFileSync(
+    mountFile,
+    `# what the plugin sees\n\n  ${data}:/crosvm-test   # its data\n${tmp}  # crosvm's short form: DST = SRC\n`,
+  );
   policyDir = path.join(tmp, 'policy');
   fs.mkdirSync(policyDir);
   // The default policy, and one more rule whose effect the plugin reports.
-  fs.writeFileSync(path.join(policyDir, 'plugin.policy'), `${fs.readFileSync(DEFAULT_SECCOMP_POLICY_PATH, 'utf8')}\nstatfs errno EXDEV\n`);
+  fs.writeFileSync(
+    path.join(policyDir, 'plugin.policy'),
+    `${fs.readFileSync(DEFAULT_SECCOMP_POLICY_PATH, 'utf8')}\nstatfs errno EXDEV\n`,
+  );
 });
 
 after(() => {
@@ -71,14 +77,16 @@ describe('a shell script written for crosvm', needsKvm, () => {
 
 describe("crosvm's plugin options", needsKvm, () => {
   test('-p arguments come first, then those after --; -c is --cpus', async () => {
-    const got = reportOf<CrosvmOptionsReport>(await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '-c', '3', '-p', 'a', '--params', 'b c', '--', 'd']));
+    const got = reportOf<CrosvmOptionsReport>(
+      await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '-c', '3', '-p', 'a', '--params', 'b c', '--', 'd']),
+    );
     assert.deepEqual(got.args, ['a', 'b c', 'd']);
     assert.equal(got.vcpus, 3);
   });
 
   test('--plugin-gid-map-file maps what the file lists (root only)', { skip: isRoot ? false : 'needs root' }, async () => {
     const file = path.join(tmp, 'gids');
-    fs.writeFileSync(file, '# groups for the plugin\n100:100:10\n2000  # crosvm\'s short form: 2000:2000:1\n');
+    fs.writeFileSync(file, "# groups for the plugin\n100:100:10\n2000  # crosvm's short form: 2000:2000:1\n");
     const got = reportOf<CrosvmOptionsReport>(await runCli(['run', '--plugin', PLUGIN, '--plugin-gid-map-file', file]));
     assert.deepEqual(got.gidMap, ['65534 0 1', '100 100 10', '2000 2000 1']);
   });
@@ -86,8 +94,16 @@ describe("crosvm's plugin options", needsKvm, () => {
 
 describe('list files and policy directories: clear errors', () => {
   for (const [option, entry, message] of [
-    ['--plugin-mount-file', 'relative/path', /--plugin-mount-file \S+:3: bad --plugin-mount 'relative\/path': the source 'relative\/path' must be an absolute path/],
-    ['--plugin-gid-map-file', '1:x:1', /--plugin-gid-map-file \S+:3: bad --plugin-gid-map '1:x:1': OUTER 'x' is not a non-negative integer/],
+    [
+      '--plugin-mount-file',
+      'relative/path',
+      /--plugin-mount-file \S+:3: bad --plugin-mount 'relative\/path': the source 'relative\/path' must be an absolute path/,
+    ],
+    [
+      '--plugin-gid-map-file',
+      '1:x:1',
+      /--plugin-gid-map-file \S+:3: bad --plugin-gid-map '1:x:1': OUTER 'x' is not a non-negative integer/,
+    ],
   ] as const) {
     test(`${option}: a bad entry is named by file and line`, async () => {
       const file = path.join(tmp, `bad${option}`);
@@ -120,7 +136,15 @@ describe('list files and policy directories: clear errors', () => {
   });
 
   test('--seccomp-policy and --seccomp-policy-dir together', async () => {
-    const r = await runCli(['run', '--plugin', PLUGIN, '--seccomp-policy', DEFAULT_SECCOMP_POLICY_PATH, '--seccomp-policy-dir', policyDir]);
+    const r = await runCli([
+      'run',
+      '--plugin',
+      PLUGIN,
+      '--seccomp-policy',
+      DEFAULT_SECCOMP_POLICY_PATH,
+      '--seccomp-policy-dir',
+      policyDir,
+    ]);
     assert.equal(r.code, 1, describeRun(r));
     assert.match(r.stderr, /--seccomp-policy and --seccomp-policy-dir both name the policy/, describeRun(r));
   });
@@ -131,14 +155,22 @@ describe('options that do nothing in the chosen mode', needsKvm, () => {
     const gidFile = path.join(tmp, 'gids-unused');
     fs.writeFileSync(gidFile, '100:100:1\n');
     const flags = [
-      ['--plugin-root', tmp], ['--plugin-mount', `${tmp}:/x`], ['--plugin-mount-file', mountFile],
-      ['--plugin-gid-map', '100:100:1'], ['--plugin-gid-map-file', gidFile], ['--seccomp-policy', DEFAULT_SECCOMP_POLICY_PATH],
+      ['--plugin-root', tmp],
+      ['--plugin-mount', `${tmp}:/x`],
+      ['--plugin-mount-file', mountFile],
+      ['--plugin-gid-map', '100:100:1'],
+      ['--plugin-gid-map-file', gidFile],
+      ['--seccomp-policy', DEFAULT_SECCOMP_POLICY_PATH],
       ['--seccomp-log-failures'],
     ];
     const r = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, ...flags.flat()]);
     assert.equal(reportOf<CrosvmOptionsReport>(r).file, 'ENOENT', 'nothing was bound');
     for (const [option] of flags) {
-      assert.match(r.stderr, new RegExp(`^plugvisor: warning: ${option} has no effect with --disable-sandbox: the plugin runs outside the jail$`, 'm'), describeRun(r));
+      assert.match(
+        r.stderr,
+        new RegExp(`^plugvisor: warning: ${option} has no effect with --disable-sandbox: the plugin runs outside the jail$`, 'm'),
+        describeRun(r),
+      );
     }
     const dirRun = await runCli(['run', '--disable-sandbox', '--plugin', PLUGIN, '--seccomp-policy-dir', policyDir]);
     assert.equal(reportOf<CrosvmOptionsReport>(dirRun).statfs, 'ok');
@@ -151,9 +183,26 @@ describe('--help', () => {
     const help = spawnSync(process.execPath, [CLI, 'run', '--help'], { encoding: 'utf8' });
     assert.equal(help.status, 0);
     for (const option of [
-      '--plugin', '-c, --cpus', '-p, --params', '--disable-sandbox', '--plugin-root', '--plugin-mount ', '--plugin-mount-file',
-      '--plugin-gid-map ', '--plugin-gid-map-file', '--seccomp-policy ', '--seccomp-policy-dir', '--seccomp-log-failures',
-      '--host-ip', '--host_ip', '--netmask', '--mac', '--tap-name', '--tap-fd', '--start-timeout', '-v, --verbose',
+      '--plugin',
+      '-c, --cpus',
+      '-p, --params',
+      '--disable-sandbox',
+      '--plugin-root',
+      '--plugin-mount ',
+      '--plugin-mount-file',
+      '--plugin-gid-map ',
+      '--plugin-gid-map-file',
+      '--seccomp-policy ',
+      '--seccomp-policy-dir',
+      '--seccomp-log-failures',
+      '--host-ip',
+      '--host_ip',
+      '--netmask',
+      '--mac',
+      '--tap-name',
+      '--tap-fd',
+      '--start-timeout',
+      '-v, --verbose',
     ]) {
       assert.ok(help.stdout.includes(option), `--help lacks ${option}`);
     }

@@ -98,7 +98,10 @@ describe('DelimitedStream', () => {
       stream.push(bytes.subarray(at, at + 4000));
       got.push(...drain(stream));
     }
-    assert.deepEqual(got.map((m) => m.length), [10, 100_000, 20]);
+    assert.deepEqual(
+      got.map((m) => m.length),
+      [10, 100_000, 20],
+    );
     assert.deepEqual(got[1], [...big]);
   });
 

@@ -16,14 +16,17 @@ import { SANDBOX_MODES } from './support/run.js';
 const SEED = Number(process.env['PLUGVISOR_FUZZ_SEED'] ?? 16);
 
 describe('the fuzz generator', () => {
-  test('random messages have the generated code\'s shape: nothing is lost through fromPartial and encode', () => {
+  test("random messages have the generated code's shape: nothing is lost through fromPartial and encode", () => {
     const random = new Random(SEED);
-    for (const [name, type] of [['MainRequest', MainRequest], ['VcpuRequest', VcpuRequest]] as const) {
+    for (const [name, type] of [
+      ['MainRequest', MainRequest],
+      ['VcpuRequest', VcpuRequest],
+    ] as const) {
       const desc = messageDescriptor(name);
       const members = new Set<string>();
       for (let i = 0; i < 500; i++) {
         const shape = randomMessage(random, desc, { maxRepeated: 4, maxBytes: 16 });
-        const message = type.fromPartial(shape as never);
+        const message = type.fromPartial(shape);
         const bytes = type.encode(message as never).finish();
         checkWellFormed(desc, bytes);
         // Every field the shape set is a field of the generated type (fromPartial drops others).
@@ -32,7 +35,7 @@ describe('the fuzz generator', () => {
         const member = (message as { message?: { $case: string } }).message?.$case;
         if (member !== undefined) members.add(member);
       }
-      assert.equal(members.size, desc.oneofs[0]!.fields.length, `every ${name} member was drawn`);
+      assert.equal(members.size, desc.oneofs[0].fields.length, `every ${name} member was drawn`);
     }
   });
 
@@ -40,29 +43,39 @@ describe('the fuzz generator', () => {
     const random = new Random(SEED);
     const desc = messageDescriptor('MainRequest');
     for (let i = 0; i < 500; i++) {
-      const bytes = MainRequest.encode(MainRequest.fromPartial(randomMessage(random, desc, { maxRepeated: 4, maxBytes: 16 }) as never)).finish();
+      const bytes = MainRequest.encode(
+        MainRequest.fromPartial(randomMessage(random, desc, { maxRepeated: 4, maxBytes: 16 })),
+      ).finish();
       const broken = breakMessage(random, bytes);
-      assert.throws(() => checkWellFormed(desc, broken.bytes), MalformedMessageError, `${broken.how}: ${Buffer.from(broken.bytes).toString('hex')}`);
+      assert.throws(
+        () => checkWellFormed(desc, broken.bytes),
+        MalformedMessageError,
+        `${broken.how}: ${Buffer.from(broken.bytes).toString('hex')}`,
+      );
     }
   });
 });
 
 describe('fuzzing the host through the wire', needsKvm, () => {
-  test(`a short run (seed ${SEED}): every well-formed request answered with its member, every malformed one dropped alone, no crash, no hang`, { timeout: 120_000 }, async () => {
-    const summary = await fuzz({ seconds: 4 * SANDBOX_MODES.length, roundSeconds: 4, seed: SEED, sandboxModes: SANDBOX_MODES });
-    assert.deepEqual(summary.findings, []);
-    assert.equal(summary.rounds, SANDBOX_MODES.length);
-    // The run did reach everything it claims to test.
-    for (const kind of ['generated', 'broken', 'mutated', 'random', 'truncated']) {
-      assert.ok((summary.mainSent[kind] ?? 0) > 20, `only ${summary.mainSent[kind] ?? 0} ${kind} main requests`);
-    }
-    for (const kind of ['generated', 'wrongSize', 'manyMsrs', 'garbage']) {
-      assert.ok((summary.vcpuSent[kind] ?? 0) > 3, `only ${summary.vcpuSent[kind] ?? 0} ${kind} VCPU requests`);
-    }
-    assert.ok(summary.mainDropped >= (summary.mainSent['broken'] ?? 0));
-    assert.ok(summary.probes >= summary.mainDropped, 'every drop was followed by a probe on a new connection');
-    assert.ok(summary.fdsAttached > 0);
-  });
+  test(
+    `a short run (seed ${SEED}): every well-formed request answered with its member, every malformed one dropped alone, no crash, no hang`,
+    { timeout: 120_000 },
+    async () => {
+      const summary = await fuzz({ seconds: 4 * SANDBOX_MODES.length, roundSeconds: 4, seed: SEED, sandboxModes: SANDBOX_MODES });
+      assert.deepEqual(summary.findings, []);
+      assert.equal(summary.rounds, SANDBOX_MODES.length);
+      // The run did reach everything it claims to test.
+      for (const kind of ['generated', 'broken', 'mutated', 'random', 'truncated']) {
+        assert.ok((summary.mainSent[kind] ?? 0) > 20, `only ${summary.mainSent[kind] ?? 0} ${kind} main requests`);
+      }
+      for (const kind of ['generated', 'wrongSize', 'manyMsrs', 'garbage']) {
+        assert.ok((summary.vcpuSent[kind] ?? 0) > 3, `only ${summary.vcpuSent[kind] ?? 0} ${kind} VCPU requests`);
+      }
+      assert.ok(summary.mainDropped >= (summary.mainSent['broken'] ?? 0));
+      assert.ok(summary.probes >= summary.mainDropped, 'every drop was followed by a probe on a new connection');
+      assert.ok(summary.fdsAttached > 0);
+    },
+  );
 });
 
 /** Paths of `shape`'s keys that `message` (what fromPartial made of it) does not have. */

@@ -61,7 +61,9 @@ halt2:
 
 test('examples/guest/plugvisor.h states the numbers of abi.ts', () => {
   const header = readFileSync(path.join(GUEST_HEADER_DIR, 'plugvisor.h'), 'utf8');
-  const defines = new Map([...header.matchAll(/^#define (PV_[A-Z0-9_]+) (0x[0-9a-f]+|\d+)u?\b/gm)].map((m) => [m[1]!, Number(m[2])]));
+  const defines = new Map(
+    [...header.matchAll(/^#define (PV_[A-Z0-9_]+) (0x[0-9a-f]+|\d+)u?\b/gm)].map((m) => [m[1], Number(m[2])]),
+  );
   const expected: Record<string, number> = {
     PV_COM1_PORT: abi.COM1_PORT,
     PV_DEBUG_EXIT_PORT: abi.DEBUG_EXIT_PORT,
@@ -74,8 +76,15 @@ test('examples/guest/plugvisor.h states the numbers of abi.ts', () => {
   };
   for (const [name, value] of Object.entries(expected)) assert.equal(defines.get(name), value, name);
   // struct pv_info's fields in order, all u64 after the two u32s.
-  const fields = /struct pv_info \{([^}]*)\}/.exec(header)![1]!.match(/\b(uint\d+_t) (\w+);/g)!;
-  assert.deepEqual(fields, ['uint32_t magic;', 'uint32_t size;', 'uint64_t memory_size;', 'uint64_t heap_start;', 'uint64_t heap_end;', 'uint64_t stack_top;']);
+  const fields = /struct pv_info \{([^}]*)\}/.exec(header)![1].match(/\b(uint\d+_t) (\w+);/g)!;
+  assert.deepEqual(fields, [
+    'uint32_t magic;',
+    'uint32_t size;',
+    'uint64_t memory_size;',
+    'uint64_t heap_start;',
+    'uint64_t heap_end;',
+    'uint64_t stack_top;',
+  ]);
   assert.equal(abi.INFO.sizeof, 40);
 });
 
@@ -85,16 +94,28 @@ function translate(memory: Uint8Array, cr3: bigint, address: number): { flags: n
   let table = Number(cr3);
   let writable = true;
   let user = true;
-  for (const [level, shift] of [[4, 39], [3, 30], [2, 21], [1, 12]] as const) {
+  for (const [level, shift] of [
+    [4, 39],
+    [3, 30],
+    [2, 21],
+    [1, 12],
+  ] as const) {
     const entry = view.getBigUint64(table + 8 * (Math.floor(address / 2 ** shift) % 512), true);
     if ((entry & 1n) === 0n) return undefined;
     writable &&= (entry & 2n) !== 0n;
     user &&= (entry & 4n) !== 0n;
     const leaf = level === 1 || (level === 2 && (entry & 0x80n) !== 0n);
     if (leaf) {
-      assert.equal(Number(entry & 0x000f_ffff_ffff_f000n) & ~(2 ** shift - 1), Math.floor(address / 2 ** shift) * 2 ** shift, 'identity map');
-      const executable = (entry >> 63n) === 0n;
-      return { flags: Page.PRESENT | (writable ? Page.WRITABLE : 0) | (user ? Page.USER : 0) | (executable ? Page.EXECUTABLE : 0), large: level === 2 };
+      assert.equal(
+        Number(entry & 0x000f_ffff_ffff_f000n) & ~(2 ** shift - 1),
+        Math.floor(address / 2 ** shift) * 2 ** shift,
+        'identity map',
+      );
+      const executable = entry >> 63n === 0n;
+      return {
+        flags: Page.PRESENT | (writable ? Page.WRITABLE : 0) | (user ? Page.USER : 0) | (executable ? Page.EXECUTABLE : 0),
+        large: level === 2,
+      };
     }
     table = Number(entry & 0x000f_ffff_ffff_f000n);
   }
@@ -129,16 +150,40 @@ describe('page tables', () => {
     const memory = new Uint8Array(4 << 20);
     const cr3 = buildPageTables(memory, map, { base: 0x1000, limit: 0x20_0000, noExecute: false });
     assert.equal(translate(memory, cr3, 0x30_0000)!.flags & Page.EXECUTABLE, Page.EXECUTABLE);
-    assert.throws(() => buildPageTables(memory, map, { base: 0x1000, limit: 0x3000, noExecute: false }), /page tables do not fit/);
+    assert.throws(
+      () => buildPageTables(memory, map, { base: 0x1000, limit: 0x3000, noExecute: false }),
+      /page tables do not fit/,
+    );
   });
 });
 
 const PROGRAM: ElfProgram = {
   entry: 0x40_1000,
   segments: [
-    { address: 0x40_0000, memorySize: 0x100, data: new Uint8Array([0x7f, 0x45]), readable: true, writable: false, executable: false },
-    { address: 0x40_1000, memorySize: 0x10, data: new Uint8Array([0x90, 0xc3]), readable: true, writable: false, executable: true },
-    { address: 0x40_2000, memorySize: 0x3000, data: new Uint8Array([1, 2, 3]), readable: true, writable: true, executable: false },
+    {
+      address: 0x40_0000,
+      memorySize: 0x100,
+      data: new Uint8Array([0x7f, 0x45]),
+      readable: true,
+      writable: false,
+      executable: false,
+    },
+    {
+      address: 0x40_1000,
+      memorySize: 0x10,
+      data: new Uint8Array([0x90, 0xc3]),
+      readable: true,
+      writable: false,
+      executable: true,
+    },
+    {
+      address: 0x40_2000,
+      memorySize: 0x3000,
+      data: new Uint8Array([1, 2, 3]),
+      readable: true,
+      writable: true,
+      executable: false,
+    },
   ],
 };
 
@@ -172,7 +217,7 @@ describe('the memory image', () => {
     assert.equal(view.getBigUint64(info + abi.INFO.stackTop, true), BigInt(memorySize));
   });
 
-  test('segments land with their bytes and permissions; the system area is the supervisor\'s', () => {
+  test("segments land with their bytes and permissions; the system area is the supervisor's", () => {
     const { memory, image } = build(['prog']);
     assert.deepEqual([...memory.subarray(0x40_2000, 0x40_2005)], [1, 2, 3, 0, 0]);
     assert.deepEqual([...memory.subarray(0x40_1000, 0x40_1002)], [0x90, 0xc3]);
@@ -188,9 +233,15 @@ describe('the memory image', () => {
   });
 
   test('what does not fit is an ImageError that says what to change', () => {
-    const check = (program: ElfProgram, memory: number, args = ['p']) => () => checkImage(program, { memorySize: memory, stackSize: 1 << 20, args });
-    assert.throws(check(PROGRAM, 4 << 20), (e) => e instanceof ImageError && /does not fit below the stack .*give it more memory/.test(e.message));
-    const low = { ...PROGRAM, segments: [{ ...PROGRAM.segments[0]!, address: 0x10_0000 }] };
+    const check =
+      (program: ElfProgram, memory: number, args = ['p']) =>
+      () =>
+        checkImage(program, { memorySize: memory, stackSize: 1 << 20, args });
+    assert.throws(
+      check(PROGRAM, 4 << 20),
+      (e) => e instanceof ImageError && /does not fit below the stack .*give it more memory/.test(e.message),
+    );
+    const low = { ...PROGRAM, segments: [{ ...PROGRAM.segments[0], address: 0x10_0000 }] };
     assert.throws(check(low, memorySize), /below 0x200000 where plugvisor keeps its own tables: link it at 0x400000/);
     assert.throws(check(PROGRAM, memorySize, ['x'.repeat(1 << 20)]), /arguments take \d+ bytes, too many for a 1024 KiB stack/);
     assert.throws(check(PROGRAM, memorySize, ['a\0b']), /contains a NUL character/);
@@ -250,7 +301,7 @@ describe('the 16550 UART', () => {
   });
 });
 
-test('host calls reach only the program\'s own memory', () => {
+test("host calls reach only the program's own memory", () => {
   const memory = new Uint8Array(16 << 20);
   const image = buildImage(memory, PROGRAM, { memorySize: memory.length, stackSize: 1 << 20, args: ['p'], noExecute: true });
   const pm = new ProgramMemory(memory, image.pages);
@@ -261,7 +312,10 @@ test('host calls reach only the program\'s own memory', () => {
   memory.set(Buffer.from('hi\0'), image.heapStart + 16);
   assert.equal(pm.readCString(image.heapStart + 16), 'hi');
   assert.equal(pm.readString(0x40_0000, 2), '\x7fE');
-  assert.throws(() => pm.read(abi.SYSTEM.idt, 16), (e) => e instanceof HostCallError && /not the program's memory/.test(e.message));
+  assert.throws(
+    () => pm.read(abi.SYSTEM.idt, 16),
+    (e) => e instanceof HostCallError && /not the program's memory/.test(e.message),
+  );
   assert.throws(() => pm.write(0x40_1000, new Uint8Array(1)), /not writable by the program/);
   assert.throws(() => pm.read(image.heapEnd, 1), /not readable by the program/, 'the guard page');
   assert.throws(() => pm.read(memory.length - 4, 8), /not the program's memory/);
@@ -270,23 +324,77 @@ test('host calls reach only the program\'s own memory', () => {
 });
 
 test('faults are described with their cause', () => {
-  const registers = Object.fromEntries(['rax', 'rbx', 'rcx', 'rdx', 'rsi', 'rdi', 'rsp', 'rbp', 'r8', 'r9', 'r10', 'r11', 'r12', 'r13', 'r14', 'r15', 'rip', 'rflags']
-    .map((r) => [r, 0n])) as GuestFault['registers'];
-  const fault = (f: Partial<GuestFault>): GuestFault => ({ vector: 14, errorCode: 0n, rip: 0x40_1234n, cr2: 0n, rsp: 0n, rflags: 0n, cs: 0x1b, registers, ...f });
-  assert.equal(describeFault(fault({ errorCode: 4n, region: 'null page' })),
-    'guest fault: #PF (page fault, vector 14) at rip 0x401234, cr2 0x0, error 0x4: a user-mode read of a not-present page (a null pointer dereference)');
-  assert.match(describeFault(fault({ errorCode: 7n, cr2: 0x40_2000n, pageFlags: Page.PRESENT | Page.USER })), /error 0x7: a user-mode write of a read-only page$/);
-  assert.match(describeFault(fault({ errorCode: 0x15n, pageFlags: Page.PRESENT | Page.USER })), /a user-mode instruction fetch of a no-execute page$/);
-  assert.match(describeFault(fault({ errorCode: 5n, cr2: 0x5000n, pageFlags: Page.PRESENT, region: 'system area' })),
-    /a user-mode read of a page the program may not access \(plugvisor's system area, below 0x200000\)$/);
-  assert.equal(describeFault(fault({ vector: 13, errorCode: 0n })), 'guest fault: #GP (general protection, vector 13) at rip 0x401234, error 0x0');
-  assert.match(describeFault(fault({ vector: 6, code: new Uint8Array([0xcd, 0x80]) })), /\(the program made a 32-bit Linux system call \(int 0x80\)/);
+  const registers = Object.fromEntries(
+    [
+      'rax',
+      'rbx',
+      'rcx',
+      'rdx',
+      'rsi',
+      'rdi',
+      'rsp',
+      'rbp',
+      'r8',
+      'r9',
+      'r10',
+      'r11',
+      'r12',
+      'r13',
+      'r14',
+      'r15',
+      'rip',
+      'rflags',
+    ].map((r) => [r, 0n]),
+  ) as GuestFault['registers'];
+  const fault = (f: Partial<GuestFault>): GuestFault => ({
+    vector: 14,
+    errorCode: 0n,
+    rip: 0x40_1234n,
+    cr2: 0n,
+    rsp: 0n,
+    rflags: 0n,
+    cs: 0x1b,
+    registers,
+    ...f,
+  });
+  assert.equal(
+    describeFault(fault({ errorCode: 4n, region: 'null page' })),
+    'guest fault: #PF (page fault, vector 14) at rip 0x401234, cr2 0x0, error 0x4: a user-mode read of a not-present page (a null pointer dereference)',
+  );
+  assert.match(
+    describeFault(fault({ errorCode: 7n, cr2: 0x40_2000n, pageFlags: Page.PRESENT | Page.USER })),
+    /error 0x7: a user-mode write of a read-only page$/,
+  );
+  assert.match(
+    describeFault(fault({ errorCode: 0x15n, pageFlags: Page.PRESENT | Page.USER })),
+    /a user-mode instruction fetch of a no-execute page$/,
+  );
+  assert.match(
+    describeFault(fault({ errorCode: 5n, cr2: 0x5000n, pageFlags: Page.PRESENT, region: 'system area' })),
+    /a user-mode read of a page the program may not access \(plugvisor's system area, below 0x200000\)$/,
+  );
+  assert.equal(
+    describeFault(fault({ vector: 13, errorCode: 0n })),
+    'guest fault: #GP (general protection, vector 13) at rip 0x401234, error 0x0',
+  );
+  assert.match(
+    describeFault(fault({ vector: 6, code: new Uint8Array([0xcd, 0x80]) })),
+    /\(the program made a 32-bit Linux system call \(int 0x80\)/,
+  );
   assert.match(describeFault(fault({ vector: 9 })), /^guest fault: vector 9 \(reserved exception, vector 9\)/);
 });
 
 test('the CPU features come from CPUID, and the sregs put the VCPU at CPL 3 in long mode', () => {
-  const entry = (fn: number, regs: { eax?: number; ebx?: number; ecx?: number; edx?: number }, index = 0) =>
-    ({ function: fn, index, hasIndex: fn === 7 || fn === 0xd, eax: 0, ebx: 0, ecx: 0, edx: 0, ...regs });
+  const entry = (fn: number, regs: { eax?: number; ebx?: number; ecx?: number; edx?: number }, index = 0) => ({
+    function: fn,
+    index,
+    hasIndex: fn === 7 || fn === 0xd,
+    eax: 0,
+    ebx: 0,
+    ecx: 0,
+    edx: 0,
+    ...regs,
+  });
   const sse = cpuFeatures([entry(1, { ecx: 0 }), entry(0x8000_0001, { edx: 1 << 20 })]);
   assert.deepEqual(sse, { noExecute: true, xsave: false, fsgsbase: false, xcr0: 0n });
   const avx = cpuFeatures([entry(1, { ecx: (1 << 26) | (1 << 28) }), entry(0xd, { eax: 0x7 }), entry(7, { ebx: 1 })]);
@@ -306,6 +414,10 @@ test('the CPU features come from CPUID, and the sregs put the VCPU at CPL 3 in l
   assert.equal(sregs.tr.base, 0x5000n);
   assert.equal(sregs.cr3, 0xa000n);
   assert.equal(sregs.cr0 & 0x8000_0007n, 0x8000_0003n, 'PG, PE and MP set, EM clear');
-  assert.equal(sregs.cr4, (1n << 5n) | (1n << 9n) | (1n << 10n) | (1n << 16n) | (1n << 18n), 'PAE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE');
+  assert.equal(
+    sregs.cr4,
+    (1n << 5n) | (1n << 9n) | (1n << 10n) | (1n << 16n) | (1n << 18n),
+    'PAE, OSFXSR, OSXMMEXCPT, FSGSBASE, OSXSAVE',
+  );
   assert.equal(sregs.efer, 0x501n, 'SCE, LME, LMA; no NXE without CPUID NX');
 });

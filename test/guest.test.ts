@@ -12,7 +12,16 @@ import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { needsKvm } from './support/kvm.js';
 import type { GuestProgramReport, Reported } from './support/reports.js';
-import { SANDBOX_MODES, examplePlugin, modeName, reportOf, runCli, runPluginCli, testPlugin, type CliResult } from './support/run.js';
+import {
+  SANDBOX_MODES,
+  examplePlugin,
+  modeName,
+  reportOf,
+  runCli,
+  runPluginCli,
+  testPlugin,
+  type CliResult,
+} from './support/run.js';
 import { GUEST_CFLAGS, GUEST_HEADER_DIR, compileC, compileGuest, guestBuildDir, symbols } from './support/guest-c.js';
 import { guestInput } from './support/guest-input.js';
 
@@ -34,12 +43,19 @@ function exec(sandboxed: boolean, program: string, args: string[] = [], flags: s
 }
 
 /** Runs the test plugin on a program; returns its JSON line. */
-async function runGuestProgram(sandboxed: boolean, kind: string, program: string, size = 0): Promise<Reported<GuestProgramReport>> {
-  return reportOf<GuestProgramReport>(await runPluginCli(GUEST_PROGRAM, {
-    sandboxed,
-    flags: ['--plugin-mount', `${dir}:${dir}`],
-    args: [kind, program, String(size)],
-  }));
+async function runGuestProgram(
+  sandboxed: boolean,
+  kind: string,
+  program: string,
+  size = 0,
+): Promise<Reported<GuestProgramReport>> {
+  return reportOf<GuestProgramReport>(
+    await runPluginCli(GUEST_PROGRAM, {
+      sandboxed,
+      flags: ['--plugin-mount', `${dir}:${dir}`],
+      args: [kind, program, String(size)],
+    }),
+  );
 }
 
 function bitsOf(value: number): string {
@@ -51,14 +67,14 @@ function bitsOf(value: number): string {
 describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
   for (const sandboxed of SANDBOX_MODES) {
     describe(modeName(sandboxed), () => {
-      test('SHA-256 of a buffer the plugin hands in equals node:crypto\'s', async () => {
-        const r = await runGuestProgram(sandboxed, 'sha256', elf['sha256']!, INPUT_SIZE);
+      test("SHA-256 of a buffer the plugin hands in equals node:crypto's", async () => {
+        const r = await runGuestProgram(sandboxed, 'sha256', elf['sha256'], INPUT_SIZE);
         assert.deepEqual(r.outcome, { kind: 'exit', status: 0, via: 'exit call' });
         assert.equal(r.digest, createHash('sha256').update(guestInput(INPUT_SIZE)).digest('hex'));
       });
 
       test('floating point and SSE give the results JavaScript computes, bit for bit', async () => {
-        const r = await exec(sandboxed, elf['float']!);
+        const r = await exec(sandboxed, elf['float']);
         assert.equal(r.code, 0, r.stderr);
         let sum = 0;
         for (let k = 1; k <= 1000; k++) sum += 1 / (k * k);
@@ -73,8 +89,8 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
         assert.deepEqual(r.stdout.trim().split('\n'), expected);
       });
 
-      test('a host function\'s result is used by the program', async () => {
-        const r = await runGuestProgram(sandboxed, 'hostcall', elf['hostcall']!);
+      test("a host function's result is used by the program", async () => {
+        const r = await runGuestProgram(sandboxed, 'hostcall', elf['hostcall']);
         let x = 3n;
         for (let i = 0; i < 5; i++) x = x * BigInt(i + 2) + 1n;
         assert.equal(r.calls, 5);
@@ -83,18 +99,40 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
       });
 
       test('faults are reported with their vector and rip, and exit like a native crash', async () => {
-        const at = symbols(elf['faults']!);
+        const at = symbols(elf['faults']);
         const hex = (name: string): string => `0x${at.get(name)!.toString(16)}`;
         const cases: [string, number, RegExp][] = [
-          ['null', 139, new RegExp(`#PF \\(page fault, vector 14\\) at rip ${hex('fault_null')}, cr2 0x0, error 0x4: a user-mode read of a not-present page \\(a null pointer dereference\\)`)],
+          [
+            'null',
+            139,
+            new RegExp(
+              `#PF \\(page fault, vector 14\\) at rip ${hex('fault_null')}, cr2 0x0, error 0x4: a user-mode read of a not-present page \\(a null pointer dereference\\)`,
+            ),
+          ],
           ['ud2', 132, new RegExp(`#UD \\(invalid opcode, vector 6\\) at rip ${hex('fault_ud2')}, error 0x0`)],
           ['divide', 136, new RegExp(`#DE \\(divide error, vector 0\\) at rip ${hex('fault_divide_div')}, error 0x0`)],
-          ['read-only', 139, new RegExp(`#PF \\(page fault, vector 14\\) at rip ${hex('fault_read_only')}, cr2 0x${(at.get('read_only_table')! + 4n).toString(16)}, error 0x7: a user-mode write of a read-only page`)],
-          ['syscall', 132, new RegExp(`#UD \\(invalid opcode, vector 6\\) at rip ${hex('fault_syscall')}, error 0x0 \\(the program made Linux system call 60 \\(syscall\\)`)],
-          ['stack', 139, /#PF \(page fault, vector 14\) at rip 0x[0-9a-f]+, cr2 0x[0-9a-f]+, error 0x6: a user-mode write of a not-present page \(the page below the stack: a stack overflow\?\)/],
+          [
+            'read-only',
+            139,
+            new RegExp(
+              `#PF \\(page fault, vector 14\\) at rip ${hex('fault_read_only')}, cr2 0x${(at.get('read_only_table')! + 4n).toString(16)}, error 0x7: a user-mode write of a read-only page`,
+            ),
+          ],
+          [
+            'syscall',
+            132,
+            new RegExp(
+              `#UD \\(invalid opcode, vector 6\\) at rip ${hex('fault_syscall')}, error 0x0 \\(the program made Linux system call 60 \\(syscall\\)`,
+            ),
+          ],
+          [
+            'stack',
+            139,
+            /#PF \(page fault, vector 14\) at rip 0x[0-9a-f]+, cr2 0x[0-9a-f]+, error 0x6: a user-mode write of a not-present page \(the page below the stack: a stack overflow\?\)/,
+          ],
         ];
         for (const [which, status, message] of cases) {
-          const r = await exec(sandboxed, elf['faults']!, [which]);
+          const r = await exec(sandboxed, elf['faults'], [which]);
           assert.equal(r.code, status, `${which}: exit status (stderr: ${r.stderr})`);
           assert.match(r.stderr, new RegExp(`^plugvisor: guest fault: ${message.source}`), which);
           assert.doesNotMatch(r.stderr, /triple|shut down/, which);
@@ -102,32 +140,35 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
       });
 
       test('COM1 raises IRQ 4 through its irqfd once the program enables it', async () => {
-        const r = await runGuestProgram(sandboxed, 'uart-irq', elf['uart-irq']!);
+        const r = await runGuestProgram(sandboxed, 'uart-irq', elf['uart-irq']);
         assert.deepEqual(r.outcome, { kind: 'exit', status: 0, via: 'exit call' });
         const interrupts = r.interrupts;
         assert.ok(interrupts.length > 0, 'no interrupt reached the stub');
-        assert.ok(interrupts.every((v) => v === 0x24), `vectors: ${interrupts.join(', ')}`);
+        assert.ok(
+          interrupts.every((v) => v === 0x24),
+          `vectors: ${interrupts.join(', ')}`,
+        );
       });
     });
   }
 
   test('exec: the debug-exit port, a bad pointer, --cpus, --memory, --timeout', async () => {
-    let r = await exec(false, elf['faults']!, ['exit-port']);
+    let r = await exec(false, elf['faults'], ['exit-port']);
     assert.equal(r.code, 33, `(0x10 << 1) | 1; stderr: ${r.stderr}`);
     assert.equal(r.stderr, '');
 
-    r = await exec(false, elf['faults']!, ['bad-pointer']);
+    r = await exec(false, elf['faults'], ['bad-pointer']);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^plugvisor: error: write: the range 0x1000\.\.0x1010 is not the program's memory\n/);
 
-    r = await exec(false, elf['float']!, [], ['--cpus', '2']);
+    r = await exec(false, elf['float'], [], ['--cpus', '2']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim().split('\n').length, 6, 'the program ran on VCPU 0 of two');
 
-    r = await exec(false, elf['faults']!, ['none'], ['--memory', '8']);
+    r = await exec(false, elf['faults'], ['none'], ['--memory', '8']);
     assert.equal(r.code, 0, `an 8 MiB VM runs it: ${r.stderr}`);
 
-    r = await exec(false, elf['faults']!, ['spin'], ['--timeout', '1']);
+    r = await exec(false, elf['faults'], ['spin'], ['--timeout', '1']);
     assert.equal(r.code, 124, r.stderr);
     assert.equal(r.stderr, 'plugvisor: the program did not finish within 1 s\n');
   });
@@ -137,8 +178,15 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
     const upper = compileC(path.join(GUEST_HEADER_DIR, 'upper.c'), path.join(dir, 'upper.elf'), GUEST_CFLAGS);
     let r = await exec(true, hello, ['one', 'two']);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, `hello from a plugvisor guest\nargv[0] = ${hello}\nargv[1] = one\nargv[2] = two\nfree memory: 58 MiB\n`);
-    r = await runPluginCli(examplePlugin('run-program'), { sandboxed: true, flags: ['--plugin-mount', `${dir}:${dir}`], args: [upper, 'hello', 'World!'] });
+    assert.equal(
+      r.stdout,
+      `hello from a plugvisor guest\nargv[0] = ${hello}\nargv[1] = one\nargv[2] = two\nfree memory: 58 MiB\n`,
+    );
+    r = await runPluginCli(examplePlugin('run-program'), {
+      sandboxed: true,
+      flags: ['--plugin-mount', `${dir}:${dir}`],
+      args: [upper, 'hello', 'World!'],
+    });
     assert.equal(r.stdout, 'HELLO\nWORLD!\n');
     assert.equal(r.code, 9, 'the program exits with the number of letters changed');
   });
@@ -157,8 +205,14 @@ describe('compiled programs in a VM (plugvisor/guest)', needsKvm, () => {
       return file;
     };
     const cases: [string, RegExp][] = [
-      [compileC(source, path.join(dir, 'tiny-dynamic.elf'), base), /dynamically linked \(it asks for the interpreter \/[^)]+\): link it with -static -nostdlib/],
-      [compileC(source, path.join(dir, 'tiny-pie.elf'), [...base, '-static-pie']), /a position-independent executable \(ET_DYN, with relocations\); plugvisor loads programs at their link address and does not relocate/],
+      [
+        compileC(source, path.join(dir, 'tiny-dynamic.elf'), base),
+        /dynamically linked \(it asks for the interpreter \/[^)]+\): link it with -static -nostdlib/,
+      ],
+      [
+        compileC(source, path.join(dir, 'tiny-pie.elf'), [...base, '-static-pie']),
+        /a position-independent executable \(ET_DYN, with relocations\); plugvisor loads programs at their link address and does not relocate/,
+      ],
       [patched('tiny-32.elf', 4, [1]), /a 32-bit ELF file \(ELFCLASS32\): build it as a 64-bit x86-64 executable/],
       [patched('tiny-arm.elf', 18, [183, 0]), /built for AArch64, not x86-64/],
       [compileC(source, path.join(dir, 'tiny.o'), [...base, '-c']), /an object file \(ET_REL\), not an executable/],

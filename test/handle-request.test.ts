@@ -35,7 +35,10 @@ class FakeVm {
   readonly calls: Call[] = [];
   readonly fail = new Map<string, () => never>();
   /** The state get_state returns, by method. */
-  readonly state = { pic: Uint8Array.from({ length: C.SIZEOF_KVM_PIC_STATE }, (_, i) => i), pit: new Uint8Array(C.SIZEOF_KVM_PIT_STATE2).fill(7) };
+  readonly state = {
+    pic: Uint8Array.from({ length: C.SIZEOF_KVM_PIC_STATE }, (_, i) => i),
+    pit: new Uint8Array(C.SIZEOF_KVM_PIT_STATE2).fill(7),
+  };
 
   private record(method: string, ...args: unknown[]): void {
     this.calls.push({ method, args });
@@ -147,7 +150,13 @@ function memfd(size: number, sealed = true): number {
   return fd;
 }
 
-function createMemory(id: number, start: bigint, length: bigint, fd: number | undefined, flags: { readOnly?: boolean; dirtyLog?: boolean } = {}) {
+function createMemory(
+  id: number,
+  start: bigint,
+  length: bigint,
+  fd: number | undefined,
+  flags: { readOnly?: boolean; dirtyLog?: boolean } = {},
+) {
   const memory = { offset: 0n, start, length, readOnly: flags.readOnly ?? false, dirtyLog: flags.dirtyLog ?? false };
   return ask({ $case: 'create', create: { id, kind: { $case: 'memory', memory } } }, fd === undefined ? [] : [fd]);
 }
@@ -161,7 +170,7 @@ describe('handleRequest', () => {
     assert.deepEqual(wire(ask(undefined)), [E.ENOTTY, null]);
   });
 
-  test('reserve_range: the protocol\'s rules, answered with the member; the native VCPUs take each new table', () => {
+  test("reserve_range: the protocol's rules, answered with the member; the native VCPUs take each new table", () => {
     assert.deepEqual(wire(reserve(AddressSpace.IOPORT, 0x60n, 4n)), [0, 'reserveRange']);
     assert.deepEqual(wire(reserve(AddressSpace.IOPORT, 0x62n, 1n)), [E.EPERM, 'reserveRange'], 'inside the first');
     assert.equal(reserve(AddressSpace.MMIO, 0x60n, 4n).errno, 0, 'another space');
@@ -185,11 +194,17 @@ describe('handleRequest', () => {
     assert.equal(createMemory(2, 0x11000n, 0x2000n, memfd(0x2000)).errno, E.ENOSPC, 'overlaps slot 0');
     assert.equal(createMemory(2, 0x12000n, 0x1000n, memfd(0x1000), { dirtyLog: true }).errno, 0, 'adjacent');
     const installed = vm.of('setUserMemoryRegion').map(([r]) => r as Parameters<HostVm['setUserMemoryRegion']>[0]);
-    assert.deepEqual(installed.map((r) => [r.slot, r.flags, r.guestPhysAddr, r.memorySize]), [
-      [0, C.KVM_MEM_READONLY, 0x10000n, 0x2000n],
-      [1, C.KVM_MEM_LOG_DIRTY_PAGES, 0x12000n, 0x1000n],
-    ]);
-    assert.ok(installed.every((r) => r.userspaceAddr !== 0n), 'backed by a mapping');
+    assert.deepEqual(
+      installed.map((r) => [r.slot, r.flags, r.guestPhysAddr, r.memorySize]),
+      [
+        [0, C.KVM_MEM_READONLY, 0x10000n, 0x2000n],
+        [1, C.KVM_MEM_LOG_DIRTY_PAGES, 0x12000n, 0x1000n],
+      ],
+    );
+    assert.ok(
+      installed.every((r) => r.userspaceAddr !== 0n),
+      'backed by a mapping',
+    );
 
     assert.deepEqual(wire(ask({ $case: 'destroy', destroy: { id: 1 } })), [0, 'destroy']);
     assert.deepEqual(wire(ask({ $case: 'destroy', destroy: { id: 1 } })), [E.ENOENT, 'destroy'], 'already destroyed');
@@ -213,7 +228,10 @@ describe('handleRequest', () => {
 
   test('create io_event / irq_event: registered with the VM, their eventfds handed to the plugin', () => {
     const ioEvent = (id: number, space: AddressSpace, length: number) =>
-      ask({ $case: 'create', create: { id, kind: { $case: 'ioEvent', ioEvent: { space, address: 0x300n, length, datamatch: 0x5an } } } });
+      ask({
+        $case: 'create',
+        create: { id, kind: { $case: 'ioEvent', ioEvent: { space, address: 0x300n, length, datamatch: 0x5an } } },
+      });
     assert.equal(ioEvent(1, AddressSpace.IOPORT, 3).errno, E.EINVAL, 'length 3');
     assert.equal(ioEvent(1, 9 as AddressSpace, 1).errno, E.EINVAL, 'unknown space');
     const port = ioEvent(1, AddressSpace.IOPORT, 1);
@@ -231,7 +249,9 @@ describe('handleRequest', () => {
     assert.equal(ask({ $case: 'create', create: { id: 4, kind: undefined } }).errno, E.EINVAL, 'no kind');
 
     assert.equal(ask({ $case: 'destroy', destroy: { id: 1 } }).errno, 0);
-    assert.deepEqual(vm.of('ioeventfd').at(-1), [{ fd: port.fds[0], address: 0x300n, length: 1, pio: true, datamatch: 0x5an, deassign: true }]);
+    assert.deepEqual(vm.of('ioeventfd').at(-1), [
+      { fd: port.fds[0], address: 0x300n, length: 1, pio: true, datamatch: 0x5an, deassign: true },
+    ]);
   });
 
   test('a kernel error carries its errno to the plugin; any other failure is EINVAL and logged', () => {
@@ -245,9 +265,12 @@ describe('handleRequest', () => {
     vm.fail.set('setIdentityMapAddr', () => {
       throw new TypeError('a bug');
     });
-    assert.deepEqual(wire(ask({ $case: 'setIdentityMapAddr', setIdentityMapAddr: { address: 0xfffbc000 } })), [E.EINVAL, 'setIdentityMapAddr']);
+    assert.deepEqual(wire(ask({ $case: 'setIdentityMapAddr', setIdentityMapAddr: { address: 0xfffbc000 } })), [
+      E.EINVAL,
+      'setIdentityMapAddr',
+    ]);
     assert.equal(logged.length, 1);
-    assert.match(logged[0]!, /^error: request setIdentityMapAddr failed unexpectedly: TypeError: a bug/);
+    assert.match(logged[0], /^error: request setIdentityMapAddr failed unexpectedly: TypeError: a bug/);
     assert.deepEqual(vm.of('setIdentityMapAddr'), [[0xfffbc000n]]);
   });
 
@@ -256,18 +279,25 @@ describe('handleRequest', () => {
       { irqId: 30, route: { $case: 'irqchip' as const, irqchip: { irqchip: 0, pin: 3 } } },
       { irqId: 31, route: { $case: 'msi' as const, msi: { address: 0xfee00000n, data: 0x50 } } },
     ];
-    assert.equal(ask({ $case: 'setIrqRouting', setIrqRouting: { routes: [...routes, { irqId: 32, route: undefined }] } }).errno, E.EINVAL);
+    assert.equal(
+      ask({ $case: 'setIrqRouting', setIrqRouting: { routes: [...routes, { irqId: 32, route: undefined }] } }).errno,
+      E.EINVAL,
+    );
     assert.deepEqual(vm.of('setGsiRouting'), []);
     assert.equal(ask({ $case: 'setIrqRouting', setIrqRouting: { routes } }).errno, 0);
-    assert.deepEqual(vm.of('setGsiRouting'), [[[
-      { gsi: 30, kind: 'irqchip', irqchip: 0, pin: 3 },
-      { gsi: 31, kind: 'msi', address: 0xfee00000n, data: 0x50 },
-    ]]]);
+    assert.deepEqual(vm.of('setGsiRouting'), [
+      [
+        [
+          { gsi: 30, kind: 'irqchip', irqchip: 0, pin: 3 },
+          { gsi: 31, kind: 'msi', address: 0xfee00000n, data: 0x50 },
+        ],
+      ],
+    ]);
     assert.equal(ask({ $case: 'setIrq', setIrq: { irqId: 30, active: true } }).errno, 0);
     assert.deepEqual(vm.of('setIrqLine'), [[30, true]]);
   });
 
-  test('get_state / set_state: each set to its kernel call, exactly the kernel struct\'s size, else EINVAL', () => {
+  test("get_state / set_state: each set to its kernel call, exactly the kernel struct's size, else EINVAL", () => {
     const get = ask({ $case: 'getState', getState: { set: MainRequest_StateSet.PIC1 } });
     assert.ok(get.response.message?.$case === 'getState');
     assert.deepEqual([...get.response.message.getState.state], [...vm.state.pic]);
@@ -276,12 +306,19 @@ describe('handleRequest', () => {
     assert.deepEqual([...pit.response.message.getState.state], [...vm.state.pit]);
 
     const state = Buffer.alloc(C.SIZEOF_KVM_PIC_STATE, 0xa5);
-    assert.equal(ask({ $case: 'setState', setState: { set: MainRequest_StateSet.PIC1, state: state.subarray(1) } }).errno, E.EINVAL);
+    assert.equal(
+      ask({ $case: 'setState', setState: { set: MainRequest_StateSet.PIC1, state: state.subarray(1) } }).errno,
+      E.EINVAL,
+    );
     assert.equal(ask({ $case: 'setState', setState: { set: 99 as MainRequest_StateSet, state } }).errno, E.EINVAL);
     assert.deepEqual(wire(ask({ $case: 'getState', getState: { set: 99 as MainRequest_StateSet } })), [E.EINVAL, 'getState']);
     assert.deepEqual(vm.of('setIrqchip'), [], 'nothing refused reached the VM');
     assert.equal(ask({ $case: 'setState', setState: { set: MainRequest_StateSet.PIC1, state } }).errno, 0);
-    assert.equal(ask({ $case: 'setState', setState: { set: MainRequest_StateSet.CLOCK, state: Buffer.alloc(C.SIZEOF_KVM_CLOCK_DATA) } }).errno, 0);
+    assert.equal(
+      ask({ $case: 'setState', setState: { set: MainRequest_StateSet.CLOCK, state: Buffer.alloc(C.SIZEOF_KVM_CLOCK_DATA) } })
+        .errno,
+      0,
+    );
     assert.deepEqual(vm.of('getIrqchip'), [[C.KVM_IRQCHIP_PIC_SLAVE]]);
     assert.deepEqual(vm.of('setIrqchip'), [[C.KVM_IRQCHIP_PIC_SLAVE, [...state]]]);
     assert.deepEqual(vm.of('setClock'), [[C.SIZEOF_KVM_CLOCK_DATA]]);
@@ -315,15 +352,17 @@ describe('handleRequest', () => {
     assert.deepEqual(vcpus.closeAfterSend, [], 'the host keeps them');
     const shutdown = ask({ $case: 'getShutdownEventfd', getShutdownEventfd: {} });
     assert.equal(shutdown.fds.length, 1);
-    assert.ok(!vcpus.fds.includes(shutdown.fds[0]!));
+    assert.ok(!vcpus.fds.includes(shutdown.fds[0]));
 
     const connection = ask({ $case: 'newConnection', newConnection: {} });
     assert.equal(connection.errno, 0);
     assert.equal(connection.fds.length, 1);
-    assert.deepEqual(connection.closeAfterSend, connection.fds, 'the plugin\'s end is the plugin\'s alone');
+    assert.deepEqual(connection.closeAfterSend, connection.fds, "the plugin's end is the plugin's alone");
     // The host serves the other end from its event loop: a request there is answered.
-    const pluginEnd = connection.fds[0]!;
-    const request = MainRequest.encode({ message: { $case: 'checkExtension', checkExtension: { extension: C.KVM_CAP_IRQCHIP } } }).finish();
+    const pluginEnd = connection.fds[0];
+    const request = MainRequest.encode({
+      message: { $case: 'checkExtension', checkExtension: { extension: C.KVM_CAP_IRQCHIP } },
+    }).finish();
     native.sendmsg(pluginEnd, request, request.length, []);
     for (let tries = 0; (native.poll(pluginEnd, C.POLLIN, 0) & C.POLLIN) === 0; tries++) {
       assert.ok(tries < 500, 'no answer on the new connection');
@@ -333,7 +372,8 @@ describe('handleRequest', () => {
     const answer = native.recvmsg(pluginEnd, buffer, 0);
     assert.ok(answer !== null);
     assert.deepEqual(MainResponse.decode(buffer.subarray(0, answer.bytes)), {
-      errnoValue: 0, message: { $case: 'checkExtension', checkExtension: { hasExtension: true } },
+      errnoValue: 0,
+      message: { $case: 'checkExtension', checkExtension: { hasExtension: true } },
     });
   });
 

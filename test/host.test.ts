@@ -16,12 +16,23 @@ import { MAX_LINE_CHARS } from '../src/host/lines.js';
 import { needsKvm } from './support/kvm.js';
 import { MANY_VCPU_COUNTS, checkFileLimitFor } from './support/vcpus.js';
 import type { WireErrorsReport } from './support/reports.js';
-import { CLI, SANDBOX_MODES, examplePlugin, modeName, processExists, reportOf, runCli, runPluginCli, testPlugin } from './support/run.js';
+import {
+  CLI,
+  SANDBOX_MODES,
+  examplePlugin,
+  modeName,
+  processExists,
+  reportOf,
+  runCli,
+  runPluginCli,
+  testPlugin,
+} from './support/run.js';
 
 const E = constants.errno;
 
 /** Why the hang test runs only unsandboxed. */
-const HANG_SKIP = 'checks host pids the plugin prints, but a jailed plugin sees only its own PID namespace ' +
+const HANG_SKIP =
+  'checks host pids the plugin prints, but a jailed plugin sees only its own PID namespace ' +
   '(and has no `sleep` to spawn as the grandchild)';
 
 async function gone(pid: number, withinMs: number): Promise<boolean> {
@@ -53,7 +64,8 @@ async function startNode(args: readonly string[], pattern: RegExp, options: { re
   let stderr = '';
   if (options.readStderr ?? true) child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })));
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const match = await new Promise<RegExpExecArray>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`no ${String(pattern)} on stdout within 10 s; stderr: ${stderr}`)), 10_000);
     child.stdout.on('data', (d: Buffer) => {
@@ -79,7 +91,7 @@ for (const sandboxed of SANDBOX_MODES) {
   const mode = modeName(sandboxed);
 
   describe(`the demo (adder) (${mode})`, needsKvm, () => {
-    test('prints the guest\'s sum and exits 0', async () => {
+    test("prints the guest's sum and exits 0", async () => {
       const result = await runPluginCli(examplePlugin('adder'), { sandboxed });
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, '9\nguest computed 2 + 7 = 9\n');
@@ -87,7 +99,7 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`wire errors of the main connection (${mode})`, needsKvm, () => {
-    test('each refused request carries the spec\'s errno and its own member', async () => {
+    test("each refused request carries the spec's errno and its own member", async () => {
       const got = reportOf<WireErrorsReport>(await runPluginCli(testPlugin('wire-errors'), { sandboxed }));
       assert.deepEqual(got['unsealedMemfd'], { errno: E.EPERM, member: 'create' });
       assert.deepEqual(got['memoryPastEnd'], { errno: E.EINVAL, member: 'create' });
@@ -119,7 +131,11 @@ for (const sandboxed of SANDBOX_MODES) {
     });
 
     test('hanging without starting the VM times out, and nothing is left running', { skip: sandboxed && HANG_SKIP }, async () => {
-      const result = await runPluginCli(testPlugin('exit-status'), { args: ['hang'], flags: ['--start-timeout', '1'], timeoutMs: 15_000 });
+      const result = await runPluginCli(testPlugin('exit-status'), {
+        args: ['hang'],
+        flags: ['--start-timeout', '1'],
+        timeoutMs: 15_000,
+      });
       assert.notEqual(result.code, 0);
       assert.match(result.stderr, /did not start the VM within 1 s/);
       assert.ok(result.ms < 10_000, `took ${result.ms} ms`);
@@ -143,14 +159,15 @@ for (const sandboxed of SANDBOX_MODES) {
         assert.ok(limit < 64, 'the CLI does not start even with 64 open files');
       }
       const failures: string[] = [];
-      for (;; limit++) {
+      for (; ; limit++) {
         assert.ok(limit < 160, `no run succeeded; failures: ${failures.join(' / ')}`);
         const result = await runPluginCli(testPlugin('multi-vcpu'), { sandboxed, fdLimit: limit });
         if (result.code === 0) break;
         assert.equal(result.signal, null, `limit ${limit}: the host was killed by ${result.signal}`);
         const hostLines = result.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('[plugin] '));
         assert.ok(hostLines.length > 0, `limit ${limit}: exit ${result.code} without a word`);
-        for (const line of hostLines) assert.match(line, /^plugvisor: /, `limit ${limit}: not a message of the host's:\n${result.stderr}`);
+        for (const line of hostLines)
+          assert.match(line, /^plugvisor: /, `limit ${limit}: not a message of the host's:\n${result.stderr}`);
         failures.push(hostLines.join(' / '));
       }
       assert.ok(
@@ -166,7 +183,10 @@ for (const sandboxed of SANDBOX_MODES) {
       const result = await runPluginCli(testPlugin('multi-vcpu'), { cpus: 64, sandboxed, fdLimit: 200, timeoutMs: 120_000 });
       assert.equal(result.code, 1, result.stderr);
       assert.equal(result.stdout, '');
-      assert.match(result.stderr, /^plugvisor: error: .*Too many open files \(plugvisor may have 200 open files at once, too few for this VM: raise the limit with `ulimit -n`\)\n$/);
+      assert.match(
+        result.stderr,
+        /^plugvisor: error: .*Too many open files \(plugvisor may have 200 open files at once, too few for this VM: raise the limit with `ulimit -n`\)\n$/,
+      );
     });
 
     for (const cpus of [1, 2, 4, 16, ...MANY_VCPU_COUNTS]) {
@@ -182,14 +202,24 @@ for (const sandboxed of SANDBOX_MODES) {
 
   describe(`the end of a VM (${mode})`, needsKvm, () => {
     test('a guest that triple-faults ends its VCPU, and the host signals the shutdown eventfd', async () => {
-      const result = await runPluginCli(testPlugin('lifecycle'), { args: ['triple-fault'], flags: ['--verbose'], sandboxed, assemblesGuest: true });
+      const result = await runPluginCli(testPlugin('lifecycle'), {
+        args: ['triple-fault'],
+        flags: ['--verbose'],
+        sandboxed,
+        assemblesGuest: true,
+      });
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, `first event: init\nsecond wait: errno ${E.EPROTO}\nshutdown eventfd signalled\n`);
       assert.match(result.stderr, /vcpu 0: the guest shut down/);
     });
 
     test('a `shutdown` request ends that VCPU, and the host signals the shutdown eventfd', async () => {
-      const result = await runPluginCli(testPlugin('lifecycle'), { args: ['vcpu-shutdown'], flags: ['--verbose'], sandboxed, assemblesGuest: true });
+      const result = await runPluginCli(testPlugin('lifecycle'), {
+        args: ['vcpu-shutdown'],
+        flags: ['--verbose'],
+        sandboxed,
+        assemblesGuest: true,
+      });
       assert.equal(result.code, 0, result.stderr);
       assert.equal(result.stdout, `first event: init\nsecond wait: errno ${E.EPROTO}\nshutdown eventfd signalled\n`);
       assert.match(result.stderr, /vcpu 0: shut down on request/);
@@ -202,7 +232,10 @@ describe('a host told to stop', needsKvm, () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     test(`${signal} ends the run with exit 1, and nothing is left running`, async () => {
       // The plugin hangs (never starts the VM) once it has printed its pids.
-      const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'hang'], /pids (\d+) (\d+)/);
+      const run = await startNode(
+        [CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'hang'],
+        /pids (\d+) (\d+)/,
+      );
       const pids = [Number(run.match[1]), Number(run.match[2])];
       try {
         const sent = Date.now();
@@ -223,7 +256,10 @@ describe('a host whose stderr is closed', needsKvm, () => {
   test('ends the run (as on SIGPIPE) instead of dying and leaving its plugin running', async () => {
     // As `plugvisor run ... 2>&1 | head`: the reader of the host's stderr
     // goes away while the plugin keeps writing lines there.
-    const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'chatter'], /pid (\d+)/);
+    const run = await startNode(
+      [CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'chatter'],
+      /pid (\d+)/,
+    );
     const pid = Number(run.match[1]);
     try {
       run.child.stderr.destroy();
@@ -240,9 +276,13 @@ describe('a host whose stderr is closed', needsKvm, () => {
 });
 
 describe('a host whose stderr is not read', needsKvm, () => {
-  test('stops reading the plugin\'s stderr, so the plugin blocks and the host stays small; then everything arrives', async () => {
+  test("stops reading the plugin's stderr, so the plugin blocks and the host stays small; then everything arrives", async () => {
     const floodMiB = 32;
-    const run = await startNode([CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'flood', String(floodMiB)], /flooding/, { readStderr: false });
+    const run = await startNode(
+      [CLI, 'run', '--disable-sandbox', '--plugin', testPlugin('exit-status'), '--', 'flood', String(floodMiB)],
+      /flooding/,
+      { readStderr: false },
+    );
     try {
       // Nobody reads the host's stderr for a while (its 'data' is not listened to yet).
       await new Promise((r) => setTimeout(r, 2_000));
@@ -261,7 +301,7 @@ describe('a host whose stderr is not read', needsKvm, () => {
       });
       assert.deepEqual(await run.exited, { code: 0, signal: null });
       assert.match(run.stdout(), /flood done/);
-      assert.equal(pluginBytes, floodMiB * 1024 * 1024, 'every byte the plugin wrote reached the host\'s stderr');
+      assert.equal(pluginBytes, floodMiB * 1024 * 1024, "every byte the plugin wrote reached the host's stderr");
     } finally {
       cleanUp(run.child, []);
     }
@@ -282,7 +322,10 @@ describe('the library (runPlugin)', needsKvm, () => {
       log: () => {},
     });
     assert.equal(outcome.ok, true, outcome.message);
-    assert.deepEqual(lines.map((line) => line.length), [MAX_LINE_CHARS, MAX_LINE_CHARS, MAX_LINE_CHARS, 5, 3]);
+    assert.deepEqual(
+      lines.map((line) => line.length),
+      [MAX_LINE_CHARS, MAX_LINE_CHARS, MAX_LINE_CHARS, 5, 3],
+    );
     assert.equal(lines.join(''), `${'x'.repeat(length)}end`);
   });
 
@@ -312,14 +355,15 @@ describe('VCPU threads the plugin leaves behind (runPlugin)', needsKvm, () => {
   for (const sandboxed of SANDBOX_MODES) {
     for (const mode of ['spin', 'paused', 'never-resume', 'full-pipe']) {
       test(`${mode} (${modeName(sandboxed)}): the run ends in bounded time with the plugin's status, leaving no thread or fd`, async () => {
-        const run = (): Promise<RunOutcome> => runPlugin({
-          plugin: testPlugin('vcpu-ends'),
-          args: [mode],
-          cpus: 4,
-          sandbox: sandboxed ? { mounts: [], gidMaps: [] } : false,
-          pluginStderr: () => {},
-          log: () => {},
-        });
+        const run = (): Promise<RunOutcome> =>
+          runPlugin({
+            plugin: testPlugin('vcpu-ends'),
+            args: [mode],
+            cpus: 4,
+            sandbox: sandboxed ? { mounts: [], gidMaps: [] } : false,
+            pluginStderr: () => {},
+            log: () => {},
+          });
         await run(); // the first run makes what node keeps for later (its thread pool, for one)
         const before = { tasks: tasks(), fds: fds() };
         const started = Date.now();
@@ -337,7 +381,15 @@ describe('the CLI', () => {
   test('--help documents run and its options', async () => {
     const result = await runCli(['run', '--help']);
     assert.equal(result.code, 0);
-    for (const option of ['--plugin', '--cpus', '--disable-sandbox', '--plugin-root', '--plugin-mount', '--plugin-gid-map', '--seccomp-policy']) {
+    for (const option of [
+      '--plugin',
+      '--cpus',
+      '--disable-sandbox',
+      '--plugin-root',
+      '--plugin-mount',
+      '--plugin-gid-map',
+      '--seccomp-policy',
+    ]) {
       assert.ok(result.stdout.includes(option), `--help lacks ${option}`);
     }
   });

@@ -50,9 +50,17 @@ test('an IO exit views its size * count bytes at data_offset; the view follows a
   run.setBigUint64(C.KVM_RUN_IO_DATA_OFFSET, 4096n, true);
   bytes.set([1, 2, 3, 4, 5, 6, 7], 4096);
   const first = decoder.decode();
-  assert.deepEqual({ ...first, data: [...(first as { data: Uint8Array }).data] }, {
-    kind: 'io', direction: 'out', port: 0x3f8, size: 2, count: 3, data: [1, 2, 3, 4, 5, 6],
-  });
+  assert.deepEqual(
+    { ...first, data: [...(first as { data: Uint8Array }).data] },
+    {
+      kind: 'io',
+      direction: 'out',
+      port: 0x3f8,
+      size: 2,
+      count: 3,
+      data: [1, 2, 3, 4, 5, 6],
+    },
+  );
 
   // Writing an IN exit's data writes kvm_run.
   run.setUint8(C.KVM_RUN_IO_DIRECTION, C.KVM_EXIT_IO_IN);

@@ -102,8 +102,7 @@ function assertErrno(fn: () => unknown, code: string, message?: RegExp): void {
     assert.ok(isErrnoError(e), `expected an ErrnoError, got ${String(e)}`);
     assert.ok(e instanceof ErrnoError, 'the KVM layer throws the one errno-carrying class');
     assert.equal(e.code, code);
-    assert.equal(e.errno, (
-      { EINVAL: 22, ENOENT: 2 } as Record<string, number>)[code]);
+    assert.equal(e.errno, ({ EINVAL: 22, ENOENT: 2 } as Record<string, number>)[code]);
     if (message) assert.match(e.message, message);
     return true;
   });
@@ -132,7 +131,10 @@ describe('Kvm (system ioctls)', needsKvm, () => {
       const leaf0 = cpuid.find((e) => e.function === 0);
       assert.ok(leaf0, 'leaf 0 missing');
       assert.ok(leaf0.eax > 0, 'leaf 0 reports no basic leaves');
-      assert.ok(cpuid.some((e) => e.function === 0x8000_0000), 'extended leaves missing');
+      assert.ok(
+        cpuid.some((e) => e.function === 0x8000_0000),
+        'extended leaves missing',
+      );
       if (kvm.checkExtension(C.KVM_CAP_EXT_EMUL_CPUID) > 0) {
         const emulated = kvm.emulatedCpuid();
         assert.ok(Array.isArray(emulated));
@@ -194,12 +196,15 @@ describe('Kvm (system ioctls)', needsKvm, () => {
     const vm = kvm.createVm();
     try {
       native.close(vm.createVcpu(0));
-      assert.throws(() => vm.createVcpu(0), (e: unknown) => {
-        assert.ok(isErrnoError(e));
-        assert.equal(e.code, 'EEXIST');
-        assert.match(e.message, /KVM_CREATE_VCPU/);
-        return true;
-      });
+      assert.throws(
+        () => vm.createVcpu(0),
+        (e: unknown) => {
+          assert.ok(isErrnoError(e));
+          assert.equal(e.code, 'EEXIST');
+          assert.match(e.message, /KVM_CREATE_VCPU/);
+          return true;
+        },
+      );
     } finally {
       vm.close();
       kvm.close();
@@ -208,7 +213,11 @@ describe('Kvm (system ioctls)', needsKvm, () => {
 });
 
 test('opening a missing KVM device says what is missing and keeps the errno', () => {
-  assertErrno(() => Kvm.open('/nonexistent/kvm'), 'ENOENT', /cannot open \/nonexistent\/kvm: ENOENT — KVM is not available: load the kvm_intel or kvm_amd/);
+  assertErrno(
+    () => Kvm.open('/nonexistent/kvm'),
+    'ENOENT',
+    /cannot open \/nonexistent\/kvm: ENOENT — KVM is not available: load the kvm_intel or kvm_amd/,
+  );
 });
 
 describe('real-mode guests', needsKvm, () => {
@@ -223,9 +232,17 @@ describe('real-mode guests', needsKvm, () => {
       const vcpu = t.realModeVcpu();
       const exit = vcpu.run();
       assert.equal(exit.kind, 'io');
-      assert.deepEqual({ ...exit, data: [...exit.data] }, {
-        kind: 'io', direction: 'out', size: 1, port: 0x10, count: 1, data: [0x42],
-      });
+      assert.deepEqual(
+        { ...exit, data: [...exit.data] },
+        {
+          kind: 'io',
+          direction: 'out',
+          size: 1,
+          port: 0x10,
+          count: 1,
+          data: [0x42],
+        },
+      );
       assert.equal(vcpu.run().kind, 'hlt');
     } finally {
       t.close();
@@ -298,7 +315,10 @@ describe('real-mode guests', needsKvm, () => {
         hlt`);
       const vcpu = t.realModeVcpu();
       const write = runTo(vcpu, 'mmio');
-      assert.deepEqual({ ...write, data: [...write.data] }, { kind: 'mmio', address: 0x8000n, isWrite: true, data: [0xef, 0xbe] });
+      assert.deepEqual(
+        { ...write, data: [...write.data] },
+        { kind: 'mmio', address: 0x8000n, isWrite: true, data: [0xef, 0xbe] },
+      );
 
       const read = runTo(vcpu, 'mmio');
       assert.equal(read.address, 0x8002n);
@@ -406,7 +426,13 @@ describe('real-mode guests', needsKvm, () => {
       const vcpu = t.realModeVcpu();
       const IA32_SYSENTER_CS = 0x174;
       const IA32_SYSENTER_ESP = 0x175;
-      assert.equal(vcpu.setMsrs([{ index: IA32_SYSENTER_CS, data: 0x10n }, { index: IA32_SYSENTER_ESP, data: 0xdead_beefn }]), 2);
+      assert.equal(
+        vcpu.setMsrs([
+          { index: IA32_SYSENTER_CS, data: 0x10n },
+          { index: IA32_SYSENTER_ESP, data: 0xdead_beefn },
+        ]),
+        2,
+      );
       assert.deepEqual(vcpu.getMsrs([IA32_SYSENTER_CS, IA32_SYSENTER_ESP]), [0x10n, 0xdead_beefn]);
       assert.deepEqual(vcpu.getMsrs([]), []);
       if (t.kvm.msrIndexList().includes(0xdeadbeef)) return;
@@ -454,7 +480,7 @@ describe('real-mode guests', needsKvm, () => {
       assert.equal(log.length, Math.ceil(PAGES / 8));
       const dirty: number[] = [];
       for (let page = 0; page < log.length * 8; page++) {
-        if (log[page >> 3]! & (1 << (page & 7))) dirty.push(page);
+        if (log[page >> 3] & (1 << (page & 7))) dirty.push(page);
       }
       assert.deepEqual(dirty, [3, 70, 99]);
       // Reading resets it.
@@ -519,7 +545,7 @@ describe('real-mode guests', needsKvm, () => {
         const exit = runTo(vcpu, 'io');
         if (exit.port === 0x11) break;
         assert.equal(exit.port, 0x500);
-        seen.push(exit.data[0]!);
+        seen.push(exit.data[0]);
       }
       assert.deepEqual(seen, [3], 'only the non-matching write exits to userspace');
       assert.equal(Number(native.eventfdRead(efd)), 2);
@@ -596,11 +622,7 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
       ]);
       t.vm.setIrqLine(1, true);
       t.vm.setIrqLine(1, false);
-      assertErrno(
-        () => t.vm.setGsiRouting([{ gsi: 2, kind: 'irqchip', irqchip: 99, pin: 0 }]),
-        'EINVAL',
-        /KVM_SET_GSI_ROUTING/,
-      );
+      assertErrno(() => t.vm.setGsiRouting([{ gsi: 2, kind: 'irqchip', irqchip: 99, pin: 0 }]), 'EINVAL', /KVM_SET_GSI_ROUTING/);
       t.vm.setGsiRouting([]);
     } finally {
       t.close();
@@ -623,7 +645,10 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
 
       if (t.vm.checkExtension(C.KVM_CAP_HYPERV_CPUID) > 0) {
         const hv = vcpu.supportedHvCpuid();
-        assert.ok(hv.some((e) => e.function === 0x4000_0000), 'no Hyper-V vendor leaf');
+        assert.ok(
+          hv.some((e) => e.function === 0x4000_0000),
+          'no Hyper-V vendor leaf',
+        );
       }
       if (t.vm.checkExtension(C.KVM_CAP_HYPERV_SYNIC) > 0) vcpu.enableCap(C.KVM_CAP_HYPERV_SYNIC);
       assertErrno(() => vcpu.enableCap(C.KVM_CAP_HYPERV_SYNIC, 0, [1n, 2n, 3n, 4n, 5n]), 'EINVAL');
@@ -729,7 +754,9 @@ describe('kick', needsKvm, () => {
       je spin
       out 0x12, al
       hlt`);
-    const releaseGuest = (): void => { mem[0x800] = 1; };
+    const releaseGuest = (): void => {
+      mem[0x800] = 1;
+    };
     native.installKickHandler();
     const vcpuFd = t.vm.createVcpu(0);
     const flag = new SharedArrayBuffer(4);
@@ -747,9 +774,20 @@ describe('kick', needsKvm, () => {
     const queue: KickMessage[] = [];
     let wake: (() => void) | undefined;
     let failure: Error | undefined;
-    worker.on('message', (m: KickMessage) => { queue.push(m); wake?.(); });
-    worker.on('error', (e) => { failure = e; wake?.(); });
-    const exited = new Promise<void>((resolve) => worker.on('exit', () => { wake?.(); resolve(); }));
+    worker.on('message', (m: KickMessage) => {
+      queue.push(m);
+      wake?.();
+    });
+    worker.on('error', (e) => {
+      failure = e;
+      wake?.();
+    });
+    const exited = new Promise<void>((resolve) =>
+      worker.on('exit', () => {
+        wake?.();
+        resolve();
+      }),
+    );
 
     async function next(kind: KickMessage['kind'], ms: number): Promise<KickMessage> {
       const deadline = Date.now() + ms;
@@ -765,7 +803,10 @@ describe('kick', needsKvm, () => {
         if (left <= 0) throw new Error(`no '${kind}' from the VCPU worker within ${ms} ms`);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, left);
-          wake = () => { clearTimeout(timer); resolve(); };
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
         });
         wake = undefined;
       }
@@ -799,7 +840,9 @@ describe('kick', needsKvm, () => {
       Atomics.store(new Int32Array(flag), 0, 1);
       Atomics.notify(new Int32Array(flag), 0);
       let stopped = false;
-      void exited.then(() => { stopped = true; });
+      void exited.then(() => {
+        stopped = true;
+      });
       for (let i = 0; i < 50 && !stopped; i++) {
         try {
           if (tid) native.kick(tid);

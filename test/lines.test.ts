@@ -15,7 +15,13 @@ import { MAX_PENDING_LOG_BYTES, stderrSink } from '../src/host/log.js';
 function linesOf(...chunks: (string | Buffer)[]): Promise<string[]> {
   const input = new PassThrough();
   const lines: string[] = [];
-  const ended = new Promise<string[]>((resolve) => forEachLine(input, (line) => void lines.push(line), () => resolve(lines)));
+  const ended = new Promise<string[]>((resolve) =>
+    forEachLine(
+      input,
+      (line) => void lines.push(line),
+      () => resolve(lines),
+    ),
+  );
   for (const chunk of chunks) input.write(chunk);
   input.end();
   return ended;
@@ -36,7 +42,10 @@ describe('forEachLine', () => {
     // In small chunks, so that the bound applies while the line is still open.
     const chunks = long.match(/.{1,1000}/gs)!;
     const lines = await linesOf(...chunks, '\nnext\n');
-    assert.deepEqual(lines.map((l) => l.length), [MAX_LINE_CHARS, MAX_LINE_CHARS, 7, 4]);
+    assert.deepEqual(
+      lines.map((l) => l.length),
+      [MAX_LINE_CHARS, MAX_LINE_CHARS, 7, 4],
+    );
     assert.equal(lines.slice(0, 3).join(''), long);
     assert.equal(lines[3], 'next');
   });
@@ -50,10 +59,14 @@ describe('forEachLine', () => {
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     const lines: string[] = [];
-    forEachLine(input, (line) => {
-      lines.push(line);
-      return lines.length === 1 ? held : undefined;
-    }, () => {});
+    forEachLine(
+      input,
+      (line) => {
+        lines.push(line);
+        return lines.length === 1 ? held : undefined;
+      },
+      () => {},
+    );
     input.write('first\nsecond\n');
     await tick();
     assert.deepEqual(lines, ['first', 'second'], 'the chunk under way is handed on whole');
@@ -69,7 +82,7 @@ describe('forEachLine', () => {
 });
 
 /** A stream that takes writes but completes none until drain() (a stderr nobody reads). */
-function stuckStream(): { stream: Writable; written: string[]; drain(): void } {
+function stuckStream(): { stream: Writable; written: string[]; drain: () => void } {
   const written: string[] = [];
   const callbacks: (() => void)[] = [];
   const stream = new Writable({
@@ -82,7 +95,7 @@ function stuckStream(): { stream: Writable; written: string[]; drain(): void } {
   return {
     stream,
     written,
-    drain() {
+    drain: () => {
       // Completing one write starts the next buffered one, which adds its callback here.
       while (callbacks.length > 0) callbacks.shift()!();
     },

@@ -19,14 +19,24 @@ const FLOOD = 8 * REQUESTS_PER_TURN;
 describe('main connections share the main thread', needsKvm, () => {
   test(`a request waits behind at most ${REQUESTS_PER_TURN} requests of a flooded connection`, async () => {
     // Unsandboxed: the plugin stops its parent, the host, while it fills both connections.
-    const result = await runPluginCli(testPlugin('connection-fairness'), { args: [String(FLOOD)], sandboxed: false, timeoutMs: 20_000 });
+    const result = await runPluginCli(testPlugin('connection-fairness'), {
+      args: [String(FLOOD)],
+      sandboxed: false,
+      timeoutMs: 20_000,
+    });
     assert.equal(result.code, 0, `plugvisor exited ${String(result.code)}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
     const got = JSON.parse(result.stdout.trim().split('\n').at(-1) ?? '') as { flood: number[]; probe: number };
-    assert.equal(got.probe, 0, 'the other connection\'s unreserve succeeded');
+    assert.equal(got.probe, 0, "the other connection's unreserve succeeded");
     const servedBefore = got.flood.findIndex((e) => e !== EPERM);
     assert.ok(servedBefore >= 0, `every one of the ${FLOOD} flooding requests was served before the other connection's`);
-    assert.deepEqual(got.flood.slice(servedBefore), Array(FLOOD - servedBefore).fill(0), 'every request after the unreserve succeeded');
-    assert.ok(servedBefore <= REQUESTS_PER_TURN,
-      `${servedBefore} requests of the flooded connection were served before the other connection's one (at most ${REQUESTS_PER_TURN} may be)`);
+    assert.deepEqual(
+      got.flood.slice(servedBefore),
+      Array(FLOOD - servedBefore).fill(0),
+      'every request after the unreserve succeeded',
+    );
+    assert.ok(
+      servedBefore <= REQUESTS_PER_TURN,
+      `${servedBefore} requests of the flooded connection were served before the other connection's one (at most ${REQUESTS_PER_TURN} may be)`,
+    );
   });
 });

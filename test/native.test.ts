@@ -120,11 +120,11 @@ test('layouts: every struct and field TypeScript names, and nothing else, each f
     const fields: readonly string[] = LAYOUT_FIELDS[name];
     assert.deepEqual(Object.keys(layout).sort(), [...fields, 'size'].sort(), name);
     assert.ok(Object.isFrozen(layout), name);
-    assert.ok(Number.isSafeInteger(layout['size']) && layout['size']! > 0, `${name}.size`);
+    assert.ok(Number.isSafeInteger(layout['size']) && layout['size'] > 0, `${name}.size`);
     // A flexible array member (entries, indices) starts at the very end.
     for (const field of fields) {
-      const offset = layout[field]!;
-      assert.ok(Number.isSafeInteger(offset) && offset >= 0 && offset <= layout['size']!, `${name}.${field} = ${offset}`);
+      const offset = layout[field];
+      assert.ok(Number.isSafeInteger(offset) && offset >= 0 && offset <= layout['size'], `${name}.${field} = ${offset}`);
     }
     const sizeofName = `SIZEOF_${name.toUpperCase()}` as keyof typeof C;
     if (sizeofName in C) assert.equal(layout['size'], C[sizeofName], `${name}.size and ${sizeofName}`);
@@ -132,19 +132,43 @@ test('layouts: every struct and field TypeScript names, and nothing else, each f
   // The constants that name the same fields agree.
   const L = native.layouts;
   assert.deepEqual(
-    [L.kvm_regs.rax, L.kvm_regs.rbx, L.kvm_regs.rcx, L.kvm_regs.rdx, L.kvm_regs.rsi, L.kvm_regs.rdi, L.kvm_regs.rsp,
-      L.kvm_regs.rbp, L.kvm_regs.rip, L.kvm_regs.rflags],
-    [C.KVM_REGS_RAX, C.KVM_REGS_RBX, C.KVM_REGS_RCX, C.KVM_REGS_RDX, C.KVM_REGS_RSI, C.KVM_REGS_RDI, C.KVM_REGS_RSP,
-      C.KVM_REGS_RBP, C.KVM_REGS_RIP, C.KVM_REGS_RFLAGS],
+    [
+      L.kvm_regs.rax,
+      L.kvm_regs.rbx,
+      L.kvm_regs.rcx,
+      L.kvm_regs.rdx,
+      L.kvm_regs.rsi,
+      L.kvm_regs.rdi,
+      L.kvm_regs.rsp,
+      L.kvm_regs.rbp,
+      L.kvm_regs.rip,
+      L.kvm_regs.rflags,
+    ],
+    [
+      C.KVM_REGS_RAX,
+      C.KVM_REGS_RBX,
+      C.KVM_REGS_RCX,
+      C.KVM_REGS_RDX,
+      C.KVM_REGS_RSI,
+      C.KVM_REGS_RDI,
+      C.KVM_REGS_RSP,
+      C.KVM_REGS_RBP,
+      C.KVM_REGS_RIP,
+      C.KVM_REGS_RFLAGS,
+    ],
   );
   assert.deepEqual(
     [L.kvm_sregs.cs, L.kvm_sregs.ds, L.kvm_sregs.es, L.kvm_sregs.ss, L.kvm_sregs.cr0, L.kvm_sregs.cr4, L.kvm_sregs.efer],
     [C.KVM_SREGS_CS, C.KVM_SREGS_DS, C.KVM_SREGS_ES, C.KVM_SREGS_SS, C.KVM_SREGS_CR0, C.KVM_SREGS_CR4, C.KVM_SREGS_EFER],
   );
-  assert.deepEqual([L.kvm_segment.base, L.kvm_segment.limit, L.kvm_segment.selector],
-    [C.KVM_SEGMENT_BASE, C.KVM_SEGMENT_LIMIT, C.KVM_SEGMENT_SELECTOR]);
-  assert.deepEqual([L.kvm_debugregs.db, L.kvm_debugregs.dr6, L.kvm_debugregs.dr7],
-    [C.KVM_DEBUGREGS_DB, C.KVM_DEBUGREGS_DR6, C.KVM_DEBUGREGS_DR7]);
+  assert.deepEqual(
+    [L.kvm_segment.base, L.kvm_segment.limit, L.kvm_segment.selector],
+    [C.KVM_SEGMENT_BASE, C.KVM_SEGMENT_LIMIT, C.KVM_SEGMENT_SELECTOR],
+  );
+  assert.deepEqual(
+    [L.kvm_debugregs.db, L.kvm_debugregs.dr6, L.kvm_debugregs.dr7],
+    [C.KVM_DEBUGREGS_DB, C.KVM_DEBUGREGS_DR6, C.KVM_DEBUGREGS_DR7],
+  );
 });
 
 test('layouts: the x86-64 layouts of <linux/kvm.h>, field by field', () => {
@@ -158,7 +182,14 @@ test('layouts: the x86-64 layouts of <linux/kvm.h>, field by field', () => {
     kvm_irq_level: { irq: 0, level: 4, size: 8 },
     kvm_irq_routing: { nr: 0, entries: 8, size: 8 },
     kvm_irq_routing_entry: {
-      gsi: 0, type: 4, irqchipIrqchip: 16, irqchipPin: 20, msiAddressLo: 16, msiAddressHi: 20, msiData: 24, size: 48,
+      gsi: 0,
+      type: 4,
+      irqchipIrqchip: 16,
+      irqchipPin: 20,
+      msiAddressLo: 16,
+      msiAddressHi: 20,
+      msiData: 24,
+      size: 48,
     },
     kvm_cpuid2: { nent: 0, entries: 8, size: 8 },
     kvm_cpuid_entry2: { function: 0, index: 4, flags: 8, eax: 12, ebx: 16, ecx: 20, edx: 24, size: 40 },
@@ -170,13 +201,40 @@ test('layouts: the x86-64 layouts of <linux/kvm.h>, field by field', () => {
     kvm_irqchip: { chipId: 0, chip: 8, size: 520 },
     kvm_pit_config: { flags: 0, size: 64 },
     kvm_segment: {
-      base: 0, limit: 8, selector: 12, type: 14, present: 15, dpl: 16, db: 17, s: 18, l: 19, g: 20, avl: 21, unusable: 22,
+      base: 0,
+      limit: 8,
+      selector: 12,
+      type: 14,
+      present: 15,
+      dpl: 16,
+      db: 17,
+      s: 18,
+      l: 19,
+      g: 20,
+      avl: 21,
+      unusable: 22,
       size: 24,
     },
     kvm_dtable: { base: 0, limit: 8, size: 16 },
     kvm_sregs: {
-      cs: 0, ds: 24, es: 48, fs: 72, gs: 96, ss: 120, tr: 144, ldt: 168, gdt: 192, idt: 208,
-      cr0: 224, cr2: 232, cr3: 240, cr4: 248, cr8: 256, efer: 264, apicBase: 272, size: 312,
+      cs: 0,
+      ds: 24,
+      es: 48,
+      fs: 72,
+      gs: 96,
+      ss: 120,
+      tr: 144,
+      ldt: 168,
+      gdt: 192,
+      idt: 208,
+      cr0: 224,
+      cr2: 232,
+      cr3: 240,
+      cr4: 248,
+      cr8: 256,
+      efer: 264,
+      apicBase: 272,
+      size: 312,
     },
     kvm_regs: { ...regs, size: 144 },
     kvm_debugregs: { db: 0, dr6: 32, dr7: 40, flags: 48, size: 128 },
@@ -196,13 +254,13 @@ test('errors carry errno, code and syscall', () => {
 
 test('bad arguments throw TypeErrors / RangeErrors', () => {
   const anyNative = native as unknown as Record<string, (...args: unknown[]) => unknown>;
-  assert.throws(() => anyNative.close!('3'), { name: 'TypeError', message: 'fd must be an integer' });
-  assert.throws(() => anyNative.close!(1.5), TypeError);
-  assert.throws(() => anyNative.close!(), TypeError);
-  assert.throws(() => anyNative.read!(0, 'abc', 0, 1), { name: 'TypeError', message: 'buf must be a Uint8Array' });
+  assert.throws(() => anyNative.close('3'), { name: 'TypeError', message: 'fd must be an integer' });
+  assert.throws(() => anyNative.close(1.5), TypeError);
+  assert.throws(() => anyNative.close(), TypeError);
+  assert.throws(() => anyNative.read(0, 'abc', 0, 1), { name: 'TypeError', message: 'buf must be a Uint8Array' });
   assert.throws(() => native.read(0, new Uint8Array(4), 2, 3), RangeError);
-  assert.throws(() => anyNative.ioctl!(0, 2 ** 33, 0), RangeError);
-  assert.throws(() => anyNative.createFdWatcher!(0, 'nope'), TypeError);
+  assert.throws(() => anyNative.ioctl(0, 2 ** 33, 0), RangeError);
+  assert.throws(() => anyNative.createFdWatcher(0, 'nope'), TypeError);
   assert.throws(() => native.arrayBufferAt(0n, 1), RangeError);
 });
 
@@ -223,7 +281,9 @@ test('ifreqIoctl: struct ifreq in and out, interface errors name the ioctl, bad 
     assert.match(e.message, /^ioctl SIOCGIFFLAGS: No such device$/);
     assert.throws(() => native.ifreqIoctl(efd, C.TUNGETIFF, '', data), /^Error: ioctl TUNGETIFF: /);
     assert.throws(() => native.ifreqIoctl(socket, C.SIOCGIFFLAGS, 'x'.repeat(16), data), { name: 'RangeError' });
-    assert.throws(() => native.ifreqIoctl(socket, C.SIOCGIFFLAGS, 'lo', new Uint8Array(C.SIZEOF_IFREQ_IFRU + 1)), { name: 'RangeError' });
+    assert.throws(() => native.ifreqIoctl(socket, C.SIOCGIFFLAGS, 'lo', new Uint8Array(C.SIZEOF_IFREQ_IFRU + 1)), {
+      name: 'RangeError',
+    });
   } finally {
     native.close(efd);
     native.close(socket);
@@ -256,7 +316,11 @@ test('pipe2, read, write and EAGAIN on a non-blocking pipe', () => {
     native.close(r);
     expectErrno(() => native.write(w, chunk, 0, 1), 'EPIPE', 32, 'write');
   } finally {
-    try { native.close(r); } catch { /* closed above */ }
+    try {
+      native.close(r);
+    } catch {
+      /* closed above */
+    }
     native.close(w);
   }
 });
@@ -292,7 +356,7 @@ test('seqpacket: sendmsg/recvmsg pass an eventfd that works on the other side', 
     assert.equal(msg.truncated, false);
     assert.deepEqual([...buf.subarray(0, 4)], [1, 2, 3, 4]);
     assert.equal(msg.fds.length, 1);
-    const theirs = msg.fds[0]!;
+    const theirs = msg.fds[0];
     assert.notEqual(theirs, efd);
     assert.ok(native.fcntl(theirs, C.F_GETFD, 0) & C.FD_CLOEXEC, 'received fds are close-on-exec');
     native.eventfdWrite(theirs, 42);
@@ -320,7 +384,11 @@ test('seqpacket: sendmsg/recvmsg pass an eventfd that works on the other side', 
     assert.deepEqual(native.recvmsg(b, buf, 4), { bytes: 0, fds: [], truncated: false });
   } finally {
     for (const fd of received) native.close(fd);
-    try { native.close(a); } catch { /* closed above */ }
+    try {
+      native.close(a);
+    } catch {
+      /* closed above */
+    }
     native.close(b);
     native.close(efd);
   }
@@ -409,13 +477,15 @@ test('fd watcher fires on readable on the main thread, then closes', async () =>
   const watcher = native.createFdWatcher(r, (revents) => {
     seen.push(revents);
     const buf = new Uint8Array(8);
-    while (native.read(r, buf, 0, 8) > 0) { /* drain */ }
+    while (native.read(r, buf, 0, 8) > 0) {
+      /* drain */
+    }
   });
   try {
     watcher.start(C.POLLIN);
     native.write(w, new Uint8Array([1]), 0, 1);
     await waitFor(() => seen.length > 0, 'the watcher callback');
-    assert.ok(seen[0]! & C.POLLIN);
+    assert.ok(seen[0] & C.POLLIN);
     watcher.stop();
     native.write(w, new Uint8Array([2]), 0, 1);
     assert.equal(native.poll(r, C.POLLIN, 1000), C.POLLIN);
@@ -459,7 +529,8 @@ test('fd watcher: an active watcher keeps the loop alive, a stopped one does not
   assert.equal(stopped.status, 0, stopped.stderr);
 
   // Stopped watchers that are dropped unclosed are reclaimed by GC without harm.
-  const dropped = runChild(`
+  const dropped = runChild(
+    `
     for (let i = 0; i < 50; i++) {
       const [r, w] = native.pipe2(C.O_CLOEXEC);
       const watcher = native.createFdWatcher(r, () => watcher.stop());
@@ -469,7 +540,9 @@ test('fd watcher: an active watcher keeps the loop alive, a stopped one does not
     }
     for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((res) => setImmediate(res)); }
     console.log('ok');
-  `, ['--expose-gc']);
+  `,
+    ['--expose-gc'],
+  );
   assert.equal(dropped.status, 0, dropped.stderr);
   assert.match(dropped.stdout, /ok/);
 });
@@ -521,7 +594,11 @@ test('kick: the handler sets immediate_exit in the target of the kicked thread',
     native.setKickTarget(0n);
     native.kick(native.gettid()); // no target: nothing happens
     assert.equal(view[C.KVM_RUN_IMMEDIATE_EXIT], 0);
-    assert.equal(view.reduce((a, b) => a + b, 0), 0, 'only immediate_exit is touched');
+    assert.equal(
+      view.reduce((a, b) => a + b, 0),
+      0,
+      'only immediate_exit is touched',
+    );
   } finally {
     native.setKickTarget(0n);
     native.munmap(page, C.PAGE_SIZE);

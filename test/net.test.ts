@@ -35,7 +35,13 @@ function assertArpCrossed(got: Reported<NetArpReport>, ip: string, netmask: stri
   assert.deepEqual(got.tapFeatures, { tap: true, noPi: true }, 'TUNGETFEATURES');
   assert.deepEqual(got.tapFlags, { tap: true, noPi: true }, 'TUNGETIFF');
   assert.equal(got.guestIpv4, guestIp);
-  assert.deepEqual(got.reply, { destinationMac: GUEST_MAC, senderMac: mac, senderIp: ip, targetMac: GUEST_MAC, targetIp: guestIp });
+  assert.deepEqual(got.reply, {
+    destinationMac: GUEST_MAC,
+    senderMac: mac,
+    senderIp: ip,
+    targetMac: GUEST_MAC,
+    targetIp: guestIp,
+  });
 }
 
 for (const sandboxed of SANDBOX_MODES) {
@@ -55,7 +61,9 @@ for (const sandboxed of SANDBOX_MODES) {
 
     test('--tap-name: an existing persistent tap with its own address; --mac gives it that MAC', async () => {
       const wrap = inNetnsAfter(persistentTap('pvtest0', '10.11.12.1/28'));
-      const got = reportOf<NetArpReport>(await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-name', 'pvtest0', '--mac', '02:11:22:33:44:55'], wrap }));
+      const got = reportOf<NetArpReport>(
+        await runPluginCli(PLUGIN, { sandboxed, flags: ['--tap-name', 'pvtest0', '--mac', '02:11:22:33:44:55'], wrap }),
+      );
       assertArpCrossed(got, '10.11.12.1', '255.255.255.240', '02:11:22:33:44:55', '10.11.12.2');
       assert.equal(got.tapName, 'pvtest0');
     });
@@ -77,7 +85,10 @@ describe('tap networking: what the plugin is told', needsTaps, () => {
   });
 
   test('a tap without an IPv4 address: the plugin gets EADDRNOTAVAIL, and plugvisor says why', async () => {
-    const r = await runPluginCli(PLUGIN, { flags: ['--tap-name', 'pvbare'], wrap: inNetnsAfter('ip tuntap add mode tap name pvbare') });
+    const r = await runPluginCli(PLUGIN, {
+      flags: ['--tap-name', 'pvbare'],
+      wrap: inNetnsAfter('ip tuntap add mode tap name pvbare'),
+    });
     assert.deepEqual(reportOf<NetArpErrorReport>(r), { error: 'EADDRNOTAVAIL' });
     assert.match(r.stderr, /warning: get_net_config: reading the configuration of --tap-name pvbare failed: ioctl SIOCGIFADDR/);
   });
@@ -86,7 +97,10 @@ describe('tap networking: what the plugin is told', needsTaps, () => {
     const wrap = inNetnsAfter(`${persistentTap('pvone', '10.1.0.1/24')} && ${persistentTap('pvtwo', '10.2.0.1/24')}`);
     const r = await runPluginCli(PLUGIN, { flags: ['--tap-name', 'pvone', '--tap-name', 'pvtwo'], wrap });
     assert.equal(reportOf<NetArpReport>(r).tapName, 'pvone');
-    assert.match(r.stderr, /warning: only the first tap device \(--tap-name pvone\) reaches the plugin.*--tap-name pvtwo stay unused/);
+    assert.match(
+      r.stderr,
+      /warning: only the first tap device \(--tap-name pvone\) reaches the plugin.*--tap-name pvtwo stay unused/,
+    );
   });
 });
 
@@ -97,37 +111,53 @@ async function assertSetupError(flags: string[], message: RegExp, wrap?: string[
   assert.equal(r.stdout, '', 'the plugin never ran');
   const lines = r.stderr.trim().split('\n');
   assert.equal(lines.length, 1, describeRun(r));
-  assert.match(lines[0]!, message);
+  assert.match(lines[0], message);
 }
 
 describe('tap networking: clear errors', needsTaps, () => {
   test('no /dev/net/tun', () =>
-    assertSetupError([...TAP_FLAGS], /^plugvisor: error: cannot create a tap device: \/dev\/net\/tun does not exist .*modprobe tun/,
+    assertSetupError(
+      [...TAP_FLAGS],
+      /^plugvisor: error: cannot create a tap device: \/dev\/net\/tun does not exist .*modprobe tun/,
       // A private mount namespace hides the device, and only there.
-      ['unshare', '--mount', '--net', '--', '/bin/sh', '-c', 'mount -t tmpfs none /dev/net && exec "$@"', 'sh']));
+      ['unshare', '--mount', '--net', '--', '/bin/sh', '-c', 'mount -t tmpfs none /dev/net && exec "$@"', 'sh'],
+    ));
 
   test('no CAP_NET_ADMIN', () =>
-    assertSetupError([...TAP_FLAGS], /^plugvisor: error: cannot create a tap device: creating one needs CAP_NET_ADMIN: .*--tap-name/,
-      ['unshare', '--net', '--', 'setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin', '--']));
+    assertSetupError(
+      [...TAP_FLAGS],
+      /^plugvisor: error: cannot create a tap device: creating one needs CAP_NET_ADMIN: .*--tap-name/,
+      ['unshare', '--net', '--', 'setpriv', '--bounding-set', '-net_admin', '--inh-caps', '-net_admin', '--'],
+    ));
 
   test('a tap name that does not exist', () =>
-    assertSetupError(['--tap-name', 'nosuchtap'], /^plugvisor: error: --tap-name nosuchtap: there is no network interface named nosuchtap here/, [...IN_NEW_NETNS]));
+    assertSetupError(
+      ['--tap-name', 'nosuchtap'],
+      /^plugvisor: error: --tap-name nosuchtap: there is no network interface named nosuchtap here/,
+      [...IN_NEW_NETNS],
+    ));
 
   test('a tap name that is not a tap', () =>
     assertSetupError(['--tap-name', 'lo'], /^plugvisor: error: --tap-name lo: lo is not a tap device$/, [...IN_NEW_NETNS]));
 
   test('a TUN device is not a tap', () =>
-    assertSetupError(['--tap-name', 'pvtun0'], /^plugvisor: error: --tap-name pvtun0: pvtun0 is not a tap device$/,
-      inNetnsAfter('ip tuntap add mode tun name pvtun0')));
+    assertSetupError(
+      ['--tap-name', 'pvtun0'],
+      /^plugvisor: error: --tap-name pvtun0: pvtun0 is not a tap device$/,
+      inNetnsAfter('ip tuntap add mode tun name pvtun0'),
+    ));
 
   test('an fd that is not a tap, and one that is not open', async () => {
-    await assertSetupError(['--tap-fd', '0'], /^plugvisor: error: --tap-fd 0: descriptor 0 is not a tap device \(ioctl TUNGETIFF: /);
+    await assertSetupError(
+      ['--tap-fd', '0'],
+      /^plugvisor: error: --tap-fd 0: descriptor 0 is not a tap device \(ioctl TUNGETIFF: /,
+    );
     await assertSetupError(['--tap-fd', '1000'], /^plugvisor: error: --tap-fd 1000: descriptor 1000 is not open in plugvisor$/);
   });
 });
 
 describe('planNetwork: the options as the library takes them', () => {
-  test('a tap to create, with the wire\'s numbers', () => {
+  test("a tap to create, with the wire's numbers", () => {
     const plan = planNetwork({ hostIp: HOST_IP, netmask: NETMASK, mac: HOST_MAC });
     assert.deepEqual(plan.create, { ip: 0x64735c05, netmask: 0xfffffffc });
     assert.deepEqual([...plan.mac!], [0xde, 0x21, 0xe8, 0x47, 0x6b, 0x6a]);
@@ -136,7 +166,10 @@ describe('planNetwork: the options as the library takes them', () => {
   });
 
   test('names and descriptors are checked too', () => {
-    assert.throws(() => planNetwork({ tapNames: ['a-name-longer-than-15'] }), /--tap-name 'a-name-longer-than-15' is not an interface name \(1 to 15 bytes/);
+    assert.throws(
+      () => planNetwork({ tapNames: ['a-name-longer-than-15'] }),
+      /--tap-name 'a-name-longer-than-15' is not an interface name \(1 to 15 bytes/,
+    );
     assert.throws(() => planNetwork({ tapNames: ['a/b'] }), /is not an interface name/);
     assert.throws(() => planNetwork({ tapNames: [''] }), /is not an interface name/);
     assert.throws(() => planNetwork({ tapFds: [-1] }), /--tap-fd '-1' is not a file descriptor number/);
@@ -154,7 +187,10 @@ describe('tap networking: bad options are refused before anything is made', () =
     [['--host-ip', '224.0.0.1', '--netmask', NETMASK], /--host-ip '224\.0\.0\.1' is a multicast address/],
     [['--host-ip', HOST_IP, '--netmask', '255.0.255.0'], /--netmask '255\.0\.255\.0' is not a netmask/],
     [['--host-ip', HOST_IP, '--netmask', NETMASK, '--mac', 'de:21:e8:47:6b'], /--mac 'de:21:e8:47:6b' is not a MAC address/],
-    [['--host-ip', HOST_IP, '--netmask', NETMASK, '--mac', '01:00:5e:00:00:01'], /--mac '01:00:5e:00:00:01' is a multicast address/],
+    [
+      ['--host-ip', HOST_IP, '--netmask', NETMASK, '--mac', '01:00:5e:00:00:01'],
+      /--mac '01:00:5e:00:00:01' is a multicast address/,
+    ],
     [['--host-ip', HOST_IP], /--host-ip needs --netmask/],
     [['--netmask', NETMASK], /--netmask needs --host-ip/],
     [['--mac', HOST_MAC], /--mac needs a tap device/],

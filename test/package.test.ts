@@ -41,7 +41,9 @@ const MODULE_RESOLUTIONS: Record<string, { module: string; moduleResolution: str
 };
 
 function devVersion(name: string): string {
-  return (JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+  return (
+    JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }
+  ).version;
 }
 
 let work: string;
@@ -52,7 +54,9 @@ let bareBin: string;
 function run(file: string, args: string[], options: { cwd: string; env?: NodeJS.ProcessEnv; check?: boolean }) {
   const r = spawnSync(file, args, { cwd: options.cwd, env: options.env ?? process.env, encoding: 'utf8', timeout: 300_000 });
   if (options.check !== false && r.status !== 0) {
-    throw new Error(`${file} ${args.join(' ')} (in ${options.cwd}) failed: ${r.error?.message ?? `exit ${r.status}`}\n${r.stdout}\n${r.stderr}`);
+    throw new Error(
+      `${file} ${args.join(' ')} (in ${options.cwd}) failed: ${r.error?.message ?? `exit ${r.status}`}\n${r.stdout}\n${r.stderr}`,
+    );
   }
   return r;
 }
@@ -87,16 +91,41 @@ after(() => {
 
 describe('the packed tarball', () => {
   test('holds the prebuilt native set, the library, the SDK, the docs and the sources for a build, and no tests', () => {
-    const files = new Set(execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).trim().split('\n').map((f) => f.replace(/^package\//, '')));
+    const files = new Set(
+      execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .map((f) => f.replace(/^package\//, '')),
+    );
     for (const file of [
-      'LICENSE', 'README.md', 'docs/protocol.md', 'docs/c-api.md',
-      'prebuilds/linux-x64/plugvisor.node', 'prebuilds/linux-x64/plugvisor-jail-exec', 'prebuilds/linux-x64/plugvisor-seccomp-compile',
-      'prebuilds/linux-x64/include/crosvm.h', 'prebuilds/linux-x64/lib/libcrosvm_plugin.so', 'prebuilds/linux-x64/lib/pkgconfig/crosvm_plugin.pc',
-      'dist/bundle/plugvisor.js', 'dist/bundle/plugvisor.js.map', 'dist/bundle/plugin.js', 'dist/bundle/plugin.js.map',
-      'dist/bundle/plugin.cjs', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/plugin/index.d.ts',
-      'binding.gyp', 'native/plugvisor.c', 'clients/c/Makefile', 'src/protocol/plugin.proto', 'src/sandbox/plugin-seccomp.policy',
-    ]) assert.ok(files.has(file), `${file} is not in the tarball`);
-    const stray = [...files].filter((f) => /^(test|bench|\.ci|dist\/test|dist\/bench)\/|\.test\.|clients\/c\/(tests|build)\//.test(f));
+      'LICENSE',
+      'README.md',
+      'docs/protocol.md',
+      'docs/c-api.md',
+      'prebuilds/linux-x64/plugvisor.node',
+      'prebuilds/linux-x64/plugvisor-jail-exec',
+      'prebuilds/linux-x64/plugvisor-seccomp-compile',
+      'prebuilds/linux-x64/include/crosvm.h',
+      'prebuilds/linux-x64/lib/libcrosvm_plugin.so',
+      'prebuilds/linux-x64/lib/pkgconfig/crosvm_plugin.pc',
+      'dist/bundle/plugvisor.js',
+      'dist/bundle/plugvisor.js.map',
+      'dist/bundle/plugin.js',
+      'dist/bundle/plugin.js.map',
+      'dist/bundle/plugin.cjs',
+      'dist/src/index.js',
+      'dist/src/index.d.ts',
+      'dist/src/plugin/index.d.ts',
+      'binding.gyp',
+      'native/plugvisor.c',
+      'clients/c/Makefile',
+      'src/protocol/plugin.proto',
+      'src/sandbox/plugin-seccomp.policy',
+    ])
+      assert.ok(files.has(file), `${file} is not in the tarball`);
+    const stray = [...files].filter((f) =>
+      /^(test|bench|\.ci|dist\/test|dist\/bench)\/|\.test\.|clients\/c\/(tests|build)\//.test(f),
+    );
     assert.deepEqual(stray, []);
   });
 
@@ -106,7 +135,9 @@ describe('the packed tarball', () => {
     execFileSync('tar', ['xzf', tarball, '-C', dir]);
     const prebuilt = path.join(dir, 'package/prebuilds/linux-x64');
     for (const file of ['plugvisor.node', 'plugvisor-jail-exec', 'plugvisor-seccomp-compile', 'lib/libcrosvm_plugin.so']) {
-      const needed = [...execFileSync('readelf', ['-d', path.join(prebuilt, file)], { encoding: 'utf8' }).matchAll(/\(NEEDED\).*\[(.+)\]/g)].map((m) => m[1]);
+      const needed = [
+        ...execFileSync('readelf', ['-d', path.join(prebuilt, file)], { encoding: 'utf8' }).matchAll(/\(NEEDED\).*\[(.+)\]/g),
+      ].map((m) => m[1]);
       assert.deepEqual(needed, ['libc.so.6'], file);
     }
     assert.doesNotMatch(fs.readFileSync(path.join(prebuilt, 'lib/pkgconfig/crosvm_plugin.pc'), 'utf8'), /Requires/);
@@ -149,7 +180,11 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
 
   const plugins: { name: string; file: () => string; stdout: string }[] = [
     { name: 'a JavaScript plugin (ESM)', file: () => path.join(project().dir, 'plugin.mjs'), stdout: 'esm: guest computed 9\n' },
-    { name: 'a JavaScript plugin (CommonJS)', file: () => path.join(project().dir, 'plugin.cjs'), stdout: 'cjs: guest computed 9\n' },
+    {
+      name: 'a JavaScript plugin (CommonJS)',
+      file: () => path.join(project().dir, 'plugin.cjs'),
+      stdout: 'cjs: guest computed 9\n',
+    },
     { name: 'a compiled TypeScript plugin', file: () => tsPlugin, stdout: 'ts: guest made a write of 42 at 0x2000\n' },
     { name: 'a C plugin built with `plugvisor c-flags`', file: () => cPlugin, stdout: '9\nguest computed 2 + 7 = 9\n' },
   ];
@@ -157,7 +192,9 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
     for (const sandboxed of SANDBOX_MODES) {
       test(`${plugin.name} runs ${modeName(sandboxed)}`, needsKvm, async () => {
         const { dir, env } = project();
-        const r = await runCommand(cli(dir), ['run', '--plugin', plugin.file(), ...(sandboxed ? [] : ['--disable-sandbox'])], { env });
+        const r = await runCommand(cli(dir), ['run', '--plugin', plugin.file(), ...(sandboxed ? [] : ['--disable-sandbox'])], {
+          env,
+        });
         assert.equal(r.code, 0, describeRun(r));
         assert.equal(r.stdout, plugin.stdout, describeRun(r));
       });
@@ -167,29 +204,51 @@ function pluginTests(project: () => { dir: string; env: NodeJS.ProcessEnv }): vo
   for (const sandboxed of SANDBOX_MODES) {
     test(`the library (runPlugin, from compiled TypeScript) runs a plugin ${modeName(sandboxed)}`, needsKvm, async () => {
       const { dir, env } = project();
-      const r = await runCommand(libraryUser, [path.join(dir, 'plugin.mjs'), sandboxed ? 'sandboxed' : 'unsandboxed'], { env, cwd: dir });
+      const r = await runCommand(libraryUser, [path.join(dir, 'plugin.mjs'), sandboxed ? 'sandboxed' : 'unsandboxed'], {
+        env,
+        cwd: dir,
+      });
       assert.equal(r.code, 0, describeRun(r));
       assert.equal(r.stdout, 'esm: guest computed 9\nlibrary: ok=true exitCode=0 plugin=exited\n', describeRun(r));
     });
   }
 
-  test("a jailed shell plugin runs sleep, ls and cat, then becomes the C plugin, with the README's --plugin-mount", needsKvm, async () => {
-    // The shell searches the PATH it inherits (through the jail): the user's, not the bare one of the install.
-    const { dir } = project();
-    const r = await runCommand(cli(dir), ['run', '--plugin', path.join(dir, 'tools.sh'), '--plugin-mount', '/usr:/usr', '--plugin-mount', `${dir}:${dir}`]);
-    assert.equal(r.code, 0, describeRun(r));
-    assert.equal(r.stdout, '/usr/bin\nfrom-cat\n9\nguest computed 2 + 7 = 9\n', describeRun(r));
-  });
+  test(
+    "a jailed shell plugin runs sleep, ls and cat, then becomes the C plugin, with the README's --plugin-mount",
+    needsKvm,
+    async () => {
+      // The shell searches the PATH it inherits (through the jail): the user's, not the bare one of the install.
+      const { dir } = project();
+      const r = await runCommand(cli(dir), [
+        'run',
+        '--plugin',
+        path.join(dir, 'tools.sh'),
+        '--plugin-mount',
+        '/usr:/usr',
+        '--plugin-mount',
+        `${dir}:${dir}`,
+      ]);
+      assert.equal(r.code, 0, describeRun(r));
+      assert.equal(r.stdout, '/usr/bin\nfrom-cat\n9\nguest computed 2 + 7 = 9\n', describeRun(r));
+    },
+  );
 
-  test('pkg-config finds the C library through `plugvisor pkg-config-path`', { skip: findOnPath('pkg-config') === undefined && 'no pkg-config' }, () => {
-    const { dir, env } = project();
-    const pcDir = run(cli(dir), ['pkg-config-path'], { cwd: dir, env }).stdout.trim();
-    const flags = run('pkg-config', ['--cflags', '--libs', 'crosvm_plugin'], { cwd: dir, env: { ...process.env, PKG_CONFIG_PATH: pcDir } }).stdout;
-    const prefix = path.dirname(path.dirname(pcDir));
-    assert.ok(fs.existsSync(path.join(prefix, 'include/crosvm.h')));
-    assert.match(flags, /-lcrosvm_plugin/);
-    assert.ok(flags.includes(`-L${pcDir}/../../lib`) || flags.includes(`-L${prefix}/lib`), flags);
-  });
+  test(
+    'pkg-config finds the C library through `plugvisor pkg-config-path`',
+    { skip: findOnPath('pkg-config') === undefined && 'no pkg-config' },
+    () => {
+      const { dir, env } = project();
+      const pcDir = run(cli(dir), ['pkg-config-path'], { cwd: dir, env }).stdout.trim();
+      const flags = run('pkg-config', ['--cflags', '--libs', 'crosvm_plugin'], {
+        cwd: dir,
+        env: { ...process.env, PKG_CONFIG_PATH: pcDir },
+      }).stdout;
+      const prefix = path.dirname(path.dirname(pcDir));
+      assert.ok(fs.existsSync(path.join(prefix, 'include/crosvm.h')));
+      assert.match(flags, /-lcrosvm_plugin/);
+      assert.ok(flags.includes(`-L${pcDir}/../../lib`) || flags.includes(`-L${prefix}/lib`), flags);
+    },
+  );
 }
 
 /**
@@ -201,10 +260,13 @@ let compiledTypeScript: string | undefined;
 function compileTypeScript(dir: string, env: NodeJS.ProcessEnv): string {
   const out = path.join(dir, 'out');
   if (compiledTypeScript === undefined) {
-    fs.writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({
-      compilerOptions: { ...typeCheckOptions('nodenext'), outDir: 'out' },
-      files: TYPESCRIPT_FILES,
-    }));
+    fs.writeFileSync(
+      path.join(dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: { ...typeCheckOptions('nodenext'), outDir: 'out' },
+        files: TYPESCRIPT_FILES,
+      }),
+    );
     run(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.json'], { cwd: dir, env });
     compiledTypeScript = out;
   } else {
@@ -241,7 +303,8 @@ describe('installed with its prebuilt binaries, with no compiler on PATH', () =>
 
   test('`plugvisor --version` prints the version', () => {
     const r = run(path.join(dir, 'node_modules/.bin/plugvisor'), ['--version'], { cwd: dir, env: env() });
-    assert.equal(r.stdout, `${JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')).version}\n`);
+    const { version } = JSON.parse(fs.readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+    assert.equal(r.stdout, `${version}\n`);
   });
 
   pluginCases(() => ({ dir, env: env() }));
@@ -249,15 +312,25 @@ describe('installed with its prebuilt binaries, with no compiler on PATH', () =>
   test(`a TypeScript plugin and a library user type-check with moduleResolution ${Object.keys(MODULE_RESOLUTIONS).join(', ')}`, async () => {
     const checks = Object.keys(MODULE_RESOLUTIONS).map(async (resolution) => {
       const config = `tsconfig.${resolution}.json`;
-      fs.writeFileSync(path.join(dir, config), JSON.stringify({
-        compilerOptions: { ...typeCheckOptions(resolution), noEmit: true },
-        files: TYPESCRIPT_FILES,
-      }));
-      const r = await runCommand(process.execPath, ['node_modules/typescript/bin/tsc', '-p', config], { cwd: dir, env: env(), timeoutMs: 120_000 });
+      fs.writeFileSync(
+        path.join(dir, config),
+        JSON.stringify({
+          compilerOptions: { ...typeCheckOptions(resolution), noEmit: true },
+          files: TYPESCRIPT_FILES,
+        }),
+      );
+      const r = await runCommand(process.execPath, ['node_modules/typescript/bin/tsc', '-p', config], {
+        cwd: dir,
+        env: env(),
+        timeoutMs: 120_000,
+      });
       return `${resolution}: exit ${r.code}\n${r.stdout}${r.stderr}`;
     });
     const results = await Promise.all(checks);
-    assert.deepEqual(results.filter((r) => !/^\w+: exit 0\n$/.test(r)), []);
+    assert.deepEqual(
+      results.filter((r) => !/^\w+: exit 0\n$/.test(r)),
+      [],
+    );
   });
 });
 
@@ -281,20 +354,32 @@ describe('installed without prebuilt binaries: built from source', () => {
     for (const args of [['run', '--plugin', path.join(dir, 'plugin.mjs')], ['c-flags']]) {
       const r = run(bin, args, { cwd: dir, check: false });
       assert.equal(r.status, 1);
-      assert.match(r.stderr, /^plugvisor: error: plugvisor's native addon is not built for linux-x64 .*`npm rebuild plugvisor`.*build-essential.*libseccomp-dev\)\n$/);
+      assert.match(
+        r.stderr,
+        /^plugvisor: error: plugvisor's native addon is not built for linux-x64 .*`npm rebuild plugvisor`.*build-essential.*libseccomp-dev\)\n$/,
+      );
     }
   });
 
   test('without a compiler the build fails with one line saying which packages to install', () => {
     const r = run('npm', ['rebuild', 'plugvisor'], { cwd: dir, env: { ...process.env, PATH: bareBin }, check: false });
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /^(npm error )?plugvisor: no prebuilt native parts work on this machine \(linux-x64\) and building them from source failed \(missing: build-essential python3 protobuf-c-compiler\); on Debian\/Ubuntu install build-essential python3 protobuf-c-compiler libprotobuf-c-dev libseccomp-dev .*`npm rebuild plugvisor`$/m);
+    assert.match(
+      r.stderr,
+      /^(npm error )?plugvisor: no prebuilt native parts work on this machine \(linux-x64\) and building them from source failed \(missing: build-essential python3 protobuf-c-compiler\); on Debian\/Ubuntu install build-essential python3 protobuf-c-compiler libprotobuf-c-dev libseccomp-dev .*`npm rebuild plugvisor`$/m,
+    );
   });
 
   test('`npm rebuild plugvisor` builds every native part from source', () => {
     run('npm', ['rebuild', 'plugvisor'], { cwd: dir });
     const built = path.join(dir, 'node_modules/plugvisor/build/Release');
-    for (const file of ['plugvisor.node', 'plugvisor-jail-exec', 'plugvisor-seccomp-compile', 'include/crosvm.h', 'lib/libcrosvm_plugin.so']) {
+    for (const file of [
+      'plugvisor.node',
+      'plugvisor-jail-exec',
+      'plugvisor-seccomp-compile',
+      'include/crosvm.h',
+      'lib/libcrosvm_plugin.so',
+    ]) {
       assert.ok(fs.existsSync(path.join(built, file)), `${file} was not built`);
     }
   });

@@ -75,7 +75,12 @@ function nothingPending(fd: number): boolean {
 }
 
 const waitInit = (): VcpuResponse => ({ errnoValue: 0, message: { $case: 'wait', wait: { exit: { $case: 'init', init: {} } } } });
-function waitIo(address: bigint, isWrite: boolean, data: number[], extra: Partial<{ noResume: boolean; regs: Uint8Array }> = {}): VcpuResponse {
+function waitIo(
+  address: bigint,
+  isWrite: boolean,
+  data: number[],
+  extra: Partial<{ noResume: boolean; regs: Uint8Array }> = {},
+): VcpuResponse {
   return {
     errnoValue: 0,
     message: {
@@ -84,15 +89,24 @@ function waitIo(address: bigint, isWrite: boolean, data: number[], extra: Partia
         exit: {
           $case: 'io',
           io: {
-            space: AddressSpace.IOPORT, address, isWrite, noResume: extra.noResume ?? false, data: Buffer.from(data),
-            regs: Buffer.from(extra.regs ?? []), sregs: Buffer.alloc(0), debugregs: Buffer.alloc(0),
+            space: AddressSpace.IOPORT,
+            address,
+            isWrite,
+            noResume: extra.noResume ?? false,
+            data: Buffer.from(data),
+            regs: Buffer.from(extra.regs ?? []),
+            sregs: Buffer.alloc(0),
+            debugregs: Buffer.alloc(0),
           },
         },
       },
     },
   };
 }
-const stateAnswer = (bytes: Uint8Array): VcpuResponse => ({ errnoValue: 0, message: { $case: 'getState', getState: { state: Buffer.from(bytes) } } });
+const stateAnswer = (bytes: Uint8Array): VcpuResponse => ({
+  errnoValue: 0,
+  message: { $case: 'getState', getState: { state: Buffer.from(bytes) } },
+});
 
 // ---------------------------------------------------------------------------
 
@@ -102,7 +116,7 @@ describe('object ids', () => {
     for (let i = 0; i < 1000; i++) ids.add(allocateObjectId());
     assert.equal(ids.size, 1000);
     const [first] = ids;
-    releaseObjectId(first!);
+    releaseObjectId(first);
     assert.equal(allocateObjectId(), first);
     for (const id of ids) assert.ok(id >= 0 && id <= 0xffffffff);
   });
@@ -116,11 +130,12 @@ describe('object ids', () => {
         for (let i = 0; i < 500; i++) ids.push(m.allocateObjectId());
         parentPort.postMessage(ids);
       });`;
-    const runWorker = () => new Promise<number[]>((resolve, reject) => {
-      const w = new Worker(code, { eval: true });
-      w.once('message', resolve);
-      w.once('error', reject);
-    });
+    const runWorker = () =>
+      new Promise<number[]>((resolve, reject) => {
+        const w = new Worker(code, { eval: true });
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
     const lists = await Promise.all([runWorker(), runWorker(), runWorker()]);
     const mine = Array.from({ length: 500 }, () => allocateObjectId());
     const all = new Set([...mine, ...lists.flat()]);
@@ -140,10 +155,12 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       assert.equal(resume?.$case, 'resume');
 
       // Two async-write notifications and a normal read, in a single write.
-      hostSends(f.toPlugin,
+      hostSends(
+        f.toPlugin,
         waitIo(0x80n, true, [0x11], { noResume: true }),
         waitIo(0x80n, true, [0x22], { noResume: true }),
-        waitIo(0x60n, false, [0, 0]));
+        waitIo(0x60n, false, [0, 0]),
+      );
       const a = f.vcpu.wait();
       assert.ok(a.kind === 'io' && a.noResume && a.data[0] === 0x11);
       f.vcpu.resume(); // no-op for noResume
@@ -173,7 +190,10 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       f.vcpu.resume();
       hostReceives(f.fromPlugin);
       // Asking right after resume is refused: the host might read both at once.
-      assert.throws(() => f.vcpu.getState(VcpuRequest_StateSet.FPU), (e: unknown) => e instanceof PluginError && e.code === 'EBUSY');
+      assert.throws(
+        () => f.vcpu.getState(VcpuRequest_StateSet.FPU),
+        (e: unknown) => e instanceof PluginError && e.code === 'EBUSY',
+      );
       assert.ok(nothingPending(f.fromPlugin));
       // The VCPU runs and reports an async write; the plugin then asks for the
       // FPU state: the answer comes at the next stop, after two more waits.
@@ -181,10 +201,7 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       const running = f.vcpu.wait();
       assert.ok(running.kind === 'io' && running.noResume);
       const fpu = new Uint8Array(C.SIZEOF_KVM_FPU).fill(5);
-      hostSends(f.toPlugin,
-        waitIo(0x90n, true, [1], { noResume: true }),
-        waitIo(0x91n, false, [0]),
-        stateAnswer(fpu));
+      hostSends(f.toPlugin, waitIo(0x90n, true, [1], { noResume: true }), waitIo(0x91n, false, [0]), stateAnswer(fpu));
       const got = f.vcpu.getState(VcpuRequest_StateSet.FPU);
       assert.deepEqual([...got], [...fpu]);
       const asked = hostReceives(f.fromPlugin).message;
@@ -203,12 +220,21 @@ describe('VCPU conversation (fake host on real pipes)', () => {
     const f = fakeVcpu();
     try {
       hostSends(f.toPlugin, { errnoValue: 71, message: { $case: 'getState', getState: { state: Buffer.alloc(0) } } });
-      assert.throws(() => f.vcpu.getState(VcpuRequest_StateSet.FPU),
-        (e: unknown) => e instanceof PluginError && e.errno === 71 && e.code === 'EPROTO' && e.request === 'get_state'
-          && e.message === 'get_state failed: EPROTO (Protocol error)');
+      assert.throws(
+        () => f.vcpu.getState(VcpuRequest_StateSet.FPU),
+        (e: unknown) =>
+          e instanceof PluginError &&
+          e.errno === 71 &&
+          e.code === 'EPROTO' &&
+          e.request === 'get_state' &&
+          e.message === 'get_state failed: EPROTO (Protocol error)',
+      );
       hostReceives(f.fromPlugin);
       hostSends(f.toPlugin, { errnoValue: 0, message: { $case: 'setMsrs', setMsrs: {} } });
-      assert.throws(() => f.vcpu.getMsrs([0x10]), (e: unknown) => e instanceof PluginError && e.transport && e.code === 'EPROTO');
+      assert.throws(
+        () => f.vcpu.getMsrs([0x10]),
+        (e: unknown) => e instanceof PluginError && e.transport && e.code === 'EPROTO',
+      );
     } finally {
       f.close();
     }
@@ -237,7 +263,10 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       mine.rip = 0xdeadn; // the SDK kept a copy
       assert.ok(nothingPending(f.fromPlugin));
       assert.equal(new RegsView(f.vcpu.getRegs()).rip, 0x1000n);
-      assert.throws(() => f.vcpu.setRegs(new Uint8Array(3)), (e: unknown) => e instanceof PluginError && e.code === 'EINVAL');
+      assert.throws(
+        () => f.vcpu.setRegs(new Uint8Array(3)),
+        (e: unknown) => e instanceof PluginError && e.code === 'EINVAL',
+      );
       f.vcpu.resume();
       const resume = hostReceives(f.fromPlugin).message;
       assert.ok(resume?.$case === 'resume');
@@ -265,8 +294,10 @@ describe('VCPU conversation (fake host on real pipes)', () => {
   test('hypercall result travels as 8 little-endian bytes; paused events carry user', () => {
     const f = fakeVcpu();
     try {
-      hostSends(f.toPlugin,
-        { errnoValue: 0, message: { $case: 'wait', wait: { exit: { $case: 'hypervCall', hypervCall: { input: 5n, params0: 6n, params1: 7n } } } } });
+      hostSends(f.toPlugin, {
+        errnoValue: 0,
+        message: { $case: 'wait', wait: { exit: { $case: 'hypervCall', hypervCall: { input: 5n, params0: 6n, params1: 7n } } } },
+      });
       const ev = f.vcpu.wait();
       hostReceives(f.fromPlugin);
       assert.ok(ev.kind === 'hypervCall');
@@ -276,7 +307,10 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       const r = hostReceives(f.fromPlugin).message;
       assert.ok(r?.$case === 'resume');
       assert.deepEqual([...r.resume.data], [8, 7, 6, 5, 4, 3, 2, 1]);
-      hostSends(f.toPlugin, { errnoValue: 0, message: { $case: 'wait', wait: { exit: { $case: 'user', user: { user: 99n } } } } });
+      hostSends(f.toPlugin, {
+        errnoValue: 0,
+        message: { $case: 'wait', wait: { exit: { $case: 'user', user: { user: 99n } } } },
+      });
       assert.deepEqual(f.vcpu.wait(), { kind: 'paused', user: 99n });
       assert.throws(() => f.vcpu.wait(), /resume\(\) first/);
     } finally {
@@ -288,7 +322,10 @@ describe('VCPU conversation (fake host on real pipes)', () => {
     const f = fakeVcpu();
     native.close(f.toPlugin);
     try {
-      assert.throws(() => f.vcpu.wait(), (e: unknown) => e instanceof PluginError && e.transport && /closed the VCPU pipe/.test(e.message));
+      assert.throws(
+        () => f.vcpu.wait(),
+        (e: unknown) => e instanceof PluginError && e.transport && /closed the VCPU pipe/.test(e.message),
+      );
     } finally {
       f.vcpu.close();
       native.close(f.fromPlugin);
@@ -318,13 +355,20 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
       conn.reserveRange(AddressSpace.IOPORT, 0x3f8n, 1n, { asyncWrite: true });
       const { request } = received(host);
       assert.deepEqual(request.message, {
-        $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start: 0x3f8n, length: 1n, asyncWrite: true },
+        $case: 'reserveRange',
+        reserveRange: { space: AddressSpace.IOPORT, start: 0x3f8n, length: 1n, asyncWrite: true },
       });
 
       answer(host, { errnoValue: 1, message: { $case: 'reserveRange', reserveRange: {} } });
-      assert.throws(() => conn.reserveRange(AddressSpace.MMIO, 0n, 0x10n), (e: unknown) =>
-        e instanceof PluginError && e.errno === 1 && e.code === 'EPERM' && !e.transport
-        && e.message === 'reserve_range failed: EPERM (Operation not permitted)');
+      assert.throws(
+        () => conn.reserveRange(AddressSpace.MMIO, 0n, 0x10n),
+        (e: unknown) =>
+          e instanceof PluginError &&
+          e.errno === 1 &&
+          e.code === 'EPERM' &&
+          !e.transport &&
+          e.message === 'reserve_range failed: EPERM (Operation not permitted)',
+      );
       received(host);
 
       // The raw request never throws on errno.
@@ -368,7 +412,10 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
 
       // A missing fd on an answer that needs one is a protocol error.
       answer(host, { errnoValue: 0, message: { $case: 'newConnection', newConnection: {} } });
-      assert.throws(() => conn.newConnection(), (e: unknown) => e instanceof PluginError && e.code === 'EPROTO');
+      assert.throws(
+        () => conn.newConnection(),
+        (e: unknown) => e instanceof PluginError && e.code === 'EPROTO',
+      );
       received(host);
     } finally {
       native.close(efd);
@@ -387,11 +434,14 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
       assert.equal(vcpus.length, 1);
       assert.equal(conn.getVcpus(), vcpus);
       assert.equal(conn.getVcpu(0).id, 0);
-      assert.throws(() => conn.getVcpu(1), (e: unknown) => e instanceof PluginError && e.code === 'ENOENT');
+      assert.throws(
+        () => conn.getVcpu(1),
+        (e: unknown) => e instanceof PluginError && e.code === 'ENOENT',
+      );
       received(host);
       // The VCPU writes its first wait on the request pipe (w1's copy).
       hostSends(w2, waitInit());
-      assert.equal(vcpus[0]!.wait().kind, 'init');
+      assert.equal(vcpus[0].wait().kind, 'init');
       assert.equal(hostReceives(r1).message?.$case, 'wait');
     } finally {
       conn.close();
@@ -400,7 +450,7 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
     }
   });
 
-  test('threadPerVcpu: VCPU reads spin (non-blocking fds) only with fewer VCPUs than cores, as the host\'s', () => {
+  test("threadPerVcpu: VCPU reads spin (non-blocking fds) only with fewer VCPUs than cores, as the host's", () => {
     // A VCPU that spins reads its response pipe non-blocking (PipeReader);
     // one that sleeps in read(2), as crosvm, keeps it blocking.
     const cores = availableParallelism();
@@ -410,11 +460,15 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
       const pipes = Array.from({ length: count }, () => [...native.pipe2(C.O_CLOEXEC), ...native.pipe2(C.O_CLOEXEC)]);
       try {
         // Per VCPU: the request pipe's write end, then the response pipe's read end.
-        answer(host, { errnoValue: 0, message: { $case: 'getVcpus', getVcpus: {} } }, pipes.flatMap(([, w1, r2]) => [w1!, r2!]));
+        answer(
+          host,
+          { errnoValue: 0, message: { $case: 'getVcpus', getVcpus: {} } },
+          pipes.flatMap(([, w1, r2]) => [w1, r2]),
+        );
         assert.equal(conn.getVcpus(options).length, count);
         received(host);
         // O_NONBLOCK belongs to the open file, which the plugin's copy shares with r2.
-        return pipes.map(([, , r2]) => (native.fcntl(r2!, C.F_GETFL, 0) & C.O_NONBLOCK) !== 0);
+        return pipes.map(([, , r2]) => (native.fcntl(r2, C.F_GETFL, 0) & C.O_NONBLOCK) !== 0);
       } finally {
         conn.close();
         for (const fd of pipes.flat()) native.close(fd);
@@ -422,16 +476,24 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
       }
     };
     assert.deepEqual(spins(cores), Array(cores).fill(on), 'one thread serving every VCPU spins');
-    assert.deepEqual(spins(cores, { threadPerVcpu: true }), Array(cores).fill(false), 'a thread per VCPU, as many as cores: no spin');
-    if (cores > 1) assert.deepEqual(spins(cores - 1, { threadPerVcpu: true }), Array(cores - 1).fill(on), 'fewer VCPUs than cores: spin');
+    assert.deepEqual(
+      spins(cores, { threadPerVcpu: true }),
+      Array(cores).fill(false),
+      'a thread per VCPU, as many as cores: no spin',
+    );
+    if (cores > 1)
+      assert.deepEqual(spins(cores - 1, { threadPerVcpu: true }), Array(cores - 1).fill(on), 'fewer VCPUs than cores: spin');
   });
 
   test('a host that hung up gives a clear transport error', () => {
     const { conn, host } = pair();
     native.close(host);
     try {
-      assert.throws(() => conn.start(), (e: unknown) =>
-        e instanceof PluginError && e.transport && e.request === 'start' && /hung up|closed the connection/.test(e.message));
+      assert.throws(
+        () => conn.start(),
+        (e: unknown) =>
+          e instanceof PluginError && e.transport && e.request === 'start' && /hung up|closed the connection/.test(e.message),
+      );
     } finally {
       conn.close();
     }
@@ -441,11 +503,20 @@ describe('main connection (fake host on a real seqpacket pair)', () => {
     const saved = process.env['CROSVM_SOCKET'];
     try {
       delete process.env['CROSVM_SOCKET'];
-      assert.throws(() => Connection.connect(), (e: unknown) => e instanceof PluginError && e.code === 'ENOTCONN' && /CROSVM_SOCKET/.test(e.message));
+      assert.throws(
+        () => Connection.connect(),
+        (e: unknown) => e instanceof PluginError && e.code === 'ENOTCONN' && /CROSVM_SOCKET/.test(e.message),
+      );
       process.env['CROSVM_SOCKET'] = 'five';
-      assert.throws(() => Connection.connect(), (e: unknown) => e instanceof PluginError && e.code === 'EINVAL');
+      assert.throws(
+        () => Connection.connect(),
+        (e: unknown) => e instanceof PluginError && e.code === 'EINVAL',
+      );
       process.env['CROSVM_SOCKET'] = '-3';
-      assert.throws(() => Connection.connect(), (e: unknown) => e instanceof PluginError && e.code === 'EINVAL');
+      assert.throws(
+        () => Connection.connect(),
+        (e: unknown) => e instanceof PluginError && e.code === 'EINVAL',
+      );
     } finally {
       if (saved === undefined) delete process.env['CROSVM_SOCKET'];
       else process.env['CROSVM_SOCKET'] = saved;

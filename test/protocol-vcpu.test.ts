@@ -35,14 +35,16 @@ for (const sandboxed of SANDBOX_MODES) {
       assert.equal(guest['rbx'], hex(0x5e7_0001));
       // Special registers via the resume: the guest reads CR4.OSFXSR.
       assert.equal(guest['cr4'], r.cr4Set);
-      assert.equal(BigInt(guest['cr4']!) & 0x200n, 0x200n);
+      assert.equal(BigInt(guest['cr4']) & 0x200n, 0x200n);
       // Debug registers via set_state(DEBUGREGS): the guest runs mov eax, dr0 / dr3.
       assert.deepEqual(r.setDebugregs, { errno: 0, member: 'setState' });
       assert.equal(guest['dr0'], hex(0x1234_5678));
       assert.equal(guest['dr3'], hex(0x9abc_def0));
       // set_cpuid: the guest's cpuid(0x40000000) returns the plugin's values.
-      assert.deepEqual([guest['cpuidEax'], guest['cpuidEbx'], guest['cpuidEcx'], guest['cpuidEdx']],
-        [hex(0x4000_0001), hex(0x6775_6c50), hex(0x7369_7672), hex(0x2020_726f)]);
+      assert.deepEqual(
+        [guest['cpuidEax'], guest['cpuidEbx'], guest['cpuidEcx'], guest['cpuidEdx']],
+        [hex(0x4000_0001), hex(0x6775_6c50), hex(0x7369_7672), hex(0x2020_726f)],
+      );
       // set_msrs: the guest's rdmsr sees them; get_msrs answers in request order.
       assert.equal(guest['sysenterCs'], hex(0xbeef));
       assert.equal(guest['starLow'], hex(0xc0ff_ee00));
@@ -122,14 +124,27 @@ for (const sandboxed of SANDBOX_MODES) {
     test('VCPUs in the mask stop with the user value, see a register change on resume; the others keep running', async () => {
       const r = await runReport<VcpuPauseReport>('vcpu-pause', { sandboxed, cpus: 3 });
       const user = hex(0xfeed_0000_0000_beefn);
-      assert.deepEqual(r.paused, [{ vcpu: 0, user }, { vcpu: 2, user }]);
-      assert.equal(r.stillFrozen, true, `paused VCPUs kept counting: ${JSON.stringify(r.frozenCounters)} → ${JSON.stringify(r.afterWait)}`);
+      assert.deepEqual(r.paused, [
+        { vcpu: 0, user },
+        { vcpu: 2, user },
+      ]);
+      assert.equal(
+        r.stillFrozen,
+        true,
+        `paused VCPUs kept counting: ${JSON.stringify(r.frozenCounters)} → ${JSON.stringify(r.afterWait)}`,
+      );
       for (const n of r.frozenCounters) assert.ok(n > 0, 'the VCPU was spinning before the pause');
-      assert.deepEqual(r.reports, [{ vcpu: 0, rax: hex(0xa000) }, { vcpu: 2, rax: hex(0xa002) }]);
+      assert.deepEqual(r.reports, [
+        { vcpu: 0, rax: hex(0xa000) },
+        { vcpu: 2, rax: hex(0xa002) },
+      ]);
       const v1 = r.vcpu1;
       assert.ok(v1.notifications > 0);
       assert.equal(v1.ordered, true);
-      assert.ok(BigInt(v1.lastCount) >= BigInt(v1.target), 'VCPU 1 reported progress up to its count after the pause, never paused');
+      assert.ok(
+        BigInt(v1.lastCount) >= BigInt(v1.target),
+        'VCPU 1 reported progress up to its count after the pause, never paused',
+      );
     });
   });
 
@@ -138,7 +153,16 @@ for (const sandboxed of SANDBOX_MODES) {
       const r = await runReport<VcpuHintsReport>('vcpu-hints', { sandboxed });
       assert.deepEqual(r.events, [
         // rax matches the detail: regs, sregs and debugregs, with the VCPU's values.
-        { address: '0x600', isWrite: true, regs: true, sregs: true, debugregs: true, rax: '0x1111', dr0: '0xd0d0', cr0: '0x60000010' },
+        {
+          address: '0x600',
+          isWrite: true,
+          regs: true,
+          sregs: true,
+          debugregs: true,
+          rax: '0x1111',
+          dr0: '0xd0d0',
+          cr0: '0x60000010',
+        },
         // The detail does not match: regs only.
         { address: '0x600', isWrite: true, regs: true, sregs: false, debugregs: false, rax: '0x2222' },
         // A read (the hint is on writes), another port, another space: nothing.
@@ -157,7 +181,10 @@ for (const sandboxed of SANDBOX_MODES) {
     test('1000 writes arrive in order as no_resume notifications without a resume; a read sees zeros without a stop', async () => {
       const r = await runReport<VcpuAsyncReport>('vcpu-async', { sandboxed });
       assert.equal(r.values.length, 1000);
-      assert.deepEqual(r.values, Array.from({ length: 1000 }, (_, i) => (i + 1) ^ 0x5a00));
+      assert.deepEqual(
+        r.values,
+        Array.from({ length: 1000 }, (_, i) => (i + 1) ^ 0x5a00),
+      );
       assert.equal(r.allNoResume, true);
       assert.equal(r.allWrites, true);
       assert.deepEqual(r.sizes, [2]);
@@ -186,9 +213,14 @@ for (const sandboxed of SANDBOX_MODES) {
         // Nothing for the unreserved port 0x900 nor the unreserved MMIO at 0x20000.
       ]);
       assert.deepEqual(r.reports, [
-        '0xa1', '0xb2c3', '0xd4e5f607', // MMIO reads, values from the resume
-        '0x55667788', '0x11223344', // the 8-byte MMIO read, low and high halves
-        '0x9a', '0x8b7c', '0x6d5e4f30', // port reads
+        '0xa1',
+        '0xb2c3',
+        '0xd4e5f607', // MMIO reads, values from the resume
+        '0x55667788',
+        '0x11223344', // the 8-byte MMIO read, low and high halves
+        '0x9a',
+        '0x8b7c',
+        '0x6d5e4f30', // port reads
         '0x0', // unreserved port read (eax was all ones)
         '0x0', // unreserved MMIO read (eax was all ones)
       ]);
@@ -199,12 +231,18 @@ for (const sandboxed of SANDBOX_MODES) {
     test('connections on worker threads work concurrently with a running VCPU; closing one leaves the others working', async () => {
       const r = await runReport<VcpuConnectionsReport>('vcpu-connections', { sandboxed });
       const workers = r.workers;
-      assert.deepEqual(workers.map((w) => w.failures), [0, 0, 0]);
-      assert.deepEqual(workers.map((w) => w.closed), [true, false, false]);
+      assert.deepEqual(
+        workers.map((w) => w.failures),
+        [0, 0, 0],
+      );
+      assert.deepEqual(
+        workers.map((w) => w.closed),
+        [true, false, false],
+      );
       const atClose = r.roundsAtClose;
       for (const [i, w] of workers.slice(1).entries()) {
-        assert.ok(atClose[i]! >= 20, 'every worker was busy before the close');
-        assert.ok(w.rounds >= atClose[i]! + 30, `worker ${i + 1} went on after the close (${atClose[i]} → ${w.rounds})`);
+        assert.ok(atClose[i] >= 20, 'every worker was busy before the close');
+        assert.ok(w.rounds >= atClose[i] + 30, `worker ${i + 1} went on after the close (${atClose[i]} → ${w.rounds})`);
       }
       assert.ok(r.exitsAtClose > 0);
       assert.ok(r.exits > r.exitsAtClose, 'the VCPU kept running after the close');
@@ -221,9 +259,12 @@ for (const sandboxed of SANDBOX_MODES) {
       assert.ok(Number(BigInt(r.firstValue)) >= before, 'the first stop came after the reservation');
       assert.ok(r.staleA <= 1, `${String(r.staleA)} writes to the unreserved port were still reported`);
       const after = r.after;
-      assert.deepEqual(after.map((a) => a.port), ['0xc02', '0xc02', '0xc02', '0xc02']);
+      assert.deepEqual(
+        after.map((a) => a.port),
+        ['0xc02', '0xc02', '0xc02', '0xc02'],
+      );
       const values = after.map((a) => BigInt(a.value));
-      for (let i = 1; i < values.length; i++) assert.equal(values[i], values[i - 1]! + 1n);
+      for (let i = 1; i < values.length; i++) assert.equal(values[i], values[i - 1] + 1n);
       assert.equal(r.ordered, true);
     });
   });

@@ -39,7 +39,7 @@ for (const sandboxed of SANDBOX_MODES) {
       assert.deepEqual(got.round1, { a: '0980', b: '020000000000000021' });
       assert.deepEqual(got.again, { a: '0000', b: '000000000000000000' }, 'reading the log must clear it');
       assert.deepEqual(got.round2, { a: '2000', b: '000000000000000000' }, 'only page 5 of A was written since');
-      assert.deepEqual(got.contents, [0x11, 0x33, 0xff, 0x01, 0x40, 0x45], 'the guest\'s writes are in the plugin\'s memfd');
+      assert.deepEqual(got.contents, [0x11, 0x33, 0xff, 0x01, 0x40, 0x45], "the guest's writes are in the plugin's memfd");
       assert.deepEqual(got.slotWithoutDirtyLog, { errno: E.ENOENT, member: 'dirtyLog', bytes: 0 });
       assert.deepEqual(got.unknownId, { errno: E.ENOENT, member: 'dirtyLog', bytes: 0 });
     });
@@ -56,7 +56,11 @@ for (const sandboxed of SANDBOX_MODES) {
         port('0xbadf00d'), // the unreserved write was dropped
         port('0x77665544'), // a read of the reserved read-only page is served from memory, no MMIO read
       ]);
-      assert.deepEqual(got.memoryAfter, ['0x77665544', '0x33221100', '0xddccbbaa', '0xbadf00d'], 'no guest write reached the memfd');
+      assert.deepEqual(
+        got.memoryAfter,
+        ['0x77665544', '0x33221100', '0xddccbbaa', '0xbadf00d'],
+        'no guest write reached the memfd',
+      );
     });
   });
 
@@ -84,7 +88,7 @@ for (const sandboxed of SANDBOX_MODES) {
   });
 
   describe(`interrupts (${mode})`, needsKvm, () => {
-    test('PIC: an irqfd (GSI 5) and set_irq (IRQ 10, slave) run the guest\'s handlers; resample fires on the PIC EOI', async () => {
+    test("PIC: an irqfd (GSI 5) and set_irq (IRQ 10, slave) run the guest's handlers; resample fires on the PIC EOI", async () => {
       const got = await runReport<ProtoIrqPicReport>('proto-irq', { sandboxed, args: ['pic'] });
       assert.deepEqual(got, {
         irqfdVector: 0x25, // master base 0x20 + IRQ 5
@@ -159,7 +163,10 @@ for (const sandboxed of SANDBOX_MODES) {
       assert.equal(got.supported.leaf1Tsc, true);
       assert.equal(got.supported.hasExtendedLeaf, true);
       assert.ok(got.supported.indexedLeaves > 0, 'has_index survives the wire');
-      assert.ok(got.emulated.functions.includes(0) && got.emulated.functions.includes(1), `emulated leaves ${got.emulated.functions.join(',')}`);
+      assert.ok(
+        got.emulated.functions.includes(0) && got.emulated.functions.includes(1),
+        `emulated leaves ${got.emulated.functions.join(',')}`,
+      );
       assert.equal(got.emulated.movbe, true, 'KVM emulates MOVBE');
       assert.ok(got.msrs.count > 10);
       assert.equal(got.msrs.tsc, true, 'MSR 0x10 (TSC)');
@@ -231,20 +238,24 @@ for (const sandboxed of SANDBOX_MODES) {
       });
       assert.equal(got.garbageDropped, true, 'a truncated message drops its connection');
       assert.equal(got.badWireTypeDropped, true, 'an invalid wire type drops its connection');
-      assert.deepEqual(got.strict, {
-        zeroTag: true,
-        lengthPastEnd: true,
-        zeroTagNested: true,
-        fieldStraddlesEnd: true,
-        wrongWireType: true,
-        startGroup: true,
-        endGroup: true,
-        u32Of64Bits: true,
-        varintOf11Bytes: true,
-      }, 'each malformed message drops its connection');
+      assert.deepEqual(
+        got.strict,
+        {
+          zeroTag: true,
+          lengthPastEnd: true,
+          zeroTagNested: true,
+          fieldStraddlesEnd: true,
+          wrongWireType: true,
+          startGroup: true,
+          endGroup: true,
+          u32Of64Bits: true,
+          varintOf11Bytes: true,
+        },
+        'each malformed message drops its connection',
+      );
       assert.deepEqual(got.oversized, { errno: E.E2BIG, member: 'setIrqRouting' }, 'a request over 4096 bytes is answered E2BIG');
       assert.equal(got.oversizedKeepsConnection, true, 'and its connection still serves');
-      assert.equal(got.oversizedGarbageDropped, true, 'over 4096 bytes without a member\'s tag: dropped');
+      assert.equal(got.oversizedGarbageDropped, true, "over 4096 bytes without a member's tag: dropped");
       assert.equal(got.hugeDirtyLogKeepsConnection, true, 'an EMSGSIZE answer keeps the connection');
       assert.equal(got.stillServing, true, 'the main connection still answers');
       assert.equal(got.sideServing, true, 'new connections still work');

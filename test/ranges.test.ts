@@ -25,7 +25,11 @@ describe('ReservedRanges', () => {
     assert.equal(ranges.reserve(AddressSpace.IOPORT, 0x300n, 0x10n, false), 0);
     assert.equal(ranges.reserve(AddressSpace.IOPORT, 0x100n, 0x10n, true), 0);
     assert.equal(ranges.reserve(AddressSpace.IOPORT, 0x200n, 1n, false), 0);
-    assert.deepEqual(table(ranges, AddressSpace.IOPORT), [[0x100n, 0x110n, true], [0x200n, 0x201n, false], [0x300n, 0x310n, false]]);
+    assert.deepEqual(table(ranges, AddressSpace.IOPORT), [
+      [0x100n, 0x110n, true],
+      [0x200n, 0x201n, false],
+      [0x300n, 0x310n, false],
+    ]);
     assert.deepEqual(table(ranges, AddressSpace.MMIO), []);
   });
 
@@ -38,7 +42,11 @@ describe('ReservedRanges', () => {
     assert.equal(ranges.reserve(AddressSpace.MMIO, 0x800n, 0x2000n, false), E.EPERM, 'contains it');
     assert.equal(ranges.reserve(AddressSpace.MMIO, 0x800n, 0x800n, false), 0, 'ends where it starts');
     assert.equal(ranges.reserve(AddressSpace.MMIO, 0x2000n, 0x10n, false), 0, 'starts where it ends');
-    assert.deepEqual(table(ranges, AddressSpace.MMIO), [[0x800n, 0x1000n, false], [0x1000n, 0x2000n, false], [0x2000n, 0x2010n, false]]);
+    assert.deepEqual(table(ranges, AddressSpace.MMIO), [
+      [0x800n, 0x1000n, false],
+      [0x1000n, 0x2000n, false],
+      [0x2000n, 0x2010n, false],
+    ]);
   });
 
   test('the two address spaces are separate', () => {

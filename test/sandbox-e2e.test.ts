@@ -83,7 +83,11 @@ before(() => {
   fs.mkdirSync(roDir);
   fs.mkdirSync(rwDir);
   fs.writeFileSync(path.join(tmp, 'jail-syscall.c'), ADDON_SOURCE);
-  const cc = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', path.join(roDir, 'jail-syscall.node'), path.join(tmp, 'jail-syscall.c')], { encoding: 'utf8' });
+  const cc = spawnSync(
+    'cc',
+    ['-shared', '-fPIC', '-O1', '-o', path.join(roDir, 'jail-syscall.node'), path.join(tmp, 'jail-syscall.c')],
+    { encoding: 'utf8' },
+  );
   assert.equal(cc.status, 0, `building the syscall addon failed: ${cc.error?.message ?? cc.stderr}`);
   fs.writeFileSync(path.join(roDir, 'hello.txt'), 'hello from the host\n');
 });
@@ -102,7 +106,10 @@ function runCliWithOwnPid(args: readonly string[], timeoutMs = 30_000): Promise<
 
 /** The probe's JSON lines on stdout (its other lines are the guest's). */
 function reports<T extends JailProbeReport | JailKillReport | JailPolicyReport>(stdout: string): Reported<T>[] {
-  return stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Reported<T>);
+  return stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Reported<T>);
 }
 
 /** Jailed Node must not complain about host state it cannot see (e.g. NODE_EXTRA_CA_CERTS). */
@@ -136,7 +143,11 @@ describe('scripts in the jail', () => {
 
   test('a #!/usr/bin/env -S node ARGS plugin runs jailed', async () => {
     const script = path.join(tmp, 'env-split.mjs');
-    fs.writeFileSync(script, `#!/usr/bin/env -S node --no-warnings\nawait import(${JSON.stringify(pathToFileURL(ADDER).href)});\n`, { mode: 0o755 });
+    fs.writeFileSync(
+      script,
+      `#!/usr/bin/env -S node --no-warnings\nawait import(${JSON.stringify(pathToFileURL(ADDER).href)});\n`,
+      { mode: 0o755 },
+    );
     const r = await runCli(['run', '--plugin', script]);
     assert.equal(r.code, 0, describeRun(r));
     assert.match(r.stdout, /guest computed 2 \+ 7 = 9/);
@@ -148,8 +159,18 @@ describe('a jailed plugin trying to get out', () => {
   let r: Reported<JailProbeReport>;
 
   before(async () => {
-    run = await runCliWithOwnPid(['run', '--plugin', PROBE, ...mounts(), '--',
-      'probe', HOST_README, ADDON_IN_JAIL, `${RO}/hello.txt`, `${RW}/out.txt`]);
+    run = await runCliWithOwnPid([
+      'run',
+      '--plugin',
+      PROBE,
+      ...mounts(),
+      '--',
+      'probe',
+      HOST_README,
+      ADDON_IN_JAIL,
+      `${RO}/hello.txt`,
+      `${RW}/out.txt`,
+    ]);
     const lines = reports<JailProbeReport>(run.stdout);
     assert.equal(lines.length, 1, describeRun(run));
     r = lines[0]!;
@@ -215,11 +236,15 @@ describe('a syscall the policy kills for (kexec_load)', () => {
     assert.doesNotMatch(run.stdout, /guest done/);
     // bubblewrap (the host's direct child) reports a child killed by signal N as exit code 128 + N.
     assert.equal(run.code, 128 + SIGSYS, describeRun(run));
-    assert.match(run.stderr, new RegExp(`^plugvisor: plugin was killed by signal SIGSYS \\(the sandbox reported exit code ${128 + SIGSYS}\\)`, 'm'), describeRun(run));
+    assert.match(
+      run.stderr,
+      new RegExp(`^plugvisor: plugin was killed by signal SIGSYS \\(the sandbox reported exit code ${128 + SIGSYS}\\)`, 'm'),
+      describeRun(run),
+    );
   });
 });
 
-describe('--seccomp-log-failures (crosvm\'s option)', () => {
+describe("--seccomp-log-failures (crosvm's option)", () => {
   test('the call the policy kills for is logged and allowed instead: the plugin lives on and runs its guest', async () => {
     const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'kill', ADDON_IN_JAIL]);
     assert.equal(run.code, 0, describeRun(run));
@@ -235,7 +260,11 @@ describe('--seccomp-log-failures (crosvm\'s option)', () => {
   test('errno rules still hold', async () => {
     const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
     assert.equal(run.code, 0, describeRun(run));
-    assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(run));
+    assert.deepEqual(
+      reports<JailPolicyReport>(run.stdout),
+      [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
+      describeRun(run),
+    );
   });
 });
 
@@ -245,13 +274,21 @@ test('--seccomp-policy replaces the default policy', async () => {
   const run = await runCli(['run', '--plugin', PROBE, '--seccomp-policy', policy, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
   assert.equal(run.code, 0, describeRun(run));
   // kcmp is allowed now; sethostname still fails, for want of CAP_SYS_ADMIN.
-  assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' }], describeRun(run));
+  assert.deepEqual(
+    reports<JailPolicyReport>(run.stdout),
+    [{ getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' }],
+    describeRun(run),
+  );
   assert.match(run.stdout, /^guest done: ok$/m);
 
   // The same plugin under the default policy: getpriority works, kcmp is refused.
   const plain = await runCli(['run', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
   assert.equal(plain.code, 0, describeRun(plain));
-  assert.deepEqual(reports<JailPolicyReport>(plain.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(plain));
+  assert.deepEqual(
+    reports<JailPolicyReport>(plain.stdout),
+    [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
+    describeRun(plain),
+  );
 });
 
 test('a --seccomp-policy that does not compile is a clear error', async () => {
@@ -274,7 +311,11 @@ describe('--plugin-root', () => {
     const binds = ['/usr', '/etc/ld.so.cache', PACKAGE_ROOT, RO, RW];
     for (const top of ['/lib', '/lib64', '/bin']) {
       let st: fs.Stats;
-      try { st = fs.lstatSync(top); } catch { continue; }
+      try {
+        st = fs.lstatSync(top);
+      } catch {
+        continue;
+      }
       if (st.isSymbolicLink()) {
         fs.mkdirSync(root, { recursive: true });
         fs.symlinkSync(fs.readlinkSync(top), path.join(root, top));
@@ -300,7 +341,11 @@ describe('--plugin-root', () => {
 
   test('a root prepared by the test, with the host system bound in, runs the plugin', () => {
     assert.equal(run.code, 0, describeRun(run));
-    assert.deepEqual(reports<JailPolicyReport>(run.stdout), [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }], describeRun(run));
+    assert.deepEqual(
+      reports<JailPolicyReport>(run.stdout),
+      [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
+      describeRun(run),
+    );
     assert.match(run.stdout, /^guest done: ok$/m);
   });
 
@@ -312,7 +357,18 @@ describe('--plugin-root', () => {
     const root = path.join(tmp, 'bare-root');
     fs.mkdirSync(root);
     // The plugin comes from a --plugin-mount, so the first thing missing is /proc.
-    const run = await runCli(['run', '--plugin', PROBE, '--plugin-root', root, '--plugin-mount', `${PACKAGE_ROOT}:${PACKAGE_ROOT}`, '--', 'policy', ADDON_IN_JAIL]);
+    const run = await runCli([
+      'run',
+      '--plugin',
+      PROBE,
+      '--plugin-root',
+      root,
+      '--plugin-mount',
+      `${PACKAGE_ROOT}:${PACKAGE_ROOT}`,
+      '--',
+      'policy',
+      ADDON_IN_JAIL,
+    ]);
     assert.notEqual(run.code, 0, describeRun(run));
     assert.match(run.stderr, new RegExp(`--plugin-root ${root} has no /proc`), describeRun(run));
     assert.doesNotMatch(run.stdout, /guest done/);
@@ -349,7 +405,9 @@ describe('a jail bubblewrap cannot build: a clear error', () => {
   let env: NodeJS.ProcessEnv;
   before(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-fake-bwrap-'));
-    fs.writeFileSync(path.join(dir, 'bwrap'), '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n', { mode: 0o755 });
+    fs.writeFileSync(path.join(dir, 'bwrap'), '#!/bin/sh\necho "bwrap: setting up uid map: Permission denied" >&2\nexit 1\n', {
+      mode: 0o755,
+    });
     env = { ...process.env, PATH: `${dir}:${process.env.PATH ?? ''}` };
   });
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -357,9 +415,11 @@ describe('a jail bubblewrap cannot build: a clear error', () => {
   test('plugvisor run says bubblewrap cannot create the namespaces, with its reason, and exits 1', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
     assert.equal(run.code, 1, describeRun(run));
-    assert.match(run.stderr,
+    assert.match(
+      run.stderr,
       /^plugvisor: (error: )?cannot sandbox the plugin: bubblewrap cannot create the plugin's namespaces: bwrap: setting up uid map: Permission denied/m,
-      describeRun(run));
+      describeRun(run),
+    );
     assert.equal(run.stdout, '', 'the plugin never ran');
   });
 });
@@ -370,7 +430,11 @@ describe('no bubblewrap: a clear error, never an unsandboxed plugin', () => {
   test('plugvisor run fails, naming bubblewrap, and the plugin never runs', async () => {
     const run = await runCli(['run', '--plugin', ADDER], { env });
     assert.notEqual(run.code, 0, describeRun(run));
-    assert.match(run.stderr, /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH; install it, the one system package the sandbox needs \(Debian\/Ubuntu: apt-get install bubblewrap\)/, describeRun(run));
+    assert.match(
+      run.stderr,
+      /cannot sandbox the plugin: bubblewrap \('bwrap'\) is not installed or not on PATH; install it, the one system package the sandbox needs \(Debian\/Ubuntu: apt-get install bubblewrap\)/,
+      describeRun(run),
+    );
     assert.match(run.stderr, /--disable-sandbox/);
     assert.equal(run.stdout, '');
   });

@@ -28,7 +28,9 @@ const noConfig = (): SandboxConfig => ({ mounts: [], gidMaps: [] });
 /** 32768, unless this process's hard limit is lower and cannot be raised (no CAP_SYS_RESOURCE). */
 const NOFILE = pluginNofileLimit();
 if (NOFILE < PLUGIN_NOFILE_LIMIT) {
-  process.stderr.write(`\n*** NOTE: the hard RLIMIT_NOFILE here is ${NOFILE}, below ${PLUGIN_NOFILE_LIMIT}: jails get ${NOFILE} ***\n\n`);
+  process.stderr.write(
+    `\n*** NOTE: the hard RLIMIT_NOFILE here is ${NOFILE}, below ${PLUGIN_NOFILE_LIMIT}: jails get ${NOFILE} ***\n\n`,
+  );
 }
 
 // A small C probe: `report HOSTPID HOSTFILE`, `kexec`, `write PATH`, `sleep`.
@@ -117,10 +119,19 @@ int main(int argc, char **argv) {
 }
 `;
 
-interface RunResult { code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string; pid: number }
+interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  pid: number;
+}
 
 /** Spawns a plan like the host does: stdio 0-2, a socket at fd 3, the plan's fds from 4. */
-function runPlan(plan: LaunchPlan, opts: { timeoutMs?: number; onStdout?: (text: string, pid: number) => void } = {}): Promise<RunResult> {
+function runPlan(
+  plan: LaunchPlan,
+  opts: { timeoutMs?: number; onStdout?: (text: string, pid: number) => void } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(plan.file, plan.args, {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe', ...plan.extraFds],
@@ -134,7 +145,9 @@ function runPlan(plan: LaunchPlan, opts: { timeoutMs?: number; onStdout?: (text:
       stdout += d.toString();
       opts.onStdout?.(stdout, child.pid!);
     });
-    child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
@@ -159,9 +172,16 @@ let cProbeStatic: string | undefined;
 before(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-sandbox-test-'));
   // scripts/post-build.js makes the probe executable; plain `tsc` does not.
-  try { fs.accessSync(NODE_PROBE, fs.constants.X_OK); } catch { fs.chmodSync(NODE_PROBE, 0o755); }
+  try {
+    fs.accessSync(NODE_PROBE, fs.constants.X_OK);
+  } catch {
+    fs.chmodSync(NODE_PROBE, 0o755);
+  }
   for (const helper of ['plugvisor-seccomp-compile', 'plugvisor-jail-exec'] as const) {
-    assert.ok(helperCandidates(helper).some((c) => fs.existsSync(c)), `${helper} is not built (binding.gyp builds it: npm run build)`);
+    assert.ok(
+      helperCandidates(helper).some((c) => fs.existsSync(c)),
+      `${helper} is not built (binding.gyp builds it: npm run build)`,
+    );
   }
   fs.writeFileSync(path.join(tmp, 'probe.c'), C_PROBE);
   cProbe = path.join(tmp, 'probe');
@@ -230,7 +250,14 @@ describe('identity and id maps', () => {
     assert.equal(formatIdMap(maps), '1000 1000 1\n20 20 5\n');
     assert.throws(() => jailGidMap(id, [{ inner: 999, outer: 5000, count: 2 }]), /overlaps the plugin's own gid/);
     assert.throws(() => jailGidMap(id, [{ inner: 1, outer: 1000, count: 1 }]), /overlaps/);
-    assert.throws(() => jailGidMap(id, [{ inner: 1, outer: 1, count: 10 }, { inner: 5, outer: 50, count: 1 }]), /5:50:1 overlaps 1:1:10/);
+    assert.throws(
+      () =>
+        jailGidMap(id, [
+          { inner: 1, outer: 1, count: 10 },
+          { inner: 5, outer: 50, count: 1 },
+        ]),
+      /5:50:1 overlaps 1:1:10/,
+    );
   });
 });
 
@@ -260,11 +287,17 @@ describe('seccomp policy compiler', () => {
   });
   test('optional names, numeric errnos and conditions are accepted', () => {
     const ok = path.join(tmp, 'ok.policy');
-    fs.writeFileSync(ok, '# c\ndefault errno 38\nread allow\nnot_a_syscall? kill\nclone allow if arg0 & 0x11\nclone log if arg0 & 0x2\n');
+    fs.writeFileSync(
+      ok,
+      '# c\ndefault errno 38\nread allow\nnot_a_syscall? kill\nclone allow if arg0 & 0x11\nclone log if arg0 & 0x2\n',
+    );
     assert.equal(compileSeccompPolicy(ok).length % 8, 0);
   });
   test('an unreadable policy is an error', () => {
-    assert.throws(() => compileSeccompPolicy(path.join(tmp, 'missing.policy')), /seccomp policy .*missing\.policy is not readable/);
+    assert.throws(
+      () => compileSeccompPolicy(path.join(tmp, 'missing.policy')),
+      /seccomp policy .*missing\.policy is not readable/,
+    );
   });
 });
 
@@ -274,12 +307,21 @@ describe('launch plan', () => {
     try {
       assert.equal(path.basename(plan.file), 'plugvisor-jail-exec');
       assert.deepEqual(plan.args.slice(0, 5), ['--nofile', String(NOFILE), '--keep-fds-below', '5', '--']);
-      assert.equal(path.basename(plan.args[5]!), 'bwrap');
+      assert.equal(path.basename(plan.args[5]), 'bwrap');
       assert.equal(plan.extraFds.length, 1);
       const a = plan.args;
       const has = (...seq: string[]) => a.some((_, i) => seq.every((s, j) => a[i + j] === s));
-      for (const flag of ['--unshare-user', '--disable-userns', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net',
-        '--die-with-parent', '--new-session']) assert.ok(has(flag), flag);
+      for (const flag of [
+        '--unshare-user',
+        '--disable-userns',
+        '--unshare-pid',
+        '--unshare-ipc',
+        '--unshare-uts',
+        '--unshare-net',
+        '--die-with-parent',
+        '--new-session',
+      ])
+        assert.ok(has(flag), flag);
       assert.ok(has('--cap-drop', 'ALL'));
       assert.ok(has('--proc', '/proc'));
       assert.ok(has('--tmpfs', '/dev'));
@@ -311,7 +353,13 @@ describe('launch plan', () => {
     const plan = planSandboxedLaunch(noConfig(), script, ['x']);
     try {
       const command = plan.args.slice(plan.args.lastIndexOf('--') + 1);
-      assert.deepEqual(command, [fs.realpathSync(process.execPath), '--no-warnings', '--stack-size=2000', fs.realpathSync(script), 'x']);
+      assert.deepEqual(command, [
+        fs.realpathSync(process.execPath),
+        '--no-warnings',
+        '--stack-size=2000',
+        fs.realpathSync(script),
+        'x',
+      ]);
     } finally {
       plan.dispose();
     }
@@ -326,12 +374,18 @@ describe('launch plan', () => {
     ];
     for (const [line, reason] of refused) {
       fs.writeFileSync(script, `#!${line}\n`, { mode: 0o755 });
-      assert.throws(() => planSandboxedLaunch(noConfig(), script, []), (e: Error) => {
-        assert.match(e.message, reason);
-        assert.ok(e.message.includes(`cannot run '#!${line}' in the sandbox`), e.message);
-        assert.match(e.message, /understands '#!\/usr\/bin\/env PROGRAM' and '#!\/usr\/bin\/env -S PROGRAM ARGS\.\.\.'; use one of those or an absolute interpreter path/);
-        return true;
-      });
+      assert.throws(
+        () => planSandboxedLaunch(noConfig(), script, []),
+        (e: Error) => {
+          assert.match(e.message, reason);
+          assert.ok(e.message.includes(`cannot run '#!${line}' in the sandbox`), e.message);
+          assert.match(
+            e.message,
+            /understands '#!\/usr\/bin\/env PROGRAM' and '#!\/usr\/bin\/env -S PROGRAM ARGS\.\.\.'; use one of those or an absolute interpreter path/,
+          );
+          return true;
+        },
+      );
     }
   });
 
@@ -351,11 +405,18 @@ describe('launch plan', () => {
     const root = path.join(tmp, 'shape-root');
     for (const d of ['proc', 'dev', 'data', 'bin']) fs.mkdirSync(path.join(root, d), { recursive: true });
     fs.writeFileSync(path.join(root, 'bin', 'plugin'), '');
-    const plan = planSandboxedLaunch({
-      pluginRoot: root,
-      mounts: [{ source: tmp, target: '/data', writable: true }, { source: '/usr', target: '/bin', writable: false }],
-      gidMaps: [],
-    }, '/bin/plugin', ['x']);
+    const plan = planSandboxedLaunch(
+      {
+        pluginRoot: root,
+        mounts: [
+          { source: tmp, target: '/data', writable: true },
+          { source: '/usr', target: '/bin', writable: false },
+        ],
+        gidMaps: [],
+      },
+      '/bin/plugin',
+      ['x'],
+    );
     try {
       const a = plan.args;
       const has = (...seq: string[]) => a.some((_, i) => seq.every((s, j) => a[i + j] === s));
@@ -367,30 +428,53 @@ describe('launch plan', () => {
     } finally {
       plan.dispose();
     }
-    assert.throws(() => planSandboxedLaunch({ pluginRoot: root, mounts: [], gidMaps: [] }, '/bin/missing', []),
-      /does not exist inside --plugin-root/);
-    assert.throws(() => planSandboxedLaunch({ pluginRoot: root, mounts: [{ source: tmp, target: '/nope', writable: false }], gidMaps: [] },
-      '/bin/plugin', []), /has no \/nope/);
+    assert.throws(
+      () => planSandboxedLaunch({ pluginRoot: root, mounts: [], gidMaps: [] }, '/bin/missing', []),
+      /does not exist inside --plugin-root/,
+    );
+    assert.throws(
+      () =>
+        planSandboxedLaunch(
+          { pluginRoot: root, mounts: [{ source: tmp, target: '/nope', writable: false }], gidMaps: [] },
+          '/bin/plugin',
+          [],
+        ),
+      /has no \/nope/,
+    );
     assert.throws(() => planSandboxedLaunch({ pluginRoot: root, mounts: [], gidMaps: [] }, 'bin/plugin', []), /must be absolute/);
   });
 
   test('clear errors, and no fd leaks on error', () => {
     const fdsBefore = fs.readdirSync('/proc/self/fd').length;
-    assert.throws(() => planSandboxedLaunch(noConfig(), path.join(tmp, 'no-such-plugin'), []), /plugin .*no-such-plugin not found/);
+    assert.throws(
+      () => planSandboxedLaunch(noConfig(), path.join(tmp, 'no-such-plugin'), []),
+      /plugin .*no-such-plugin not found/,
+    );
     const notExec = path.join(tmp, 'not-exec');
     fs.writeFileSync(notExec, '#!/bin/sh\n', { mode: 0o644 });
     assert.throws(() => planSandboxedLaunch(noConfig(), notExec, []), /is not executable/);
     const weird = path.join(tmp, 'weird');
     fs.writeFileSync(weird, 'just text', { mode: 0o755 });
     assert.throws(() => planSandboxedLaunch(noConfig(), weird, []), /neither an ELF executable nor a #! script/);
-    assert.throws(() => planSandboxedLaunch({ mounts: [{ source: path.join(tmp, 'nope'), target: '/x', writable: false }], gidMaps: [] },
-      cProbe, []), /--plugin-mount source .*nope does not exist/);
-    assert.throws(() => planSandboxedLaunch({ mounts: [{ source: tmp, target: '/dev/x', writable: false }], gidMaps: [] },
-      cProbe, []), /inside the jail's \/proc or \/dev/);
+    assert.throws(
+      () =>
+        planSandboxedLaunch(
+          { mounts: [{ source: path.join(tmp, 'nope'), target: '/x', writable: false }], gidMaps: [] },
+          cProbe,
+          [],
+        ),
+      /--plugin-mount source .*nope does not exist/,
+    );
+    assert.throws(
+      () => planSandboxedLaunch({ mounts: [{ source: tmp, target: '/dev/x', writable: false }], gidMaps: [] }, cProbe, []),
+      /inside the jail's \/proc or \/dev/,
+    );
     const badPolicy = path.join(tmp, 'bad2.policy');
     fs.writeFileSync(badPolicy, 'default allow\nptrace frobnicate\n');
-    assert.throws(() => planSandboxedLaunch({ ...noConfig(), seccompPolicyFile: badPolicy }, cProbe, []),
-      /bad seccomp policy: .*bad2\.policy:2: unknown action 'frobnicate'/);
+    assert.throws(
+      () => planSandboxedLaunch({ ...noConfig(), seccompPolicyFile: badPolicy }, cProbe, []),
+      /bad seccomp policy: .*bad2\.policy:2: unknown action 'frobnicate'/,
+    );
     assert.equal(fs.readdirSync('/proc/self/fd').length, fdsBefore);
   });
 
@@ -399,12 +483,17 @@ describe('launch plan', () => {
     const savedDir = process.env.PLUGVISOR_HELPER_DIR;
     try {
       process.env.PATH = path.join(tmp, 'empty-bin');
-      assert.throws(() => planSandboxedLaunch(noConfig(), cProbe, []), /bubblewrap \('bwrap'\) is not installed.*--disable-sandbox/);
+      assert.throws(
+        () => planSandboxedLaunch(noConfig(), cProbe, []),
+        /bubblewrap \('bwrap'\) is not installed.*--disable-sandbox/,
+      );
       process.env.PATH = savedPath;
       // A helper dir holding a broken compiler: the override is used, and its failure reported.
       const dir = path.join(tmp, 'helpers');
       fs.mkdirSync(dir, { recursive: true });
-      fs.writeFileSync(path.join(dir, 'plugvisor-seccomp-compile'), '#!/bin/sh\necho "no libseccomp here" >&2\nexit 1\n', { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, 'plugvisor-seccomp-compile'), '#!/bin/sh\necho "no libseccomp here" >&2\nexit 1\n', {
+        mode: 0o755,
+      });
       process.env.PLUGVISOR_HELPER_DIR = dir;
       assert.throws(() => planSandboxedLaunch(noConfig(), cProbe, []), /plugvisor-seccomp-compile failed: no libseccomp here/);
     } finally {
@@ -415,14 +504,21 @@ describe('launch plan', () => {
   });
 
   test('gid maps need root', { skip: isRoot ? 'running as root' : false }, () => {
-    assert.throws(() => planSandboxedLaunch({ mounts: [], gidMaps: [{ inner: 5, outer: 5, count: 1 }] }, cProbe, []),
-      /--plugin-gid-map needs plugvisor to run as root/);
+    assert.throws(
+      () => planSandboxedLaunch({ mounts: [], gidMaps: [{ inner: 5, outer: 5, count: 1 }] }, cProbe, []),
+      /--plugin-gid-map needs plugvisor to run as root/,
+    );
   });
 });
 
 describe('inside the jail', () => {
   test('a Node plugin: unprivileged, alone, no devices, minimal read-only root', async () => {
-    const hostFiles = ['/etc/hostname', '/etc/passwd', path.join(PACKAGE_ROOT, 'tsconfig.json'), path.join(PACKAGE_ROOT, 'package.json')];
+    const hostFiles = [
+      '/etc/hostname',
+      '/etc/passwd',
+      path.join(PACKAGE_ROOT, 'tsconfig.json'),
+      path.join(PACKAGE_ROOT, 'package.json'),
+    ];
     const plan = planSandboxedLaunch(noConfig(), NODE_PROBE, [String(process.pid), ...hostFiles]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
@@ -457,12 +553,20 @@ describe('inside the jail', () => {
     assert.deepEqual(report.netInterfaces, ['lo']);
     assert.equal(report.env, '3');
     assert.equal(r.stderr, '', 'nothing on stderr (e.g. no warning about NODE_EXTRA_CA_CERTS)');
-    const addonOutside = spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(path.join(PACKAGE_ROOT, 'dist/src/native/index.js'))})`]);
+    const addonOutside = spawnSync(process.execPath, [
+      '--input-type=module',
+      '-e',
+      `await import(${JSON.stringify(path.join(PACKAGE_ROOT, 'dist/src/native/index.js'))})`,
+    ]);
     if (addonOutside.status === 0) assert.equal(report.addon, 'ok', 'the native addon loads inside the jail');
   });
 
   test('a C plugin: ids, rlimit, devices, host processes and files, denied syscalls, fds', async () => {
-    const plan = planSandboxedLaunch(noConfig(), cProbe, ['report', String(process.pid), path.join(PACKAGE_ROOT, 'tsconfig.json')]);
+    const plan = planSandboxedLaunch(noConfig(), cProbe, [
+      'report',
+      String(process.pid),
+      path.join(PACKAGE_ROOT, 'tsconfig.json'),
+    ]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, `probe failed: ${r.stderr}`);
     const kv = keyValues(r.stdout);
@@ -510,7 +614,10 @@ describe('inside the jail', () => {
     const ro = path.join(tmp, 'ro');
     fs.mkdirSync(rw);
     fs.mkdirSync(ro);
-    const config: SandboxConfig = { mounts: [parseBindMount(`${rw}:/data/rw:true`), parseBindMount(`${ro}:/data/ro`)], gidMaps: [] };
+    const config: SandboxConfig = {
+      mounts: [parseBindMount(`${rw}:/data/rw:true`), parseBindMount(`${ro}:/data/ro`)],
+      gidMaps: [],
+    };
     const w1 = await runPlan(planSandboxedLaunch(config, cProbe, ['write', '/data/rw/out']));
     assert.equal(keyValues(w1.stdout).write, 'ok', w1.stderr);
     assert.ok(fs.existsSync(path.join(rw, 'out')));
@@ -521,12 +628,19 @@ describe('inside the jail', () => {
   });
 
   test('--plugin-root: a static plugin in its own root', async (t) => {
-    if (cProbeStatic === undefined) { t.skip('no static libc to build a static probe'); return; }
+    if (cProbeStatic === undefined) {
+      t.skip('no static libc to build a static probe');
+      return;
+    }
     const root = path.join(tmp, 'static-root');
     for (const d of ['proc', 'dev', 'bin']) fs.mkdirSync(path.join(root, d), { recursive: true });
     fs.copyFileSync(cProbeStatic, path.join(root, 'bin', 'probe'));
     fs.chmodSync(path.join(root, 'bin', 'probe'), 0o755);
-    const plan = planSandboxedLaunch({ pluginRoot: root, mounts: [], gidMaps: [] }, '/bin/probe', ['report', String(process.pid), '/etc/hostname']);
+    const plan = planSandboxedLaunch({ pluginRoot: root, mounts: [], gidMaps: [] }, '/bin/probe', [
+      'report',
+      String(process.pid),
+      '/etc/hostname',
+    ]);
     const r = await runPlan(plan);
     assert.equal(r.code, 0, r.stderr);
     const kv = keyValues(r.stdout);
@@ -537,8 +651,11 @@ describe('inside the jail', () => {
   });
 
   test('several gid maps (root only)', { skip: isRoot ? false : 'needs root' }, async () => {
-    const plan = planSandboxedLaunch({ mounts: [], gidMaps: [parseGidMap('100:100:10'), parseGidMap('2000:3000:1')] }, cProbe,
-      ['report', String(process.pid), '/etc/hostname']);
+    const plan = planSandboxedLaunch({ mounts: [], gidMaps: [parseGidMap('100:100:10'), parseGidMap('2000:3000:1')] }, cProbe, [
+      'report',
+      String(process.pid),
+      '/etc/hostname',
+    ]);
     assert.ok(plan.args.includes('--userns'));
     assert.equal(plan.extraFds.length, 2);
     const r = await runPlan(plan);
@@ -575,8 +692,11 @@ describe('inside the jail', () => {
     };
     const jail = await new Promise<number[]>((resolve, reject) => {
       let text = '';
-      const timer = setTimeout(() => { host.kill('SIGKILL'); reject(new Error('the stand-in host never reported')); }, 15_000);
-      host.stdout!.on('data', (d: Buffer) => {
+      const timer = setTimeout(() => {
+        host.kill('SIGKILL');
+        reject(new Error('the stand-in host never reported'));
+      }, 15_000);
+      host.stdout.on('data', (d: Buffer) => {
         text += d.toString();
         const m = /bwrap (\d+)/.exec(text);
         if (m === null) return;
@@ -585,13 +705,18 @@ describe('inside the jail', () => {
         resolve([bwrapPid, ...children(bwrapPid)]);
       });
     });
-    assert.ok(jail.length >= 3, `bwrap, its init and the plugin: ${jail}`);
+    assert.ok(jail.length >= 3, `bwrap, its init and the plugin: ${jail.join(' ')}`);
     const exited = new Promise((res) => host.on('exit', res));
     host.kill('SIGKILL');
     await exited;
-    const alive = () => jail.filter((p) => {
-      try { return !/^\d+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; }
-    });
+    const alive = () =>
+      jail.filter((p) => {
+        try {
+          return !/^\d+ \(.*\) [ZX] /.test(fs.readFileSync(`/proc/${p}/stat`, 'utf8'));
+        } catch {
+          return false;
+        }
+      });
     const deadline = Date.now() + 5000;
     while (alive().length > 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 20));
     assert.deepEqual(alive(), [], 'every jail process is gone');

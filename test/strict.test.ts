@@ -48,7 +48,9 @@ describe('the strict wire check', () => {
 
   test('accepts every member a correct encoder writes, unknown fields, and both forms of repeated numbers', () => {
     for (const field of MAIN.fields) {
-      const bytes = MainRequest.encode(MainRequest.fromPartial({ message: { $case: field.localName, [field.localName]: {} } as MainRequest['message'] })).finish();
+      const bytes = MainRequest.encode(
+        MainRequest.fromPartial({ message: { $case: field.localName, [field.localName]: {} } as MainRequest['message'] }),
+      ).finish();
       checkWellFormed(MAIN, bytes);
       // The member names the host reports for a request cut short are the generated cases.
       assert.equal(leadingMessageField(MAIN, bytes)?.number, field.number, field.localName);
@@ -60,7 +62,20 @@ describe('the strict wire check', () => {
           space: 1,
           address: (1n << 64n) - 1n,
           onWrite: true,
-          hints: [{ matchRax: true, matchRbx: false, matchRcx: true, matchRdx: false, rax: 1n, rbx: 2n, rcx: (1n << 64n) - 1n, rdx: 0n, sendSregs: true, sendDebugregs: true }],
+          hints: [
+            {
+              matchRax: true,
+              matchRbx: false,
+              matchRcx: true,
+              matchRdx: false,
+              rax: 1n,
+              rbx: 2n,
+              rcx: (1n << 64n) - 1n,
+              rdx: 0n,
+              sendSregs: true,
+              sendDebugregs: true,
+            },
+          ],
         },
       },
     }).finish();
@@ -78,13 +93,19 @@ describe('the strict wire check', () => {
     const inner = new BinaryWriter();
     for (const index of indices) inner.uint32(8).uint32(index);
     const innerBytes = inner.finish();
-    const unpacked = new BinaryWriter().uint32((5 << 3) | 2).bytes(innerBytes).finish();
+    const unpacked = new BinaryWriter()
+      .uint32((5 << 3) | 2)
+      .bytes(innerBytes)
+      .finish();
     checkWellFormed(vcpuRequest, unpacked);
     assert.deepEqual(VcpuRequest.decode(unpacked), VcpuRequest.decode(packed));
     // A packed payload whose last varint is cut off.
     assert.match(refused(hex('2a 03 0a 01 80'), vcpuRequest), /runs past the end/);
 
-    const wait = VcpuResponse.encode({ errnoValue: -5, message: { $case: 'wait', wait: { exit: { $case: 'user', user: { user: 7n } } } } }).finish();
+    const wait = VcpuResponse.encode({
+      errnoValue: -5,
+      message: { $case: 'wait', wait: { exit: { $case: 'user', user: { user: 7n } } } },
+    }).finish();
     checkWellFormed(messageShape('VcpuResponse'), wait);
   });
 
@@ -100,7 +121,12 @@ describe('the strict wire check', () => {
     const summary = (m: MessageShape, depth = 0): unknown => ({
       name: m.name,
       fields: m.fields.map((f) => ({
-        number: f.number, name: f.name, localName: f.localName, fieldKind: f.fieldKind, listKind: f.listKind, scalar: f.scalar,
+        number: f.number,
+        name: f.name,
+        localName: f.localName,
+        fieldKind: f.fieldKind,
+        listKind: f.listKind,
+        scalar: f.scalar,
         message: f.message === undefined ? undefined : depth < 3 ? summary(f.message, depth + 1) : f.message.name,
       })),
     });

@@ -24,7 +24,7 @@ const CONFIG_H = readFileSync(path.join(PACKAGE_ROOT, 'native/vcpu/config.h'), '
 function headerValue(name: string): bigint {
   const match = new RegExp(`(?:#define\\s+${name}\\s+|\\b${name}\\s*=\\s*)(\\d+)`).exec(CONFIG_H);
   assert.ok(match, `native/vcpu/config.h defines no ${name}`);
-  return BigInt(match[1]!);
+  return BigInt(match[1]);
 }
 
 /** The index of the header word the layout comment describes as `[N] <description>`. */
@@ -50,8 +50,16 @@ const WORD = {
 
 function regHint(fields: Partial<MainRequest_SetCallHint_RegHint>): MainRequest_SetCallHint_RegHint {
   return {
-    matchRax: false, matchRbx: false, matchRcx: false, matchRdx: false,
-    rax: 0n, rbx: 0n, rcx: 0n, rdx: 0n, sendSregs: false, sendDebugregs: false,
+    matchRax: false,
+    matchRbx: false,
+    matchRcx: false,
+    matchRdx: false,
+    rax: 0n,
+    rbx: 0n,
+    rcx: 0n,
+    rdx: 0n,
+    sendSregs: false,
+    sendDebugregs: false,
     ...fields,
   };
 }
@@ -78,7 +86,10 @@ describe('the VCPU configuration image (native/vcpu/config.h)', () => {
   test('the layout comment names seven distinct header words within the header', () => {
     const places = Object.values(WORD);
     assert.equal(new Set(places).size, places.length);
-    assert.ok(places.every((w) => w >= 0 && w < HEADER_WORDS), `header words ${places.join(', ')} of ${HEADER_WORDS}`);
+    assert.ok(
+      places.every((w) => w >= 0 && w < HEADER_WORDS),
+      `header words ${places.join(', ')} of ${HEADER_WORDS}`,
+    );
   });
 
   test('nothing reserved, no hint: a header of zeros', () => {
@@ -100,15 +111,23 @@ describe('the VCPU configuration image (native/vcpu/config.h)', () => {
     assert.equal(image[WORD.hintSet], 0n);
     assert.equal(image[WORD.regHints], 0n);
     assert.deepEqual(words(image, HEADER_WORDS, 4 * RANGE_WORDS), [
-      0x60n, 0x60n, 0n,
-      0x3f8n, 0x3ffn, 1n,
-      0xfee0_0000n, 0xfee0_0fffn, 0n,
-      (1n << 64n) - 0x10n, (1n << 64n) - 2n, 0n,
+      0x60n,
+      0x60n,
+      0n,
+      0x3f8n,
+      0x3ffn,
+      1n,
+      0xfee0_0000n,
+      0xfee0_0fffn,
+      0n,
+      (1n << 64n) - 0x10n,
+      (1n << 64n) - 2n,
+      0n,
     ]);
     publishNatively(image);
   });
 
-  test('the call hint and its register hints, in the plugin\'s order, with the header\'s bit values', () => {
+  test("the call hint and its register hints, in the plugin's order, with the header's bit values", () => {
     const hint: MainRequest_SetCallHint = {
       space: AddressSpace.MMIO,
       address: 0xd000_0010n,
@@ -132,15 +151,35 @@ describe('the VCPU configuration image (native/vcpu/config.h)', () => {
     const send = (name: string): bigint => headerValue(`VCPU_HINT_SEND_${name}`);
     // Each: match bits, rax, rbx, rcx, rdx, send bits.
     assert.deepEqual(words(image, HEADER_WORDS + RANGE_WORDS, 3 * REG_HINT_WORDS), [
-      match('RAX'), 0x1111n, 0n, 0n, 0n, send('SREGS'),
-      match('RBX') | match('RDX'), 0n, 0x22n, 0x33n, 0x44n, send('DEBUGREGS'),
-      match('RCX'), 0n, 0n, 0x33n, 0n, send('SREGS') | send('DEBUGREGS'),
+      match('RAX'),
+      0x1111n,
+      0n,
+      0n,
+      0n,
+      send('SREGS'),
+      match('RBX') | match('RDX'),
+      0n,
+      0x22n,
+      0x33n,
+      0x44n,
+      send('DEBUGREGS'),
+      match('RCX'),
+      0n,
+      0n,
+      0x33n,
+      0n,
+      send('SREGS') | send('DEBUGREGS'),
     ]);
     publishNatively(image);
   });
 
   test('a hint on reads, in IOPORT space, with no register hints', () => {
-    const image = encodeVcpuConfig(new ReservedRanges(), { space: AddressSpace.IOPORT, address: 0x61n, onWrite: false, hints: [] });
+    const image = encodeVcpuConfig(new ReservedRanges(), {
+      space: AddressSpace.IOPORT,
+      address: 0x61n,
+      onWrite: false,
+      hints: [],
+    });
     assert.equal(image.length, HEADER_WORDS);
     assert.equal(image[WORD.hintSet], 1n);
     assert.equal(image[WORD.hintSpace], headerValue('VCPU_SPACE_IOPORT'));
@@ -157,7 +196,13 @@ describe('the VCPU configuration image (native/vcpu/config.h)', () => {
     publishNatively(image);
     const overlapping = image.slice();
     overlapping[HEADER_WORDS + RANGE_WORDS] = 0x15n; // the second range starts inside the first
-    assert.throws(() => publishNatively(overlapping), (e: Error & { errno?: number }) => e.errno === EINVAL);
-    assert.throws(() => publishNatively(image.subarray(0, image.length - 1)), (e: Error & { errno?: number }) => e.errno === EINVAL);
+    assert.throws(
+      () => publishNatively(overlapping),
+      (e: Error & { errno?: number }) => e.errno === EINVAL,
+    );
+    assert.throws(
+      () => publishNatively(image.subarray(0, image.length - 1)),
+      (e: Error & { errno?: number }) => e.errno === EINVAL,
+    );
   });
 });

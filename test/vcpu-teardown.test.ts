@@ -18,7 +18,7 @@ import { needsKvm } from './support/kvm.js';
 import { processExists, runPluginCli, testPlugin } from './support/run.js';
 
 describe('a VCPU failure after teardown', needsKvm, () => {
-  test('the plugin\'s exit status stands, nothing is uncaught, nothing is left running', async () => {
+  test("the plugin's exit status stands, nothing is uncaught, nothing is left running", async () => {
     // The failure is a race: several runs make it show.
     for (let run = 0; run < 3; run++) {
       const result = await runPluginCli(testPlugin('late-epipe'), { timeoutMs: 30_000 });

@@ -90,7 +90,7 @@ interface Options {
 function parseArgs(argv: string[]): Options {
   const o: Options = { exits: 10000, warmupExits: 0, mmio: false, async: false, threads: false };
   for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
+    const a = argv[i];
     const value = (): string => {
       const v = argv[++i];
       if (v === undefined) throw new Error(`${a} needs a value`);
@@ -105,8 +105,7 @@ function parseArgs(argv: string[]): Options {
       const kind = value();
       if (kind !== 'host' && kind !== 'kvm') throw new Error('--probe-main takes host or kvm');
       o.probeMain = kind;
-    }
-    else if (a === '--out') o.out = value();
+    } else if (a === '--out') o.out = value();
     else if (a === '--hold') o.hold = value();
     else throw new Error(`unknown argument ${a}`);
   }
@@ -208,15 +207,15 @@ function serve(vcpus: readonly Vcpu[], opts: Options): Tally {
   let steady: Sample | undefined;
   const active = vcpus.map((_, index) => index);
   while (active.length > 0) {
-    for (let i = 0; i < active.length; ) {
-      const index = active[i]!;
-      const vcpu = vcpus[index]!;
+    for (let i = 0; i < active.length;) {
+      const index = active[i];
+      const vcpu = vcpus[index];
       const event = vcpu.wait();
       if (event.kind !== 'io') throw new Error(`vcpu ${vcpu.id}: unexpected ${event.kind} event`);
       const io = event;
       if (io.space === measuredSpace && io.address === measuredAddress) {
         measured++;
-        if (warmup > 0 && ++measuredBy[index]! === warmup && ++warmedVcpus === vcpus.length) steady = sample();
+        if (warmup > 0 && ++measuredBy[index] === warmup && ++warmedVcpus === vcpus.length) steady = sample();
         vcpu.resume(); // a no-op for async (noResume) notifications
       } else if (io.space === AddressSpace.IOPORT && io.address === PORT_COUNT) {
         first ??= sample();
@@ -348,7 +347,8 @@ async function serveInWorkers(conn: Connection, cpus: number, opts: Options): Pr
   const started = new SharedArrayBuffer(4);
   const done = new SharedArrayBuffer(4);
   const workers = Array.from({ length: cpus }, (_, index) =>
-    spawnWorker({ opts, index, fd: conn.newConnection().fd, started, done }));
+    spawnWorker({ opts, index, fd: conn.newConnection().fd, started, done }),
+  );
   await Promise.all(workers.map((w) => w.ready));
   const prober = opts.probeMain ? conn.newConnection() : undefined;
   conn.start();

@@ -22,17 +22,21 @@ export function cLibraryFlags(): string {
   const pcFile = path.join(pkgConfigDir(), 'crosvm_plugin.pc');
   const variables = new Map<string, string>([['pcfiledir', path.dirname(pcFile)]]);
   const fields = new Map<string, string>();
-  const expand = (text: string): string => text.replace(/\$\{(\w+)\}/g, (_, name: string) => {
-    const value = variables.get(name);
-    if (value === undefined) throw new Error(`${pcFile}: unknown variable \${${name}}`);
-    return value;
-  });
+  const expand = (text: string): string =>
+    text.replace(/\$\{(\w+)\}/g, (_, name: string) => {
+      const value = variables.get(name);
+      if (value === undefined) throw new Error(`${pcFile}: unknown variable \${${name}}`);
+      return value;
+    });
   for (const line of readFileSync(pcFile, 'utf8').split('\n')) {
     const m = /^(\w+)\s*([=:])\s*(.*)$/.exec(line.trim());
     if (m === null) continue;
     const [, key, kind, value] = m as unknown as [string, string, string, string];
     // Paths like ${pcfiledir}/../.. are normalized, so the flags read well.
-    const expanded = expand(value).replace(/(^|\s|-[IL]|-Wl,-rpath,)(\/\S*)/g, (_, lead: string, p: string) => lead + path.normalize(p));
+    const expanded = expand(value).replace(
+      /(^|\s|-[IL]|-Wl,-rpath,)(\/\S*)/g,
+      (_, lead: string, p: string) => lead + path.normalize(p),
+    );
     if (kind === '=') variables.set(key, expanded);
     else fields.set(key, expanded);
   }

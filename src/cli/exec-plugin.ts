@@ -43,7 +43,8 @@ function main(): number {
     allowPositionals: true,
   });
   const [file, ...args] = positionals;
-  if (file === undefined || args.length === 0) throw new Error('usage: exec-plugin.js [--memory BYTES] [--verbose] -- FILE ARGV0 [ARGS...]');
+  if (file === undefined || args.length === 0)
+    throw new Error('usage: exec-plugin.js [--memory BYTES] [--verbose] -- FILE ARGV0 [ARGS...]');
   const outcome = runProgram({
     program: parseElf(readFileSync(file), args[0]),
     args,

@@ -49,16 +49,29 @@ function checkProgram(program: string, memorySize: number, args: string[]): void
 }
 
 /** Adds `exec`; `failOn` prints a usage, setup or native-parts error as one line (and rethrows anything else). */
-export function addExecCommand(program: Command, failOn: (e: unknown, ...expected: (abstract new (...args: never[]) => Error)[]) => void): void {
+export function addExecCommand(
+  program: Command,
+  failOn: (e: unknown, ...expected: (abstract new (...args: never[]) => Error)[]) => void,
+): void {
   const exec = program
     .command('exec')
     .description('Run a compiled program (a static x86-64 ELF) in a VM at native speed and exit with its status.')
     .usage('[options] PROGRAM [-- ARGS...]')
     .argument('<program>', 'the executable: static, freestanding x86-64 ELF (gcc -static -nostdlib -ffreestanding)')
     .argument('[args...]', "the program's arguments (after --; argv[0] is PROGRAM as given)")
-    .addOption(new Option('--memory <MiB>', 'guest memory').default(64).argParser(integerIn(8, MAX_MEMORY_SIZE / MIB, '--memory')))
-    .addOption(new Option('--cpus <n>', 'number of VCPUs (the program runs on the first)').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
-    .addOption(new Option('--timeout <seconds>', `stop the program after this long (exit status ${TIMEOUT_STATUS})`).argParser(integerIn(1, 86_400, '--timeout')));
+    .addOption(
+      new Option('--memory <MiB>', 'guest memory').default(64).argParser(integerIn(8, MAX_MEMORY_SIZE / MIB, '--memory')),
+    )
+    .addOption(
+      new Option('--cpus <n>', 'number of VCPUs (the program runs on the first)')
+        .default(1)
+        .argParser(integerIn(1, MAX_CPUS, '--cpus')),
+    )
+    .addOption(
+      new Option('--timeout <seconds>', `stop the program after this long (exit status ${TIMEOUT_STATUS})`).argParser(
+        integerIn(1, 86_400, '--timeout'),
+      ),
+    );
   addSandboxOptions(exec)
     .option('-v, --verbose', "log what the host does; show the registers of a program's fault")
     .addHelpText(
@@ -90,10 +103,13 @@ Example:
       try {
         checkProgram(programPath, memorySize, [programPath, ...args]);
         host = await import('../host/run.js');
-        timer = flags.timeout === undefined ? undefined : setTimeout(() => {
-          timedOut = true;
-          abort.abort();
-        }, flags.timeout * 1000);
+        timer =
+          flags.timeout === undefined
+            ? undefined
+            : setTimeout(() => {
+                timedOut = true;
+                abort.abort();
+              }, flags.timeout * 1000);
         // In the jail the program is bound read-only at its real path.
         const file = realpathSync(programPath);
         // Node reads the extra CA certificates at start-up (80 ms of a 120 ms start on the bench machine, which

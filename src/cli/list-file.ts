@@ -15,7 +15,7 @@ export function parseListFile<T>(file: string, option: string, parse: (entry: st
   }
   const entries: T[] = [];
   text.split('\n').forEach((line, index) => {
-    const entry = line.split('#', 1)[0]!.trim();
+    const entry = line.split('#', 1)[0].trim();
     if (entry === '') return;
     try {
       entries.push(parse(entry));

@@ -18,7 +18,14 @@ import { PACKAGE_VERSION } from '../package-root.js';
 import { cLibraryFlags, pkgConfigDir } from './c-library.js';
 import { addExecCommand } from './exec.js';
 import {
-  UsageError, addSandboxOptions, collect, integerIn, sandboxFrom, stopOnSignals, validated, type SandboxFlags,
+  UsageError,
+  addSandboxOptions,
+  collect,
+  integerIn,
+  sandboxFrom,
+  stopOnSignals,
+  validated,
+  type SandboxFlags,
 } from './options.js';
 
 interface RunFlags extends SandboxFlags {
@@ -46,14 +53,26 @@ const run = program
   .usage('--plugin PATH [options] [-- PLUGIN_ARGS...]')
   .requiredOption('--plugin <path>', 'the plugin executable (any language; it finds the host through CROSVM_SOCKET)')
   .addOption(new Option('-c, --cpus <n>', 'number of VCPUs').default(1).argParser(integerIn(1, MAX_CPUS, '--cpus')))
-  .option('-p, --params <arg>', 'an argument for the plugin, before those after -- (repeatable, as crosvm\'s -p)', collect(String));
+  .option(
+    '-p, --params <arg>',
+    "an argument for the plugin, before those after -- (repeatable, as crosvm's -p)",
+    collect(String),
+  );
 addSandboxOptions(run)
   .option('--host-ip <ip>', 'create a tap device with this IPv4 address for the plugin (needs --netmask)', validated(parseHostIp))
-  .addOption(new Option('--host_ip <ip>', 'crosvm\'s spelling of --host-ip').hideHelp().argParser(validated(parseHostIp)))
+  .addOption(new Option('--host_ip <ip>', "crosvm's spelling of --host-ip").hideHelp().argParser(validated(parseHostIp)))
   .option('--netmask <mask>', 'the netmask of the tap --host-ip creates, e.g. 255.255.255.0', validated(parseNetmask))
   .option('--mac <mac>', "the MAC address of the plugin's tap device, e.g. de:21:e8:47:6b:6a", validated(parseMac))
-  .option('--tap-name <name>', 'attach to this existing persistent tap device (repeatable; the plugin is offered the first tap)', collect(String))
-  .option('--tap-fd <fd>', 'use this inherited descriptor of a tap device (repeatable)', collect(integerIn(0, 0x7fffffff, '--tap-fd')))
+  .option(
+    '--tap-name <name>',
+    'attach to this existing persistent tap device (repeatable; the plugin is offered the first tap)',
+    collect(String),
+  )
+  .option(
+    '--tap-fd <fd>',
+    'use this inherited descriptor of a tap device (repeatable)',
+    collect(integerIn(0, 0x7fffffff, '--tap-fd')),
+  )
   .addOption(
     new Option('--start-timeout <seconds>', 'fail if the plugin has not started the VM by then')
       .default(10)

@@ -19,7 +19,8 @@ export class UsageError extends Error {
 export function integerIn(min: number, max: number, what: string) {
   return (value: string): number => {
     const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
+    if (!/^\d+$/.test(value) || n < min || n > max)
+      throw new InvalidArgumentError(`${what} must be a whole number from ${min} to ${max}.`);
     return n;
   };
 }
@@ -97,18 +98,36 @@ export function addSandboxOptions(command: Command): Command {
   const gidMaps: GidMap[] = [];
   return command
     .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
-    .option('--plugin-root <dir>', "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)")
-    .option('--plugin-mount <src[:dst[:writable]]>', 'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
-      collectInOrder(mounts, (spec) => [parseBindMount(spec)]))
-    .option('--plugin-mount-file <file>', 'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
-      collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)))
-    .option('--plugin-gid-map <inner[:outer[:count]]>', 'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
-      collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]))
-    .option('--plugin-gid-map-file <file>', 'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
-      collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)))
+    .option(
+      '--plugin-root <dir>',
+      "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)",
+    )
+    .option(
+      '--plugin-mount <src[:dst[:writable]]>',
+      'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
+      collectInOrder(mounts, (spec) => [parseBindMount(spec)]),
+    )
+    .option(
+      '--plugin-mount-file <file>',
+      'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
+      collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)),
+    )
+    .option(
+      '--plugin-gid-map <inner[:outer[:count]]>',
+      'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
+      collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]),
+    )
+    .option(
+      '--plugin-gid-map-file <file>',
+      'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
+      collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)),
+    )
     .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
     .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
-    .option('--seccomp-log-failures', 'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it');
+    .option(
+      '--seccomp-log-failures',
+      'log the calls the seccomp policy would kill the plugin for, and allow them, instead of killing it',
+    );
 }
 
 /**
@@ -116,7 +135,12 @@ export function addSandboxOptions(command: Command): Command {
  * about each jail option given that then does nothing); `extraMounts` are
  * bound after the user's. Throws a UsageError for options that contradict.
  */
-export function sandboxFrom(flags: SandboxFlags, command: Command, log: LogSink, extraMounts: BindMount[] = []): SandboxConfig | false {
+export function sandboxFrom(
+  flags: SandboxFlags,
+  command: Command,
+  log: LogSink,
+  extraMounts: BindMount[] = [],
+): SandboxConfig | false {
   if (flags.disableSandbox) {
     for (const [key, option] of Object.entries(SANDBOX_OPTIONS)) {
       if (command.getOptionValueSource(key) === 'cli') {
@@ -132,8 +156,10 @@ export function sandboxFrom(flags: SandboxFlags, command: Command, log: LogSink,
   if (flags.seccompPolicyDir !== undefined) {
     seccompPolicyFile = path.join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
     if (!existsSync(seccompPolicyFile)) {
-      throw new UsageError(`--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +
-        "(plugvisor reads the plugin's policy from that file, as crosvm did in plugin mode)");
+      throw new UsageError(
+        `--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +
+          "(plugvisor reads the plugin's policy from that file, as crosvm did in plugin mode)",
+      );
     }
   }
   return {

@@ -16,7 +16,7 @@ export interface CpuFeatures {
   xcr0: bigint;
 }
 
-const bit = (value: number | undefined, n: number): boolean => ((value ?? 0) >>> n & 1) === 1;
+const bit = (value: number | undefined, n: number): boolean => (((value ?? 0) >>> n) & 1) === 1;
 
 export function cpuFeatures(cpuid: readonly CpuidEntry[]): CpuFeatures {
   const leaf = (fn: number, index = 0): CpuidEntry | undefined =>
@@ -81,7 +81,8 @@ function flatSegment(segment: SegmentView, selector: number, type: number, dpl: 
 /** Fills `sregs` (the VCPU's current ones, for the APIC base and the interrupt bitmap) for CPL 3 in long mode. */
 export function userModeSregs(sregs: SregsView, tables: SystemTables, features: CpuFeatures): void {
   flatSegment(sregs.cs, SELECTOR.userCode, SEGMENT_TYPE.code, 3, true);
-  for (const name of ['ds', 'es', 'fs', 'gs', 'ss'] as const) flatSegment(sregs.segment(name), SELECTOR.userData, SEGMENT_TYPE.data, 3, false);
+  for (const name of ['ds', 'es', 'fs', 'gs', 'ss'] as const)
+    flatSegment(sregs.segment(name), SELECTOR.userData, SEGMENT_TYPE.data, 3, false);
   const tr = sregs.tr;
   tr.base = BigInt(tables.tss);
   tr.limit = TSS_LIMIT;
@@ -107,7 +108,8 @@ export function userModeSregs(sregs: SregsView, tables: SystemTables, features: 
   sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
   sregs.cr2 = 0n;
   sregs.cr3 = tables.cr3;
-  sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | (features.xsave ? CR4_OSXSAVE : 0n) | (features.fsgsbase ? CR4_FSGSBASE : 0n);
+  sregs.cr4 =
+    CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT | (features.xsave ? CR4_OSXSAVE : 0n) | (features.fsgsbase ? CR4_FSGSBASE : 0n);
   // SCE: `syscall` goes to the stub's report (see syscallMsrs), never to LSTAR 0.
   sregs.efer = EFER_SCE | EFER_LME | EFER_LMA | (features.noExecute ? EFER_NXE : 0n);
 }

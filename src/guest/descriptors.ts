@@ -59,8 +59,12 @@ export function writeGdt(view: DataView, at: number, tss: number): void {
   // A 16-byte system descriptor: limit, base, present | type, then base bits 32..63.
   const base = BigInt(tss);
   const limit = BigInt(TSS_LIMIT);
-  const low = (limit & 0xffffn) | ((base & 0xff_ffffn) << 16n) | ((0x80n | BigInt(SEGMENT_TYPE.busyTss)) << 40n) |
-    (((limit >> 16n) & 0xfn) << 48n) | (((base >> 24n) & 0xffn) << 56n);
+  const low =
+    (limit & 0xffffn) |
+    ((base & 0xff_ffffn) << 16n) |
+    ((0x80n | BigInt(SEGMENT_TYPE.busyTss)) << 40n) |
+    (((limit >> 16n) & 0xfn) << 48n) |
+    (((base >> 24n) & 0xffn) << 56n);
   view.setBigUint64(at + SELECTOR.tss, low, true);
   view.setBigUint64(at + SELECTOR.tss + 8, base >> 32n, true);
 }

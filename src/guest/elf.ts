@@ -47,10 +47,19 @@ const PF_R = 4;
 const ELF64_HEADER_SIZE = 64;
 const ELF64_PHDR_SIZE = 56;
 
-const MACHINES: Record<number, string> = { 3: 'x86 (i386)', 40: 'ARM', 183: 'AArch64', 243: 'RISC-V', 8: 'MIPS', 20: 'PowerPC', 21: 'PowerPC64' };
+const MACHINES: Record<number, string> = {
+  3: 'x86 (i386)',
+  40: 'ARM',
+  183: 'AArch64',
+  243: 'RISC-V',
+  8: 'MIPS',
+  20: 'PowerPC',
+  21: 'PowerPC64',
+};
 
 const CLASS_HINT = 'build it as a 64-bit x86-64 executable (gcc -m64)';
-const LINK_HINT = 'link it with -static -nostdlib (and not -static-pie), e.g. gcc -static -nostdlib -ffreestanding -o prog.elf prog.c';
+const LINK_HINT =
+  'link it with -static -nostdlib (and not -static-pie), e.g. gcc -static -nostdlib -ffreestanding -o prog.elf prog.c';
 
 /** Parses `file`; `name` (e.g. its path) starts every error message. */
 export function parseElf(file: Uint8Array, name = 'program'): ElfProgram {
@@ -110,7 +119,9 @@ export function parseElf(file: Uint8Array, name = 'program'): ElfProgram {
   }
   if (interpreter !== undefined) fail(`dynamically linked (it asks for the interpreter ${interpreter}): ${LINK_HINT}`);
   if (type === ET_DYN) {
-    fail(`a position-independent executable (ET_DYN${dynamic ? ', with relocations' : ''}); plugvisor loads programs at their link address and does not relocate: ${LINK_HINT}`);
+    fail(
+      `a position-independent executable (ET_DYN${dynamic ? ', with relocations' : ''}); plugvisor loads programs at their link address and does not relocate: ${LINK_HINT}`,
+    );
   }
   if (dynamic) fail(`has a dynamic section, which a static executable does not: ${LINK_HINT}`);
   if (segments.length === 0) fail('no PT_LOAD segments: nothing to run');

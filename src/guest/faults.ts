@@ -96,10 +96,13 @@ const REGION_NOTES: Record<FaultRegion, string> = {
 /** Hints for faults that usually mean the program was built for an operating system. */
 function hint(fault: GuestFault): string | undefined {
   if (fault.syscall !== undefined) {
-    return `the program made Linux system call ${fault.syscall} (syscall); plugvisor programs have no kernel: ` +
-      'use COM1 or the host calls of examples/guest/plugvisor.h';
+    return (
+      `the program made Linux system call ${fault.syscall} (syscall); plugvisor programs have no kernel: ` +
+      'use COM1 or the host calls of examples/guest/plugvisor.h'
+    );
   }
-  if (fault.code?.[0] === 0xcd && fault.code[1] === 0x80) return 'the program made a 32-bit Linux system call (int 0x80); plugvisor programs have no kernel';
+  if (fault.code?.[0] === 0xcd && fault.code[1] === 0x80)
+    return 'the program made a 32-bit Linux system call (int 0x80); plugvisor programs have no kernel';
   if (fault.vector === 14 && fault.region !== undefined) return REGION_NOTES[fault.region];
   return undefined;
 }

@@ -43,7 +43,10 @@ export class HostCallError extends Error {
 export class ProgramMemory {
   private readonly view: DataView;
 
-  constructor(private readonly bytes: Uint8Array, private readonly pages: PageMap) {
+  constructor(
+    private readonly bytes: Uint8Array,
+    private readonly pages: PageMap,
+  ) {
     this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   }
 
@@ -99,7 +102,9 @@ export class ProgramMemory {
     const need = Page.PRESENT | Page.USER | (writable ? Page.WRITABLE : 0);
     for (let page = Math.floor(first / PAGE_SIZE) * PAGE_SIZE; page < first + Number(size); page += PAGE_SIZE) {
       if ((this.pages.flagsAt(page) & need) !== need) {
-        throw new HostCallError(`the range ${range} is not ${writable ? 'writable' : 'readable'} by the program (page 0x${page.toString(16)})`);
+        throw new HostCallError(
+          `the range ${range} is not ${writable ? 'writable' : 'readable'} by the program (page 0x${page.toString(16)})`,
+        );
       }
     }
     return first;
@@ -110,6 +115,7 @@ export class ProgramMemory {
 export function resultBits(value: bigint | number | void, what: string): bigint {
   if (value === undefined) return 0n;
   if (typeof value === 'bigint') return BigInt.asUintN(64, value);
-  if (!Number.isSafeInteger(value)) throw new HostCallError(`${what} returned ${value}, not an integer (return a bigint for 64-bit values)`);
+  if (!Number.isSafeInteger(value))
+    throw new HostCallError(`${what} returned ${value}, not an integer (return a bigint for 64-bit values)`);
   return BigInt.asUintN(64, BigInt(value));
 }

@@ -81,7 +81,9 @@ function layOut(program: ElfProgram, options: Omit<ImageOptions, 'noExecute'>): 
     throw new ImageError(`the memory size must be a multiple of 4 KiB up to ${MAX_MEMORY_SIZE >> 20} MiB (got ${memorySize})`);
   }
   if (!Number.isSafeInteger(stackSize) || stackSize % PAGE_SIZE !== 0 || stackSize < MIN_STACK_LEFT * 2) {
-    throw new ImageError(`the stack size must be a multiple of 4 KiB and at least ${MIN_STACK_LEFT * 2 / 1024} KiB (got ${stackSize})`);
+    throw new ImageError(
+      `the stack size must be a multiple of 4 KiB and at least ${(MIN_STACK_LEFT * 2) / 1024} KiB (got ${stackSize})`,
+    );
   }
   const stackTop = memorySize;
   const stackBottom = stackTop - stackSize;
@@ -93,12 +95,16 @@ function layOut(program: ElfProgram, options: Omit<ImageOptions, 'noExecute'>): 
   for (const s of program.segments) {
     const end = s.address + s.memorySize;
     if (s.address < USER_BASE) {
-      throw new ImageError(`the program has a segment at ${hex(s.address)}, below ${hex(USER_BASE)} where plugvisor keeps its own ` +
-        "tables: link it at 0x400000 (the linker's default; do not move -Ttext below it)");
+      throw new ImageError(
+        `the program has a segment at ${hex(s.address)}, below ${hex(USER_BASE)} where plugvisor keeps its own ` +
+          "tables: link it at 0x400000 (the linker's default; do not move -Ttext below it)",
+      );
     }
     if (end > guard) {
-      throw new ImageError(`the program's segment ${hex(s.address)}..${hex(end)} does not fit below the stack ` +
-        `(memory ${memorySize >> 20} MiB, stack ${stackSize >> 10} KiB from ${hex(stackBottom)}): give it more memory`);
+      throw new ImageError(
+        `the program's segment ${hex(s.address)}..${hex(end)} does not fit below the stack ` +
+          `(memory ${memorySize >> 20} MiB, stack ${stackSize >> 10} KiB from ${hex(stackBottom)}): give it more memory`,
+      );
     }
     programEnd = Math.max(programEnd, end);
   }
@@ -114,11 +120,24 @@ function layOut(program: ElfProgram, options: Omit<ImageOptions, 'noExecute'>): 
   if (stackPointer - MIN_STACK_LEFT < stackBottom) {
     throw new ImageError(`the program's arguments take ${info - stringsAt} bytes, too many for a ${stackSize >> 10} KiB stack`);
   }
-  return { heapStart: alignUp(programEnd, PAGE_SIZE), heapEnd: guard, stackTop, stackBottom, info, strings, stringsAt, stackPointer };
+  return {
+    heapStart: alignUp(programEnd, PAGE_SIZE),
+    heapEnd: guard,
+    stackTop,
+    stackBottom,
+    info,
+    strings,
+    stringsAt,
+    stackPointer,
+  };
 }
 
 function auxVector(program: ElfProgram): (readonly [number, number])[] {
-  return [[AUX.AT_PAGESZ, PAGE_SIZE], [AUX.AT_ENTRY, program.entry], [AUX.AT_NULL, 0]];
+  return [
+    [AUX.AT_PAGESZ, PAGE_SIZE],
+    [AUX.AT_ENTRY, program.entry],
+    [AUX.AT_NULL, 0],
+  ];
 }
 
 /** Writes the whole image into `memory`, which must be zero-filled (a new GuestMemory is) and at least `options.memorySize` bytes. */
@@ -140,8 +159,11 @@ export function buildImage(memory: Uint8Array, program: ElfProgram, options: Ima
   // The program, free memory and the stack (the guard page below it stays unmapped).
   for (const s of program.segments) {
     memory.set(s.data, s.address); // the rest (.bss) is zero already: not touched, so not allocated before the program uses it
-    pages.add(s.address, s.address + s.memorySize,
-      Page.PRESENT | Page.USER | (s.writable ? Page.WRITABLE : 0) | (s.executable ? Page.EXECUTABLE : 0));
+    pages.add(
+      s.address,
+      s.address + s.memorySize,
+      Page.PRESENT | Page.USER | (s.writable ? Page.WRITABLE : 0) | (s.executable ? Page.EXECUTABLE : 0),
+    );
   }
   pages.set(layout.heapStart, layout.heapEnd, Page.PRESENT | Page.WRITABLE | Page.USER);
   pages.set(layout.stackBottom, layout.stackTop, Page.PRESENT | Page.WRITABLE | Page.USER);

@@ -14,7 +14,8 @@
  *
  * The pieces are exported too, for plugins that build their own machine.
  */
-export { runProgram, PIC_VECTOR_BASE, type ProgramOutcome, type RunProgramOptions } from './runner.js';
+export { runProgram, type ProgramOutcome, type RunProgramOptions } from './runner.js';
+export { PIC_VECTOR_BASE } from './pic.js';
 export { HostCallError, ProgramMemory, type HostCall, type HostFunction } from './host-calls.js';
 export { describeFault, dumpRegisters, exceptionMnemonic, type GuestFault } from './faults.js';
 export { ElfError, parseElf, type ElfProgram, type ElfSegment } from './elf.js';

@@ -43,7 +43,7 @@ export class PageMap {
 
   /** Adds permissions to every page that [start, end) touches (segments sharing a page get the union). */
   add(start: number, end: number, flags: number): void {
-    for (let p = Math.floor(start / PAGE_SIZE); p < Math.ceil(end / PAGE_SIZE); p++) this.pages[p]! |= flags;
+    for (let p = Math.floor(start / PAGE_SIZE); p < Math.ceil(end / PAGE_SIZE); p++) this.pages[p] |= flags;
   }
 
   flagsAt(address: number): number {
@@ -66,7 +66,9 @@ export function buildPageTables(memory: Uint8Array, map: PageMap, options: PageT
   let next = options.base;
   const allocate = (): number => {
     if (next + PAGE_SIZE > options.limit) {
-      throw new RangeError(`the page tables do not fit below 0x${options.limit.toString(16)}: too many differently-protected 2 MiB regions`);
+      throw new RangeError(
+        `the page tables do not fit below 0x${options.limit.toString(16)}: too many differently-protected 2 MiB regions`,
+      );
     }
     const at = next;
     next += PAGE_SIZE;
@@ -100,7 +102,7 @@ export function buildPageTables(memory: Uint8Array, map: PageMap, options: PageT
     }
     const first = large * PAGES_PER_LARGE;
     const pages = map.pages.subarray(first, first + PAGES_PER_LARGE);
-    const flags = pages[0]!;
+    const flags = pages[0];
     const uniform = pages.length === PAGES_PER_LARGE && pages.every((f) => f === flags);
     const pdSlot = pd + 8 * (large % ENTRIES);
     if (uniform) {

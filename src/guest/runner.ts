@@ -17,7 +17,6 @@ import {
   RegsView,
   SregsView,
   VcpuStateSet,
-  VmStateSet,
   eventfdWrite,
   type CpuidEntry,
   type IoAccessEvent,
@@ -51,6 +50,7 @@ import { DEFAULT_MEMORY_SIZE, DEFAULT_STACK_SIZE, buildImage, type Image } from 
 import { OutputBuffer, fdSink, type OutputSink } from './output.js';
 import { Page } from './paging.js';
 import { FAULT_FRAME, STUB_SYSCALL_OFFSET } from './stub.js';
+import { PIC_VECTOR_BASE, setUpPics } from './pic.js';
 import { Uart16550 } from './uart.js';
 
 export interface RunProgramOptions {
@@ -82,9 +82,6 @@ export type ProgramOutcome =
   /** A CPU exception stopped it; `message` is describeFault(fault). */
   | { kind: 'fault'; fault: GuestFault; message: string };
 
-/** The ISA interrupt vectors: the runner programs the PICs like a PC BIOS does, IRQ n → vector 0x20 + n. */
-export const PIC_VECTOR_BASE = 0x20;
-
 /** Runs `options.program` to its end. Throws ElfError/ImageError for a program that cannot run, HostCallError for a host call that failed. */
 export function runProgram(options: RunProgramOptions): ProgramOutcome {
   const program = options.program instanceof Uint8Array ? parseElf(options.program) : options.program;
@@ -102,8 +99,14 @@ export function runProgram(options: RunProgramOptions): ProgramOutcome {
       noExecute: features.noExecute,
     });
     conn.createMemory(memory, { start: 0n });
-    for (const [port, count] of [[COM1_PORT, COM1_PORT_COUNT], [DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_COUNT], [HOST_CALL_PORT, 1],
-      [FAULT_PORT, 1], [INTERRUPT_PORT, 1], [SYSCALL_PORT, 1]] as const) {
+    for (const [port, count] of [
+      [COM1_PORT, COM1_PORT_COUNT],
+      [DEBUG_EXIT_PORT, DEBUG_EXIT_PORT_COUNT],
+      [HOST_CALL_PORT, 1],
+      [FAULT_PORT, 1],
+      [INTERRUPT_PORT, 1],
+      [SYSCALL_PORT, 1],
+    ] as const) {
       conn.reserveRange(AddressSpace.IOPORT, BigInt(port), BigInt(count));
     }
     // Every host call brings the registers along: one exit, no get_state round trip.
@@ -144,7 +147,11 @@ export function runProgram(options: RunProgramOptions): ProgramOutcome {
 
 function hostFunctionsOf(functions: RunProgramOptions['hostFunctions']): Map<number, HostFunction> {
   const map = new Map<number, HostFunction>();
-  const entries = functions instanceof Map ? [...functions.entries()] : Object.entries(functions ?? {});
+  // `instanceof Map` cannot narrow a ReadonlyMap away, so the record is named by its type.
+  const entries: [number | string, HostFunction][] =
+    functions instanceof Map
+      ? [...(functions as ReadonlyMap<number, HostFunction>).entries()]
+      : Object.entries((functions ?? {}) as Readonly<Record<number, HostFunction>>);
   for (const [key, fn] of entries) {
     const number = Number(key);
     if (!Number.isInteger(number) || number < 0 || number >= BUILTIN_CALL_BASE) {
@@ -156,32 +163,6 @@ function hostFunctionsOf(functions: RunProgramOptions['hostFunctions']): Map<num
   return map;
 }
 
-// struct kvm_pic_state: one byte per field.
-const PIC_IMR = 2;
-const PIC_IRQ_BASE = 5;
-const PIC_INIT_STATE = 9;
-const PIC_AUTO_EOI = 10;
-const PIC_INIT4 = 13;
-
-/**
- * Both PICs initialised (vectors 0x20 and 0x28, auto-EOI, every line masked
- * but the cascade), as a program without a kernel cannot do it in time and
- * should not have to: a program that wants COM1's interrupt unmasks IRQ 4
- * (`out 0x21`) itself. Auto-EOI: the stub cannot know which controller to
- * acknowledge, and the UART's irqfd resample needs the acknowledgement.
- */
-function setUpPics(conn: Connection): void {
-  for (const [set, base, mask] of [[VmStateSet.PIC0, PIC_VECTOR_BASE, 0xfb], [VmStateSet.PIC1, PIC_VECTOR_BASE + 8, 0xff]] as const) {
-    const state = new Uint8Array(conn.getVmState(set));
-    state[PIC_IMR] = mask;
-    state[PIC_IRQ_BASE] = base;
-    state[PIC_INIT_STATE] = 0;
-    state[PIC_AUTO_EOI] = 1;
-    state[PIC_INIT4] = 1;
-    conn.setVmState(set, state);
-  }
-}
-
 /** VCPU state for the program's first instruction: CPUID, XCR0, then sregs and regs (sent with the resume). */
 function enterProgram(vcpu: Vcpu, image: Image, cpuid: CpuidEntry[], features: CpuFeatures): void {
   vcpu.setCpuid(cpuid);
@@ -190,7 +171,9 @@ function enterProgram(vcpu: Vcpu, image: Image, cpuid: CpuidEntry[], features: C
   const sregs = new SregsView(vcpu.getSregs());
   userModeSregs(sregs, { gdt: SYSTEM.gdt, idt: SYSTEM.idt, tss: SYSTEM.tss, cr3: image.cr3 }, features);
   vcpu.setSregs(sregs.bytes);
-  vcpu.setRegs(entryRegs({ rip: image.entry, rsp: image.stackPointer, rdi: BigInt(image.argc), rsi: image.argv, rdx: image.info }).bytes);
+  vcpu.setRegs(
+    entryRegs({ rip: image.entry, rsp: image.stackPointer, rdi: BigInt(image.argc), rsi: image.argv, rdx: image.info }).bytes,
+  );
 }
 
 /** The serving loop of one program on one VCPU. */
@@ -232,7 +215,7 @@ class Session {
         const fault = port === FAULT_PORT ? this.fault() : this.syscall(new RegsView(this.vcpu.getRegs()), undefined);
         return { kind: 'fault', fault, message: describeFault(fault) };
       } else if (port === INTERRUPT_PORT) {
-        const vector = event.data[0]!;
+        const vector = event.data[0];
         // With auto-EOI the PIC was acknowledged as it delivered, which lowered the irqfd's line: raise it again if still due.
         if (vector === PIC_VECTOR_BASE + COM1_IRQ) this.uart.resample();
         this.onInterrupt?.(vector);
@@ -246,7 +229,7 @@ class Session {
   private serial(event: IoAccessEvent, offset: number): void {
     for (let i = 0; i < event.data.length; i++) {
       const register = (offset + i) % COM1_PORT_COUNT;
-      if (event.isWrite) this.uart.write(register, event.data[i]!);
+      if (event.isWrite) this.uart.write(register, event.data[i]);
       else event.data[i] = this.uart.read(register);
     }
   }
@@ -265,7 +248,9 @@ class Session {
       const number = Number(rax);
       const fn = this.functions.get(number);
       if (fn === undefined) {
-        throw new HostCallError(`the program called host function ${number} (rip 0x${regs.rip.toString(16)}), which the plugin does not serve`);
+        throw new HostCallError(
+          `the program called host function ${number} (rip 0x${regs.rip.toString(16)}), which the plugin does not serve`,
+        );
       }
       const call: HostCall = { number, args, memory: this.programMemory };
       try {
@@ -317,7 +302,8 @@ class Session {
     const rip = word(FAULT_FRAME.rip);
     const rsp = word(FAULT_FRAME.rsp);
     // This machine's KVM runs `syscall` without leaving CPL 3: it jumps to LSTAR and faults fetching the ring-0 page.
-    if (rip === BigInt(SYSTEM.stub + STUB_SYSCALL_OFFSET) && Number(word(FAULT_FRAME.vector)) === 14) return this.syscall(regs, rsp);
+    if (rip === BigInt(SYSTEM.stub + STUB_SYSCALL_OFFSET) && Number(word(FAULT_FRAME.vector)) === 14)
+      return this.syscall(regs, rsp);
     const registers = Object.fromEntries(REG_NAMES.map((name) => [name, regs.get(name)])) as Record<RegName, bigint>;
     registers.rip = rip;
     registers.rsp = rsp;

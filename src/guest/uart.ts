@@ -54,7 +54,10 @@ export class Uart16550 {
    * @param output receives each transmitted byte.
    * @param line the interrupt line, if the UART has one.
    */
-  constructor(private readonly output: (byte: number) => void, private readonly line?: InterruptLine) {}
+  constructor(
+    private readonly output: (byte: number) => void,
+    private readonly line?: InterruptLine,
+  ) {}
 
   /** Bytes for the program to read from RBR. */
   receive(bytes: Uint8Array): void {

@@ -35,7 +35,10 @@ export const MAX_PENDING_LOG_BYTES = 1024 * 1024;
  * only when verbose. While more than MAX_PENDING_LOG_BYTES wait to be
  * written, lines are dropped; the next line written says how many.
  */
-export function stderrSink(verbose: boolean, output: NodeJS.WritableStream & { writableLength: number } = process.stderr): LogSink {
+export function stderrSink(
+  verbose: boolean,
+  output: NodeJS.WritableStream & { writableLength: number } = process.stderr,
+): LogSink {
   let dropped = 0;
   return (level, message) => {
     if (level === 'info' && !verbose) return;

@@ -143,7 +143,9 @@ export class MainConnection {
     try {
       if (!sendWhole(this.fd, answer.response, answer.fds)) {
         const member = answer.response.message?.$case;
-        this.log.warn(`connection ${this.fd}: the ${member ?? 'empty'} response is too large for one message; answering EMSGSIZE`);
+        this.log.warn(
+          `connection ${this.fd}: the ${member ?? 'empty'} response is too large for one message; answering EMSGSIZE`,
+        );
         if (!sendWhole(this.fd, mainFailure(errno.EMSGSIZE, member), [])) throw new Error('even an empty response does not fit');
       }
     } catch (e) {

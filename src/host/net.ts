@@ -55,11 +55,14 @@ interface NetPlan {
 export function planNetwork(options: NetOptions): NetPlan {
   const { hostIp, netmask } = options;
   if ((hostIp === undefined) !== (netmask === undefined)) {
-    throw new Error(hostIp === undefined
-      ? '--netmask needs --host-ip: together they create a tap device'
-      : '--host-ip needs --netmask: together they create a tap device');
+    throw new Error(
+      hostIp === undefined
+        ? '--netmask needs --host-ip: together they create a tap device'
+        : '--host-ip needs --netmask: together they create a tap device',
+    );
   }
-  const create = hostIp !== undefined && netmask !== undefined ? { ip: parseHostIp(hostIp), netmask: parseNetmask(netmask) } : undefined;
+  const create =
+    hostIp !== undefined && netmask !== undefined ? { ip: parseHostIp(hostIp), netmask: parseNetmask(netmask) } : undefined;
   const tapNames = options.tapNames ?? [];
   for (const name of tapNames) {
     if (name === '' || name.includes('/') || /\s/.test(name) || Buffer.byteLength(name) >= C.IFNAMSIZ) {
@@ -68,7 +71,8 @@ export function planNetwork(options: NetOptions): NetPlan {
   }
   const tapFds = options.tapFds ?? [];
   for (const fd of tapFds) {
-    if (!Number.isSafeInteger(fd) || fd < 0 || fd > 0x7fffffff) throw new Error(`--tap-fd '${fd}' is not a file descriptor number`);
+    if (!Number.isSafeInteger(fd) || fd < 0 || fd > 0x7fffffff)
+      throw new Error(`--tap-fd '${fd}' is not a file descriptor number`);
   }
   const mac = options.mac === undefined ? undefined : parseMac(options.mac);
   if (mac !== undefined && create === undefined && tapNames.length === 0 && tapFds.length === 0) {
@@ -221,7 +225,9 @@ function openTunDevice(what: string): number {
     return native.open(TUN_DEVICE, C.O_RDWR | C.O_NONBLOCK | C.O_CLOEXEC);
   } catch (e) {
     if (errnoOf(e) === errno.ENOENT) {
-      throw new Error(`${what}: ${TUN_DEVICE} does not exist (the tun driver is not loaded, try \`modprobe tun\`, or this container has no such device)`);
+      throw new Error(
+        `${what}: ${TUN_DEVICE} does not exist (the tun driver is not loaded, try \`modprobe tun\`, or this container has no such device)`,
+      );
     }
     if (errnoOf(e) === errno.EACCES || errnoOf(e) === errno.EPERM) {
       throw new Error(`${what}: no permission to open ${TUN_DEVICE} (${reason(e)})`);
@@ -230,7 +236,8 @@ function openTunDevice(what: string): number {
   }
 }
 
-const NEEDS_NET_ADMIN = 'needs CAP_NET_ADMIN: run plugvisor as root, or make a persistent tap that your user owns ' +
+const NEEDS_NET_ADMIN =
+  'needs CAP_NET_ADMIN: run plugvisor as root, or make a persistent tap that your user owns ' +
   '(`ip tuntap add mode tap user $USER name NAME`, then set its address) and pass --tap-name NAME';
 
 /** A new tap with the given address and netmask, brought up after `mac` (if any) is set. */
@@ -267,8 +274,10 @@ function createTap(ip: number, netmask: number, mac: Uint8Array | undefined, log
 function openNamedTap(name: string): Tap {
   const what = `--tap-name ${name}`;
   if (!withInetSocket((socket) => interfaceExists(socket, name))) {
-    throw new Error(`${what}: there is no network interface named ${name} here ` +
-      `(make a persistent tap with \`ip tuntap add mode tap name ${name}\`)`);
+    throw new Error(
+      `${what}: there is no network interface named ${name} here ` +
+        `(make a persistent tap with \`ip tuntap add mode tap name ${name}\`)`,
+    );
   }
   const fd = openTunDevice(what);
   return preparedTap(new Tap(fd, what), () => {
@@ -278,7 +287,9 @@ function openNamedTap(name: string): Tap {
       const code = errnoOf(e);
       if (code === errno.EINVAL) throw new Error(`${what}: ${name} is not a tap device`);
       if (code === errno.EPERM) {
-        throw new Error(`${what}: not allowed to attach to ${name}: its owner or group is not yours (or plugvisor needs CAP_NET_ADMIN)`);
+        throw new Error(
+          `${what}: not allowed to attach to ${name}: its owner or group is not yours (or plugvisor needs CAP_NET_ADMIN)`,
+        );
       }
       if (code === errno.EBUSY) throw new Error(`${what}: ${name} is in use by another process`);
       throw new Error(`${what}: ${reason(e)}`);
@@ -306,9 +317,12 @@ function adoptTapFd(fd: number): Tap {
       const detail = errnoOf(e) === C.EBADFD ? `${TUN_DEVICE} without a device attached` : `not a tap device (${reason(e)})`;
       throw new Error(`${what}: descriptor ${fd} is ${detail}`);
     }
-    if ((flags & C.IFF_TAP) === 0) throw new Error(`${what}: descriptor ${fd} is a TUN (IP-level) device, not a tap (Ethernet-level)`);
+    if ((flags & C.IFF_TAP) === 0)
+      throw new Error(`${what}: descriptor ${fd} is a TUN (IP-level) device, not a tap (Ethernet-level)`);
     if ((flags & C.IFF_NO_PI) === 0) {
-      throw new Error(`${what}: the tap was set up without IFF_NO_PI, so its frames carry a packet-information header plugins do not expect`);
+      throw new Error(
+        `${what}: the tap was set up without IFF_NO_PI, so its frames carry a packet-information header plugins do not expect`,
+      );
     }
   });
 }
@@ -336,8 +350,13 @@ export function openTaps(options: NetOptions | undefined, log: Log): Tap[] {
       }
     }
     if (taps.length > 1) {
-      log.warn(`only the first tap device (${taps[0]!.origin}) reaches the plugin: get_net_config offers one; ` +
-        `${taps.slice(1).map((t) => t.origin).join(', ')} stay unused`);
+      log.warn(
+        `only the first tap device (${taps[0].origin}) reaches the plugin: get_net_config offers one; ` +
+          `${taps
+            .slice(1)
+            .map((t) => t.origin)
+            .join(', ')} stay unused`,
+      );
     }
     return taps;
   } catch (e) {

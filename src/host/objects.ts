@@ -117,8 +117,10 @@ export class MemoryObject implements PluginObject {
     }
     if ((seals & C.F_SEAL_SHRINK) === 0) throw new ErrnoError(errno.EPERM, 'the memfd is not sealed against shrinking');
     const { offset, start, length } = request;
-    if (wrapsPastU64(offset, length) || wrapsPastU64(start, length)) throw new ErrnoError(errno.EOVERFLOW, 'memory range overflows');
-    if (offset + length > BigInt(native.fstatSize(fd))) throw new ErrnoError(errno.EINVAL, 'memory range passes the end of the memfd');
+    if (wrapsPastU64(offset, length) || wrapsPastU64(start, length))
+      throw new ErrnoError(errno.EOVERFLOW, 'memory range overflows');
+    if (offset + length > BigInt(native.fstatSize(fd)))
+      throw new ErrnoError(errno.EINVAL, 'memory range passes the end of the memfd');
     if (length === 0n || length > BigInt(Number.MAX_SAFE_INTEGER)) throw new ErrnoError(errno.EINVAL, 'bad memory length');
     const address = native.mmap(Number(length), C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, Number(offset));
     try {

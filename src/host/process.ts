@@ -121,7 +121,12 @@ export class PluginProcess {
       });
       // Without fds left (EMFILE), node makes no stdio pipes and reports the
       // failure through 'error' only.
-      if (child.stderr) forEachLine(child.stderr, (line) => this.pluginLog(line), () => this.stderrClosed());
+      if (child.stderr)
+        forEachLine(
+          child.stderr,
+          (line) => this.pluginLog(line),
+          () => this.stderrClosed(),
+        );
       this.addConnection(hostEnd);
     } catch (e) {
       native.close(hostEnd);
@@ -216,7 +221,10 @@ export class PluginProcess {
             checkExtension: { hasExtension: this.vm.checkExtension(message.checkExtension.extension) === 1 },
           });
         case 'getSupportedCpuid':
-          return ok({ $case: 'getSupportedCpuid', getSupportedCpuid: { entries: this.kvm.supportedCpuid().map(fromKernelCpuid) } });
+          return ok({
+            $case: 'getSupportedCpuid',
+            getSupportedCpuid: { entries: this.kvm.supportedCpuid().map(fromKernelCpuid) },
+          });
         case 'getEmulatedCpuid':
           return ok({ $case: 'getEmulatedCpuid', getEmulatedCpuid: { entries: this.kvm.emulatedCpuid().map(fromKernelCpuid) } });
         case 'getMsrIndexList':
@@ -298,7 +306,9 @@ export class PluginProcess {
       config = tap.config();
     } catch (e) {
       // The plugin gets the errno; a person gets to know why.
-      this.log.warn(`get_net_config: reading the configuration of ${tap.origin} failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.log.warn(
+        `get_net_config: reading the configuration of ${tap.origin} failed: ${e instanceof Error ? e.message : String(e)}`,
+      );
       throw e;
     }
     const getNetConfig = { hostMacAddress: Buffer.from(config.mac), hostIpv4Address: config.ipv4, netmask: config.netmask };

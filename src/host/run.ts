@@ -159,7 +159,9 @@ export async function runPlugin(options: RunOptions): Promise<RunOutcome> {
     const sandboxed = options.sandbox !== false;
     // A jail that can't be planned is a setup error, never a fallback to no jail.
     const launch = sandboxed
-      ? setUp(undefined, () => planSandboxedLaunch(options.sandbox || { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []))
+      ? setUp(undefined, () =>
+          planSandboxedLaunch(options.sandbox || { mounts: [], gidMaps: [] }, options.plugin, options.args ?? []),
+        )
       : { file: options.plugin, args: options.args ?? [], extraFds: [], dispose() {} };
     plan = launch;
     const settings = { log, pluginStderr, startTimeoutMs, shutdownTimeoutMs, signal: options.signal, sandboxed };
@@ -197,7 +199,14 @@ interface ServeSettings {
 }
 
 /** The main loop: serve the plugin until it is gone, then tear down and judge the outcome. */
-async function serve(kvm: Kvm, vm: VmFd, plan: LaunchPlan, cpus: number, taps: readonly Tap[], settings: ServeSettings): Promise<RunOutcome> {
+async function serve(
+  kvm: Kvm,
+  vm: VmFd,
+  plan: LaunchPlan,
+  cpus: number,
+  taps: readonly Tap[],
+  settings: ServeSettings,
+): Promise<RunOutcome> {
   const { log } = settings;
   /** The first failure, which decides the outcome's message. */
   let failure: string | undefined;
@@ -231,23 +240,35 @@ async function serve(kvm: Kvm, vm: VmFd, plan: LaunchPlan, cpus: number, taps: r
     }, settings.shutdownTimeoutMs).unref();
   };
 
-  const process_ = setUp('cannot set up the VM', () => new PluginProcess(kvm, vm, cpus, log, settings.pluginStderr, {
-    onStarted: () => {
-      started = true;
-      clearTimeout(startTimer);
-    },
-    onVcpuExit: (index, reason, failed) => {
-      if (failed) fail(`vcpu ${index}: ${reason}`);
-      else {
-        log.info(`vcpu ${index}: ${reason}`);
-        beginShutdown();
-      }
-    },
-    onPluginExit: (_status, error) => {
-      spawnError = error;
-      pluginGone();
-    },
-  }, taps));
+  const process_ = setUp(
+    'cannot set up the VM',
+    () =>
+      new PluginProcess(
+        kvm,
+        vm,
+        cpus,
+        log,
+        settings.pluginStderr,
+        {
+          onStarted: () => {
+            started = true;
+            clearTimeout(startTimer);
+          },
+          onVcpuExit: (index, reason, failed) => {
+            if (failed) fail(`vcpu ${index}: ${reason}`);
+            else {
+              log.info(`vcpu ${index}: ${reason}`);
+              beginShutdown();
+            }
+          },
+          onPluginExit: (_status, error) => {
+            spawnError = error;
+            pluginGone();
+          },
+        },
+        taps,
+      ),
+  );
   try {
     process_.spawn(plan);
   } catch (e) {

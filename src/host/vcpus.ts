@@ -129,7 +129,8 @@ export class VcpuSet {
   }
 
   private closePipes(): void {
-    for (const p of this.pipes) for (const fd of Object.values(p)) native.close(fd);
+    for (const p of this.pipes)
+      for (const fd of [p.requestRead, p.requestWrite, p.responseRead, p.responseWrite]) native.close(fd);
     this.pipes.length = 0;
   }
 }

@@ -18,15 +18,27 @@ export interface VmStateAccess {
 const VM_STATE_SETS: ReadonlyMap<number, VmStateAccess> = new Map([
   [
     MainRequest_StateSet.PIC0,
-    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_MASTER), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_MASTER, b) },
+    {
+      size: C.SIZEOF_KVM_PIC_STATE,
+      get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_MASTER),
+      set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_MASTER, b),
+    },
   ],
   [
     MainRequest_StateSet.PIC1,
-    { size: C.SIZEOF_KVM_PIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_SLAVE), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_SLAVE, b) },
+    {
+      size: C.SIZEOF_KVM_PIC_STATE,
+      get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_PIC_SLAVE),
+      set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_PIC_SLAVE, b),
+    },
   ],
   [
     MainRequest_StateSet.IOAPIC,
-    { size: C.SIZEOF_KVM_IOAPIC_STATE, get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_IOAPIC), set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_IOAPIC, b) },
+    {
+      size: C.SIZEOF_KVM_IOAPIC_STATE,
+      get: (vm) => vm.getIrqchip(C.KVM_IRQCHIP_IOAPIC),
+      set: (vm, b) => vm.setIrqchip(C.KVM_IRQCHIP_IOAPIC, b),
+    },
   ],
   [MainRequest_StateSet.PIT, { size: C.SIZEOF_KVM_PIT_STATE2, get: (vm) => vm.getPit2(), set: (vm, b) => vm.setPit2(b) }],
   [MainRequest_StateSet.CLOCK, { size: C.SIZEOF_KVM_CLOCK_DATA, get: (vm) => vm.getClock(), set: (vm, b) => vm.setClock(b) }],

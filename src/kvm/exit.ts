@@ -96,10 +96,14 @@ export class ExitDecoder {
   private readonly other: Mutable<OtherExit> = { kind: 'other', reason: 0 };
 
   /** `run` and `bytes` view the whole mapping, kvm_run first. */
-  constructor(private readonly run: DataView, private readonly bytes: Uint8Array) {
-    for (let len = 0; len <= MMIO_DATA_MAX; len++) this.mmioData.push(bytes.subarray(C.KVM_RUN_MMIO_DATA, C.KVM_RUN_MMIO_DATA + len));
+  constructor(
+    private readonly run: DataView,
+    private readonly bytes: Uint8Array,
+  ) {
+    for (let len = 0; len <= MMIO_DATA_MAX; len++)
+      this.mmioData.push(bytes.subarray(C.KVM_RUN_MMIO_DATA, C.KVM_RUN_MMIO_DATA + len));
     this.io = { kind: 'io', direction: 'out', port: 0, size: 0, count: 0, data: bytes.subarray(0, 0) };
-    this.mmio = { kind: 'mmio', address: 0n, isWrite: false, data: this.mmioData[0]! };
+    this.mmio = { kind: 'mmio', address: 0n, isWrite: false, data: this.mmioData[0] };
   }
 
   /** The exit that kvm_run holds now (after a KVM_RUN that succeeded). */

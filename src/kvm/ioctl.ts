@@ -6,15 +6,7 @@
  */
 import { errno, isErrnoError } from '../errno.js';
 import { C, native, type ConstantName } from '../native/index.js';
-import {
-  allocBytes,
-  decodeCpuid2,
-  encodeCpuid2,
-  expectSize,
-  MSR_LIST,
-  viewOf,
-  type CpuidEntry2,
-} from './structs.js';
+import { allocBytes, decodeCpuid2, encodeCpuid2, expectSize, MSR_LIST, viewOf, type CpuidEntry2 } from './structs.js';
 
 /** Makes sure an ErrnoError's message names the ioctl (the addon usually does), and rethrows it. */
 export function rethrowWithContext(e: unknown, name: string): never {

@@ -145,9 +145,16 @@ const CPUID_ENTRY_FIELDS = LAYOUT_FIELDS.kvm_cpuid_entry2;
 
 /** A struct kvm_cpuid2 holding `entries`, with room for `capacity` entries. */
 export function encodeCpuid2(entries: readonly CpuidEntry2[], capacity = entries.length): Uint8Array<ArrayBuffer> {
-  return encodeEntries(CPUID2, CPUID2.nent, CPUID_ENTRY2.size, entries, (dv, at, e) => {
-    for (const field of CPUID_ENTRY_FIELDS) dv.setUint32(at + CPUID_ENTRY2[field], e[field] >>> 0, true);
-  }, capacity);
+  return encodeEntries(
+    CPUID2,
+    CPUID2.nent,
+    CPUID_ENTRY2.size,
+    entries,
+    (dv, at, e) => {
+      for (const field of CPUID_ENTRY_FIELDS) dv.setUint32(at + CPUID_ENTRY2[field], e[field] >>> 0, true);
+    },
+    capacity,
+  );
 }
 
 /** The `nent` entries of a struct kvm_cpuid2. */

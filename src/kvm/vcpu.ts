@@ -149,7 +149,7 @@ export class VcpuFd {
     if (n < indices.length) {
       throw new ErrnoError(
         errno.EINVAL,
-        `KVM_GET_MSRS: read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n]! >>> 0).toString(16)} is not readable`,
+        `KVM_GET_MSRS: read ${n} of ${indices.length} MSRs; MSR 0x${(indices[n] >>> 0).toString(16)} is not readable`,
         { syscall: 'ioctl' },
       );
     }

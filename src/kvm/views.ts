@@ -185,8 +185,18 @@ export class SegmentView {
   ) {}
 }
 defineFields(SegmentView, SEGMENT, {
-  base: 'u64', limit: 'u32', selector: 'u16',
-  type: 'u8', present: 'u8', dpl: 'u8', db: 'u8', s: 'u8', l: 'u8', g: 'u8', avl: 'u8', unusable: 'u8',
+  base: 'u64',
+  limit: 'u32',
+  selector: 'u16',
+  type: 'u8',
+  present: 'u8',
+  dpl: 'u8',
+  db: 'u8',
+  s: 'u8',
+  l: 'u8',
+  g: 'u8',
+  avl: 'u8',
+  unusable: 'u8',
 });
 
 /** A struct kvm_dtable (gdt / idt) inside a struct kvm_sregs. */
@@ -245,36 +255,70 @@ export class SregsView extends StructView {
     return new SegmentView(this.dv, SREGS[name]);
   }
   /** The code segment. */
-  get cs(): SegmentView { return this.segment('cs'); }
+  get cs(): SegmentView {
+    return this.segment('cs');
+  }
   /** The data segment. */
-  get ds(): SegmentView { return this.segment('ds'); }
+  get ds(): SegmentView {
+    return this.segment('ds');
+  }
   /** The ES segment. */
-  get es(): SegmentView { return this.segment('es'); }
+  get es(): SegmentView {
+    return this.segment('es');
+  }
   /** The FS segment. */
-  get fs(): SegmentView { return this.segment('fs'); }
+  get fs(): SegmentView {
+    return this.segment('fs');
+  }
   /** The GS segment. */
-  get gs(): SegmentView { return this.segment('gs'); }
+  get gs(): SegmentView {
+    return this.segment('gs');
+  }
   /** The stack segment. */
-  get ss(): SegmentView { return this.segment('ss'); }
+  get ss(): SegmentView {
+    return this.segment('ss');
+  }
   /** The task register. */
-  get tr(): SegmentView { return this.segment('tr'); }
+  get tr(): SegmentView {
+    return this.segment('tr');
+  }
   /** The local descriptor table register. */
-  get ldt(): SegmentView { return this.segment('ldt'); }
+  get ldt(): SegmentView {
+    return this.segment('ldt');
+  }
 
   /** Shorthand for `cs.base`. */
-  get csBase(): bigint { return this.cs.base; }
-  set csBase(v: bigint) { this.cs.base = v; }
+  get csBase(): bigint {
+    return this.cs.base;
+  }
+  set csBase(v: bigint) {
+    this.cs.base = v;
+  }
   /** Shorthand for `cs.selector`. */
-  get csSelector(): number { return this.cs.selector; }
-  set csSelector(v: number) { this.cs.selector = v; }
+  get csSelector(): number {
+    return this.cs.selector;
+  }
+  set csSelector(v: number) {
+    this.cs.selector = v;
+  }
 
   /** The global descriptor table register. */
-  get gdt(): DtableView { return new DtableView(this.dv, SREGS.gdt); }
+  get gdt(): DtableView {
+    return new DtableView(this.dv, SREGS.gdt);
+  }
   /** The interrupt descriptor table register. */
-  get idt(): DtableView { return new DtableView(this.dv, SREGS.idt); }
+  get idt(): DtableView {
+    return new DtableView(this.dv, SREGS.idt);
+  }
 }
 defineFields(SregsView, SREGS, {
-  cr0: 'u64', cr2: 'u64', cr3: 'u64', cr4: 'u64', cr8: 'u64', efer: 'u64', apicBase: 'u64',
+  cr0: 'u64',
+  cr2: 'u64',
+  cr3: 'u64',
+  cr4: 'u64',
+  cr8: 'u64',
+  efer: 'u64',
+  apicBase: 'u64',
 });
 
 /** Typed access to struct kvm_debugregs bytes; writes go to the bytes. */

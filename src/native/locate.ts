@@ -41,8 +41,10 @@ export function addonPath(): string {
     try {
       addonPathCache = nodeGypBuild.path(PACKAGE_ROOT);
     } catch {
-      throw new NativePartsError(`plugvisor's native addon is not built for ${process.platform}-${process.arch} ` +
-        `(none in prebuilds/${process.platform}-${process.arch}/ or build/Release/ of ${PACKAGE_ROOT}): ${NATIVE_FIX}`);
+      throw new NativePartsError(
+        `plugvisor's native addon is not built for ${process.platform}-${process.arch} ` +
+          `(none in prebuilds/${process.platform}-${process.arch}/ or build/Release/ of ${PACKAGE_ROOT}): ${NATIVE_FIX}`,
+      );
     }
   }
   return addonPathCache;

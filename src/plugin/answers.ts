@@ -31,8 +31,9 @@ export function answerBody<M extends Oneof, K extends M['$case']>(
 ): OneofBody<M, K> {
   if (errnoValue !== 0) throw new PluginError(request, errnoValue);
   if (answer?.$case !== expected) {
-    throw new PluginError(request, Errno.EPROTO,
-      `${who}answered with ${answer ? snakeCase(answer.$case) : 'no member'}`, { transport: true });
+    throw new PluginError(request, Errno.EPROTO, `${who}answered with ${answer ? snakeCase(answer.$case) : 'no member'}`, {
+      transport: true,
+    });
   }
   return (answer as unknown as Record<K, OneofBody<M, K>>)[expected];
 }

@@ -3,6 +3,7 @@
  * methods take and give back.
  */
 import type { AddressSpace } from '../protocol/gen/plugin.js';
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- named by {@link} in the docs
 import type { Connection } from './connection.js';
 
 /** The host's first tap device, from {@link Connection.getNetConfig}. */

@@ -61,8 +61,11 @@ export class Connection {
   static connect(): Connection {
     const value = process.env['CROSVM_SOCKET'];
     if (value === undefined || value === '') {
-      throw new PluginError('connect', Errno.ENOTCONN,
-        'CROSVM_SOCKET is not set: this program must be started as a plugin by plugvisor (plugvisor run --plugin ...)');
+      throw new PluginError(
+        'connect',
+        Errno.ENOTCONN,
+        'CROSVM_SOCKET is not set: this program must be started as a plugin by plugvisor (plugvisor run --plugin ...)',
+      );
     }
     if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value)) || Number(value) > 0x7fffffff) {
       throw new PluginError('connect', Errno.EINVAL, `CROSVM_SOCKET=${JSON.stringify(value)} is not a file descriptor number`);
@@ -82,7 +85,10 @@ export class Connection {
    * the answer; throws a transport PluginError if the host hung up or the
    * answer cannot be read.
    */
-  request(req: MainRequest, fds: readonly number[] = []): {
+  request(
+    req: MainRequest,
+    fds: readonly number[] = [],
+  ): {
     /** The host's answer. */
     response: MainResponse;
     /** Descriptors that came with it, owned by the caller. */
@@ -102,7 +108,7 @@ export class Connection {
   /** A new, independent connection to the host (for another thread). */
   newConnection(): Connection {
     const { fds } = this.call({ $case: 'newConnection', newConnection: {} }, { fdCount: 1 });
-    return new Connection(fds[0]!);
+    return new Connection(fds[0]);
   }
 
   /**
@@ -117,7 +123,7 @@ export class Connection {
 
   /** An eventfd (owned by the caller) that the host signals when the plugin should exit. */
   getShutdownEventfd(): number {
-    return this.call({ $case: 'getShutdownEventfd', getShutdownEventfd: {} }, { fdCount: 1 }).fds[0]!;
+    return this.call({ $case: 'getShutdownEventfd', getShutdownEventfd: {} }, { fdCount: 1 }).fds[0];
   }
 
   /** KVM_CHECK_EXTENSION on the VM. */
@@ -145,7 +151,7 @@ export class Connection {
     const { body, fds } = this.call({ $case: 'getNetConfig', getNetConfig: {} }, { fdCount: 1 });
     const mac = new Uint8Array(body.hostMacAddress);
     return {
-      tapFd: fds[0]!,
+      tapFd: fds[0],
       hostIpv4: formatIpv4(body.hostIpv4Address),
       netmask: formatIpv4(body.netmask),
       hostMac: formatMac(mac),
@@ -174,9 +180,11 @@ export class Connection {
 
   /** Replaces the whole GSI routing table (an empty list clears it). */
   setIrqRouting(routes: readonly IrqRoute[]): void {
-    const wire: MainRequest_SetIrqRouting_Route[] = routes.map((r) => r.kind === 'irqchip'
-      ? { irqId: r.irqId, route: { $case: 'irqchip', irqchip: { irqchip: r.irqchip, pin: r.pin } } }
-      : { irqId: r.irqId, route: { $case: 'msi', msi: { address: r.address, data: r.data } } });
+    const wire: MainRequest_SetIrqRouting_Route[] = routes.map((r) =>
+      r.kind === 'irqchip'
+        ? { irqId: r.irqId, route: { $case: 'irqchip', irqchip: { irqchip: r.irqchip, pin: r.pin } } }
+        : { irqId: r.irqId, route: { $case: 'msi', msi: { address: r.address, data: r.data } } },
+    );
     this.call({ $case: 'setIrqRouting', setIrqRouting: { routes: wire } });
   }
 
@@ -210,12 +218,14 @@ export class Connection {
     const { fds } = this.call({ $case: 'getVcpus', getVcpus: {} }, { fdCount: -1 });
     if (fds.length % 2 !== 0) {
       closeQuietly(fds);
-      throw new PluginError('get_vcpus', Errno.EPROTO, `odd number of VCPU pipe descriptors (${fds.length})`, { transport: true });
+      throw new PluginError('get_vcpus', Errno.EPROTO, `odd number of VCPU pipe descriptors (${fds.length})`, {
+        transport: true,
+      });
     }
     const vcpus: Vcpu[] = [];
     const count = fds.length / 2;
     const spinUs = options.threadPerVcpu ? spinBudgetForVcpus(count) : spinBudgetUs();
-    for (let i = 0; i < count; i++) vcpus.push(new Vcpu(i, fds[2 * i]!, fds[2 * i + 1]!, spinUs));
+    for (let i = 0; i < count; i++) vcpus.push(new Vcpu(i, fds[2 * i], fds[2 * i + 1], spinUs));
     this.vcpus = vcpus;
     return vcpus;
   }
@@ -242,7 +252,11 @@ export class Connection {
       return;
     }
     if (hint.details.length > MAX_HINT_DETAILS) {
-      throw new PluginError('set_call_hint', Errno.EINVAL, `at most ${MAX_HINT_DETAILS} hint details, got ${hint.details.length}`);
+      throw new PluginError(
+        'set_call_hint',
+        Errno.EINVAL,
+        `at most ${MAX_HINT_DETAILS} hint details, got ${hint.details.length}`,
+      );
     }
     const hints: MainRequest_SetCallHint_RegHint[] = hint.details.map((d) => ({
       matchRax: d.matchRax ?? false,
@@ -267,15 +281,21 @@ export class Connection {
     const id = allocateObjectId();
     let fds: number[];
     try {
-      fds = this.call({
-        $case: 'create',
-        create: { id, kind: { $case: 'ioEvent', ioEvent: { space, address, length, datamatch: BigInt.asUintN(64, datamatch) } } },
-      }, { fdCount: 1 }).fds;
+      fds = this.call(
+        {
+          $case: 'create',
+          create: {
+            id,
+            kind: { $case: 'ioEvent', ioEvent: { space, address, length, datamatch: BigInt.asUintN(64, datamatch) } },
+          },
+        },
+        { fdCount: 1 },
+      ).fds;
     } catch (e) {
       releaseObjectId(id);
       throw e;
     }
-    const fd = fds[0]!;
+    const fd = fds[0];
     return { id, fd, destroy: this.destroyer(id, [fd]) };
   }
 
@@ -288,21 +308,25 @@ export class Connection {
     const offset = opts.offset ?? 0n;
     let length = opts.length;
     if (length === undefined) {
-      if (!(memory instanceof GuestMemory)) throw new TypeError('createMemory: length is required unless memory is a GuestMemory');
+      if (!(memory instanceof GuestMemory))
+        throw new TypeError('createMemory: length is required unless memory is a GuestMemory');
       length = BigInt(memory.size) - offset;
     }
     const id = allocateObjectId();
     try {
-      this.call({
-        $case: 'create',
-        create: {
-          id,
-          kind: {
-            $case: 'memory',
-            memory: { offset, start: opts.start, length, readOnly: opts.readOnly ?? false, dirtyLog: opts.dirtyLog ?? false },
+      this.call(
+        {
+          $case: 'create',
+          create: {
+            id,
+            kind: {
+              $case: 'memory',
+              memory: { offset, start: opts.start, length, readOnly: opts.readOnly ?? false, dirtyLog: opts.dirtyLog ?? false },
+            },
           },
         },
-      }, { fds: [memory.fd] });
+        { fds: [memory.fd] },
+      );
     } catch (e) {
       releaseObjectId(id);
       throw e;
@@ -322,15 +346,18 @@ export class Connection {
     const id = allocateObjectId();
     let fds: number[];
     try {
-      fds = this.call({
-        $case: 'create',
-        create: { id, kind: { $case: 'irqEvent', irqEvent: { irqId, resample: true } } },
-      }, { fdCount: 2 }).fds;
+      fds = this.call(
+        {
+          $case: 'create',
+          create: { id, kind: { $case: 'irqEvent', irqEvent: { irqId, resample: true } } },
+        },
+        { fdCount: 2 },
+      ).fds;
     } catch (e) {
       releaseObjectId(id);
       throw e;
     }
-    const [fd, resampleFd] = [fds[0]!, fds[1]!];
+    const [fd, resampleFd] = [fds[0], fds[1]];
     return { id, fd, resampleFd, destroy: this.destroyer(id, [fd, resampleFd]) };
   }
 

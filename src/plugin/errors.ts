@@ -30,8 +30,10 @@ export class PluginError extends Error {
    */
   constructor(request: string, errno: number, detail?: string, options?: { transport?: boolean; cause?: unknown }) {
     const code = errnoCode(errno);
-    super(`${request} failed: ${detail ?? `${code} (${errnoDescription(errno)})`}`,
-      options?.cause === undefined ? undefined : { cause: options.cause });
+    super(
+      `${request} failed: ${detail ?? `${code} (${errnoDescription(errno)})`}`,
+      options?.cause === undefined ? undefined : { cause: options.cause },
+    );
     this.name = 'PluginError';
     this.errno = errno;
     this.code = code;
@@ -48,8 +50,9 @@ export function snakeCase(name: string): string {
 /** A failed system call on one of the SDK's sockets or pipes, as a transport PluginError (`what` says which). */
 export function transportError(request: string, e: unknown, what: string): PluginError {
   const errno = isErrnoError(e) ? e.errno : Errno.EPIPE;
-  const detail = errno === Errno.EPIPE || errno === Errno.ECONNRESET
-    ? `${what}: the host hung up`
-    : `${what}: ${e instanceof Error ? e.message : String(e)}`;
+  const detail =
+    errno === Errno.EPIPE || errno === Errno.ECONNRESET
+      ? `${what}: the host hung up`
+      : `${what}: ${e instanceof Error ? e.message : String(e)}`;
   return new PluginError(request, errno, detail, { transport: true, cause: e });
 }

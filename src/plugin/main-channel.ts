@@ -8,6 +8,7 @@ import { errno as Errno } from '../errno.js';
 import { encodeMessage } from '../protocol/framing.js';
 import { MainRequest, MainResponse } from '../protocol/gen/plugin.js';
 import { answerBody, type OneofBody } from './answers.js';
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- named by {@link} in the docs
 import type { Connection } from './connection.js';
 import { PluginError, snakeCase, transportError } from './errors.js';
 
@@ -23,7 +24,7 @@ const MAX_RECEIVED_FDS = 253;
 export type RequestMessage = NonNullable<MainRequest['message']>;
 type ResponseMessage = NonNullable<MainResponse['message']>;
 /** A member that a request and its answer both have. */
-export type CallCase = RequestMessage['$case'] & ResponseMessage['$case'];
+export type CallCase = RequestMessage['$case'];
 
 /** What {@link MainChannel.request} returns. */
 export interface RawAnswer {
@@ -83,8 +84,12 @@ export class MainChannel {
       closeQuietly(received.fds);
       // The kernel also cuts descriptors off when this process is at its
       // RLIMIT_NOFILE: say so, it is the likely cause with many VCPUs.
-      throw new PluginError(name, Errno.EMSGSIZE,
-        'the answer or its descriptors did not fit (is this process at its limit of open files? see ulimit -n)', { transport: true });
+      throw new PluginError(
+        name,
+        Errno.EMSGSIZE,
+        'the answer or its descriptors did not fit (is this process at its limit of open files? see ulimit -n)',
+        { transport: true },
+      );
     }
     let response: MainResponse;
     try {
@@ -104,7 +109,7 @@ export class MainChannel {
     message: Extract<RequestMessage, { $case: K }>,
     options: { fds?: readonly number[]; fdCount?: number } = {},
   ): { body: OneofBody<ResponseMessage, K>; fds: number[] } {
-    const kind = message.$case as K;
+    const kind = message.$case;
     const name = snakeCase(kind);
     const { response, fds } = this.request({ message }, options.fds);
     const want = options.fdCount ?? 0;

@@ -30,7 +30,8 @@ export class GuestMemory {
    * refuses memory it could lose under its mapping), mapped read-write shared.
    */
   static create(size: number, name = 'plugvisor-guest-memory'): GuestMemory {
-    if (!Number.isSafeInteger(size) || size <= 0) throw new RangeError(`guest memory size must be a positive integer, not ${size}`);
+    if (!Number.isSafeInteger(size) || size <= 0)
+      throw new RangeError(`guest memory size must be a positive integer, not ${size}`);
     const C = native.constants;
     const fd = native.memfdCreate(name, C.MFD_CLOEXEC | C.MFD_ALLOW_SEALING);
     try {

@@ -5,6 +5,7 @@
 import type { AddressSpace, VcpuResponse_Wait } from '../protocol/gen/plugin.js';
 import { errno as Errno } from '../errno.js';
 import { PluginError } from './errors.js';
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- named by {@link} in the docs
 import type { Vcpu } from './vcpu.js';
 
 /** The VCPU stopped before running for the first time; set it up, then resume. */
@@ -95,7 +96,12 @@ export function eventOf(wait: VcpuResponse_Wait, id: number): VcpuEvent {
     case 'io': {
       const io = exit.io;
       const event: IoAccessEvent = {
-        kind: 'io', space: io.space, address: io.address, isWrite: io.isWrite, noResume: io.noResume, data: io.data,
+        kind: 'io',
+        space: io.space,
+        address: io.address,
+        isWrite: io.isWrite,
+        noResume: io.noResume,
+        data: io.data,
       };
       if (io.regs.length > 0) event.regs = io.regs;
       if (io.sregs.length > 0) event.sregs = io.sregs;

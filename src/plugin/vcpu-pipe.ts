@@ -14,6 +14,7 @@ import { VcpuRequest, VcpuResponse, type VcpuResponse_Wait } from '../protocol/g
 import { PipeReader } from '../protocol/pipe-reader.js';
 import { answerBody, type OneofBody } from './answers.js';
 import { PluginError, snakeCase, transportError } from './errors.js';
+// eslint-disable-next-line @typescript-eslint/no-unused-vars -- named by {@link} in the docs
 import type { Vcpu } from './vcpu.js';
 
 const READ_BUFFER_SIZE = 0x40000;
@@ -84,7 +85,10 @@ export class VcpuPipe {
       try {
         bytes = this.stream.next();
       } catch (e) {
-        throw new PluginError(request, Errno.EPROTO, `vcpu ${this.id}: malformed response framing`, { transport: true, cause: e });
+        throw new PluginError(request, Errno.EPROTO, `vcpu ${this.id}: malformed response framing`, {
+          transport: true,
+          cause: e,
+        });
       }
       if (bytes !== undefined) {
         // Any response means the host has read our last resume (the VCPU ran).
@@ -117,8 +121,11 @@ export class VcpuPipe {
     const name = req.message ? snakeCase(req.message.$case) : 'request';
     this.checkOpen(name);
     if (this.resumePending) {
-      throw new PluginError(name, Errno.EBUSY,
-        `vcpu ${this.id} was resumed and has not reported since: call wait() before sending it requests`);
+      throw new PluginError(
+        name,
+        Errno.EBUSY,
+        `vcpu ${this.id} was resumed and has not reported since: call wait() before sending it requests`,
+      );
     }
     const bytes = encodeMessage(VcpuRequest, req);
     this.write(bytes, bytes.length, name);

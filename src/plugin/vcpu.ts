@@ -19,13 +19,7 @@
 import { native } from '../native/index.js';
 import { errno as Errno } from '../errno.js';
 import { encodeMessage } from '../protocol/framing.js';
-import {
-  CpuidEntry,
-  VcpuRequest,
-  VcpuRequest_StateSet,
-  type VcpuRequest_Resume,
-  VcpuResponse,
-} from '../protocol/gen/plugin.js';
+import { CpuidEntry, VcpuRequest, VcpuRequest_StateSet, type VcpuRequest_Resume, VcpuResponse } from '../protocol/gen/plugin.js';
 import { PluginError, snakeCase } from './errors.js';
 import { eventOf, type MsrEntry, type VcpuEvent } from './vcpu-events.js';
 import { VcpuPipe } from './vcpu-pipe.js';
@@ -42,10 +36,14 @@ function structSize(set: VcpuRequest_StateSet): number | undefined {
   const C = native.constants;
   if (!C) return undefined;
   switch (set) {
-    case VcpuRequest_StateSet.REGS: return C.SIZEOF_KVM_REGS;
-    case VcpuRequest_StateSet.SREGS: return C.SIZEOF_KVM_SREGS;
-    case VcpuRequest_StateSet.DEBUGREGS: return C.SIZEOF_KVM_DEBUGREGS;
-    default: return undefined;
+    case VcpuRequest_StateSet.REGS:
+      return C.SIZEOF_KVM_REGS;
+    case VcpuRequest_StateSet.SREGS:
+      return C.SIZEOF_KVM_SREGS;
+    case VcpuRequest_StateSet.DEBUGREGS:
+      return C.SIZEOF_KVM_DEBUGREGS;
+    default:
+      return undefined;
   }
 }
 
@@ -106,7 +104,12 @@ export class Vcpu {
         throw new PluginError('wait', response.errnoValue);
       }
       if (message?.$case !== 'wait') {
-        throw new PluginError('wait', Errno.EPROTO, `vcpu ${this.id}: expected a wait, got ${message ? snakeCase(message.$case) : 'an empty response'}`, { transport: true });
+        throw new PluginError(
+          'wait',
+          Errno.EPROTO,
+          `vcpu ${this.id}: expected a wait, got ${message ? snakeCase(message.$case) : 'an empty response'}`,
+          { transport: true },
+        );
       }
       wait = message.wait;
     }
@@ -207,7 +210,9 @@ export class Vcpu {
   getMsrs(indices: readonly number[]): bigint[] {
     const data = this.pipe.call({ $case: 'getMsrs', getMsrs: { entryIndices: [...indices] } }).entryData;
     if (data.length !== indices.length) {
-      throw new PluginError('get_msrs', Errno.EPROTO, `asked for ${indices.length} MSRs, got ${data.length}`, { transport: true });
+      throw new PluginError('get_msrs', Errno.EPROTO, `asked for ${indices.length} MSRs, got ${data.length}`, {
+        transport: true,
+      });
     }
     return data;
   }

@@ -51,7 +51,8 @@ export function parseMac(text: string): Uint8Array {
     throw new Error(`--mac '${text}' is not a MAC address (six hex bytes separated by ':', as in de:21:e8:47:6b:6a)`);
   }
   const mac = Uint8Array.from(text.split(':').map((byte) => parseInt(byte, 16)));
-  if ((mac[0]! & 1) !== 0) throw new Error(`--mac '${text}' is a multicast address (its first byte is odd): a device needs a unicast one`);
+  if ((mac[0] & 1) !== 0)
+    throw new Error(`--mac '${text}' is a multicast address (its first byte is odd): a device needs a unicast one`);
   if (mac.every((byte) => byte === 0)) throw new Error(`--mac '${text}' is the all-zero address`);
   return mac;
 }

@@ -60,7 +60,7 @@ export class DelimitedStream {
     let pos = this.start;
     for (;;) {
       if (pos >= this.end) return undefined;
-      const byte = this.buffer[pos++]!;
+      const byte = this.buffer[pos++];
       if (shift === 28 && byte > 0x0f) throw new RangeError('invalid varint32 message length');
       length += (byte & 0x7f) * 2 ** shift;
       if ((byte & 0x80) === 0) break;

@@ -14,7 +14,7 @@ export function mainFailure(errno: number, member: MainRequestCase | undefined):
   if (member === undefined) return { errnoValue: errno, message: undefined };
   // fromPartial fills the member's defaults; the cast only states that the
   // member's name is valid on both sides, which the shared names guarantee.
-  return MainResponse.fromPartial({ errnoValue: errno, message: { $case: member, [member]: {} } as MainResponse['message'] });
+  return MainResponse.fromPartial({ errnoValue: errno, message: { $case: member, [member]: {} } });
 }
 
 /** `errno` with the empty VCPU response member `member`, or none where the response has no such member. */

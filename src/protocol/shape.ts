@@ -8,8 +8,21 @@
 
 /** Protobuf's scalar types, by their number in descriptor.proto (as @bufbuild/protobuf's ScalarType). */
 export const Scalar = {
-  DOUBLE: 1, FLOAT: 2, INT64: 3, UINT64: 4, INT32: 5, FIXED64: 6, FIXED32: 7, BOOL: 8, STRING: 9, BYTES: 12,
-  UINT32: 13, SFIXED32: 15, SFIXED64: 16, SINT32: 17, SINT64: 18,
+  DOUBLE: 1,
+  FLOAT: 2,
+  INT64: 3,
+  UINT64: 4,
+  INT32: 5,
+  FIXED64: 6,
+  FIXED32: 7,
+  BOOL: 8,
+  STRING: 9,
+  BYTES: 12,
+  UINT32: 13,
+  SFIXED32: 15,
+  SFIXED64: 16,
+  SINT32: 17,
+  SINT64: 18,
 } as const;
 
 export interface FieldShape {

@@ -76,7 +76,7 @@ function readVarint(desc: MessageShape, bytes: Uint8Array, pos: number, end: num
   let value = 0n;
   for (let i = 0; ; i++) {
     if (pos + i >= end) throw malformed(desc, pos, 'varint runs past the end');
-    const byte = bytes[pos + i]!;
+    const byte = bytes[pos + i];
     // The 10th byte holds bit 63 alone: more is over 64 bits, or over 10 bytes.
     if (i === 9 && byte > 1) throw malformed(desc, pos, 'varint longer than 64 bits');
     value |= BigInt(byte & 0x7f) << BigInt(7 * i);
@@ -96,7 +96,10 @@ function checkMessage(desc: MessageShape, bytes: Uint8Array, start: number, end:
     const wireType = Number(tag.value & 7n);
     if (fieldNumber === 0) throw malformed(desc, tagAt, 'field number 0');
     const field = desc.fields.find((f) => f.number === fieldNumber);
-    pos = field === undefined ? skipUnknown(desc, bytes, pos, end, wireType, tagAt) : checkField(desc, field, bytes, pos, end, wireType, tagAt, depth);
+    pos =
+      field === undefined
+        ? skipUnknown(desc, bytes, pos, end, wireType, tagAt)
+        : checkField(desc, field, bytes, pos, end, wireType, tagAt, depth);
   }
 }
 
@@ -152,7 +155,7 @@ function checkField(
   // A repeated number may come packed: one payload of elements back to back.
   if (field.fieldKind === 'list' && wireType === LEN && expected !== LEN) {
     const payload = payloadEnd(desc, bytes, pos, end);
-    for (let at = payload.start; at < payload.end; ) at = checkScalar(desc, field, scalar, bytes, at, payload.end, at);
+    for (let at = payload.start; at < payload.end;) at = checkScalar(desc, field, scalar, bytes, at, payload.end, at);
     return payload.end;
   }
   throw wrong();
@@ -179,7 +182,15 @@ function scalarWireType(scalar: number): number {
 const INT32_NEGATIVE_MIN = (1n << 64n) - (1n << 31n);
 
 /** Checks one value of `scalar` at `pos`; returns the position after it. */
-function checkScalar(desc: MessageShape, field: FieldShape, scalar: number, bytes: Uint8Array, pos: number, end: number, at: number): number {
+function checkScalar(
+  desc: MessageShape,
+  field: FieldShape,
+  scalar: number,
+  bytes: Uint8Array,
+  pos: number,
+  end: number,
+  at: number,
+): number {
   switch (scalarWireType(scalar)) {
     case I64:
       return fixedEnd(desc, pos, end, 8);

@@ -35,7 +35,11 @@ const FIRST_EXTRA_FD = 4;
 /** Throws a clear Error naming the missing piece (bubblewrap not installed, user namespaces disabled, ...) — never falls back to unsandboxed. */
 export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, pluginArgs: string[]): LaunchPlan {
   // Everything else the jail uses ships with plugvisor (the helpers link only libc).
-  const bwrap = requireTool('bwrap', 'bubblewrap', '; install it, the one system package the sandbox needs (Debian/Ubuntu: apt-get install bubblewrap)');
+  const bwrap = requireTool(
+    'bwrap',
+    'bubblewrap',
+    '; install it, the one system package the sandbox needs (Debian/Ubuntu: apt-get install bubblewrap)',
+  );
   const jailExec = findHelper('plugvisor-jail-exec');
   const identity = jailIdentity();
   const isRoot = process.geteuid!() === 0;
@@ -43,8 +47,10 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
   const gidMaps = config.gidMaps ?? [];
   const mounts = config.mounts ?? [];
   if (gidMaps.length > 0 && !isRoot) {
-    throw new Error('--plugin-gid-map needs plugvisor to run as root: without CAP_SETGID a user namespace can map only the ' +
-      "caller's own gid (bubblewrap does that by default), so extra gids cannot be mapped");
+    throw new Error(
+      '--plugin-gid-map needs plugvisor to run as root: without CAP_SETGID a user namespace can map only the ' +
+        "caller's own gid (bubblewrap does that by default), so extra gids cannot be mapped",
+    );
   }
   const fullGidMap = gidMaps.length > 0 ? jailGidMap(identity, gidMaps) : undefined;
   // The file system is worked out before any fd is made, so a bad path leaks nothing.
@@ -56,7 +62,11 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
     if (disposed) return;
     disposed = true;
     for (const fd of fds) {
-      try { fs.closeSync(fd); } catch { /* already closed */ }
+      try {
+        fs.closeSync(fd);
+      } catch {
+        /* already closed */
+      }
     }
   };
   try {
@@ -65,7 +75,10 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
 
     const args: string[] = [];
     if (fullGidMap !== undefined) {
-      const nsFd = prepareUserNamespace(formatIdMap([{ inner: identity.uid, outer: identity.hostUid, count: 1 }]), formatIdMap(fullGidMap));
+      const nsFd = prepareUserNamespace(
+        formatIdMap([{ inner: identity.uid, outer: identity.hostUid, count: 1 }]),
+        formatIdMap(fullGidMap),
+      );
       fds.push(nsFd);
       // Nested user namespaces are refused by the seccomp policy here (bwrap's --disable-userns needs --unshare-user).
       args.push('--userns', String(FIRST_EXTRA_FD + 1), '--uid', String(identity.uid), '--gid', String(identity.gid));
@@ -73,12 +86,22 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
       args.push('--unshare-user', '--uid', String(identity.uid), '--gid', String(identity.gid), '--disable-userns');
     }
     args.push(
-      '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--unshare-cgroup-try',
-      '--hostname', JAIL_HOSTNAME,
-      '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-net',
+      '--unshare-cgroup-try',
+      '--hostname',
+      JAIL_HOSTNAME,
+      '--die-with-parent',
+      '--new-session',
+      '--cap-drop',
+      'ALL',
       ...(layout.root !== undefined ? ['--ro-bind', layout.root, '/'] : []),
-      '--proc', '/proc',
-      '--tmpfs', '/dev',
+      '--proc',
+      '/proc',
+      '--tmpfs',
+      '/dev',
     );
     for (const dev of JAIL_DEVICES) args.push('--dev-bind', `/dev/${dev}`, `/dev/${dev}`);
     args.push('--symlink', '/proc/self/fd', '/dev/fd');
@@ -89,7 +112,14 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
     if (layout.root === undefined) args.push('--remount-ro', '/');
     for (const name of layout.unsetEnv) args.push('--unsetenv', name);
     args.push('--chdir', '/', '--seccomp', String(seccompIndex), '--', ...layout.command);
-    const launcher = ['--nofile', String(pluginNofileLimit()), '--keep-fds-below', String(FIRST_EXTRA_FD + fds.length), '--', bwrap];
+    const launcher = [
+      '--nofile',
+      String(pluginNofileLimit()),
+      '--keep-fds-below',
+      String(FIRST_EXTRA_FD + fds.length),
+      '--',
+      bwrap,
+    ];
     return { file: jailExec, args: [...launcher, ...args], extraFds: [...fds], dispose };
   } catch (e) {
     dispose();

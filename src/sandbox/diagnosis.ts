@@ -8,19 +8,26 @@ import { jailIdentity, type JailIdentity } from './identity.js';
 import { findOnPath } from './tools.js';
 
 function readSysctl(file: string): string | undefined {
-  try { return fs.readFileSync(file, 'utf8').trim(); } catch { return undefined; }
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
 }
 
 /** Reasons the kernel configuration forbids the namespaces the jail needs, if any can be seen. */
 export function userNamespaceHints(): string[] {
   const hints: string[] = [];
-  if (readSysctl('/proc/sys/user/max_user_namespaces') === '0') hints.push('user namespaces are disabled (user.max_user_namespaces = 0)');
+  if (readSysctl('/proc/sys/user/max_user_namespaces') === '0')
+    hints.push('user namespaces are disabled (user.max_user_namespaces = 0)');
   if (process.geteuid!() !== 0) {
     if (readSysctl('/proc/sys/kernel/unprivileged_userns_clone') === '0') {
       hints.push('unprivileged user namespaces are disabled (kernel.unprivileged_userns_clone = 0)');
     }
     if (readSysctl('/proc/sys/kernel/apparmor_restrict_unprivileged_userns') === '1') {
-      hints.push('AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1); bwrap needs a profile that allows them');
+      hints.push(
+        'AppArmor restricts unprivileged user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1); bwrap needs a profile that allows them',
+      );
     }
   }
   if (!fs.existsSync('/proc/self/ns/user')) hints.push('this kernel has no user namespace support (CONFIG_USER_NS)');
@@ -42,15 +49,39 @@ export function diagnoseSandbox(): string | null {
 
 /** Runs bwrap with the namespaces the jail uses; returns an error text or null. */
 function probeBubblewrap(bwrap: string, identity: JailIdentity): string | null {
-  const run = spawnSync(bwrap, [
-    '--unshare-user', '--uid', String(identity.uid), '--gid', String(identity.gid), '--disable-userns',
-    '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-net', '--cap-drop', 'ALL',
-    '--die-with-parent', '--new-session', '--ro-bind', '/', '/', '--proc', '/proc',
-    '--', bwrap, '--version',
-  ], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
+  const run = spawnSync(
+    bwrap,
+    [
+      '--unshare-user',
+      '--uid',
+      String(identity.uid),
+      '--gid',
+      String(identity.gid),
+      '--disable-userns',
+      '--unshare-pid',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--unshare-net',
+      '--cap-drop',
+      'ALL',
+      '--die-with-parent',
+      '--new-session',
+      '--ro-bind',
+      '/',
+      '/',
+      '--proc',
+      '/proc',
+      '--',
+      bwrap,
+      '--version',
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 },
+  );
   if (run.error !== undefined) return `running ${bwrap} failed: ${run.error.message}`;
   if (run.status === 0) return null;
   const hints = userNamespaceHints();
-  return `bubblewrap cannot create the plugin's namespaces: ${(run.stderr || `exit status ${run.status}`).trim()}` +
-    (hints.length > 0 ? ` (${hints.join('; ')})` : '');
+  return (
+    `bubblewrap cannot create the plugin's namespaces: ${(run.stderr || `exit status ${run.status}`).trim()}` +
+    (hints.length > 0 ? ` (${hints.join('; ')})` : '')
+  );
 }

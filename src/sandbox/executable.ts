@@ -8,8 +8,7 @@ import fs from 'node:fs';
 
 /** An ELF executable (and its PT_INTERP, if any), or a `#!` script (its interpreter and the line's one argument). */
 export type ExecutableKind =
-  | { kind: 'elf'; interpreter: string | undefined }
-  | { kind: 'script'; interpreter: string; argument: string | undefined };
+  { kind: 'elf'; interpreter: string | undefined } | { kind: 'script'; interpreter: string; argument: string | undefined };
 
 /** Reads the start of a file: ELF header and program headers, or a #! line; throws for anything else. */
 export function inspectExecutable(file: string): ExecutableKind {
@@ -17,15 +16,21 @@ export function inspectExecutable(file: string): ExecutableKind {
   try {
     const head = Buffer.alloc(4096);
     const n = fs.readSync(fd, head, 0, head.length, 0);
-    if (n >= 2 && head[0] === 0x23 && head[1] === 0x21) { // "#!"
+    if (n >= 2 && head[0] === 0x23 && head[1] === 0x21) {
+      // "#!"
       const end = head.indexOf(0x0a, 2);
-      const line = head.subarray(2, end < 0 ? n : end).toString('utf8').trim();
+      const line = head
+        .subarray(2, end < 0 ? n : end)
+        .toString('utf8')
+        .trim();
       const m = /^(\S+)(?:\s+(.*))?$/.exec(line);
       if (m === null) throw new Error(`plugin ${file}: empty #! line`);
-      return { kind: 'script', interpreter: m[1]!, argument: m[2]?.trim() || undefined };
+      return { kind: 'script', interpreter: m[1], argument: m[2]?.trim() || undefined };
     }
     if (n < 64 || head.readUInt32BE(0) !== 0x7f454c46) {
-      throw new Error(`plugin ${file} is neither an ELF executable nor a #! script; use --plugin-root to give it a whole root file system`);
+      throw new Error(
+        `plugin ${file} is neither an ELF executable nor a #! script; use --plugin-root to give it a whole root file system`,
+      );
     }
     if (head[4] !== 2 || head[5] !== 1) throw new Error(`plugin ${file} is not a 64-bit little-endian ELF file`);
     const machine = head.readUInt16LE(18);
@@ -81,9 +86,12 @@ export function sharedLibraries(elf: string): string[] {
     const line = raw.trim();
     if (line === '') continue;
     let m = /^(\S+) => not found$/.exec(line);
-    if (m !== null) { missing.push(m[1]!); continue; }
+    if (m !== null) {
+      missing.push(m[1]);
+      continue;
+    }
     m = /^\S+ => (\/\S+) \(0x[0-9a-f]+\)$/.exec(line) ?? /^(\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
-    if (m !== null) libs.push(m[1]!);
+    if (m !== null) libs.push(m[1]);
   }
   if (libs.length === 0 && /statically linked|not a dynamic executable/.test(run.stdout + run.stderr)) return [];
   if (missing.length > 0) throw new Error(`${elf} needs shared libraries that cannot be found: ${missing.join(', ')}`);
@@ -114,10 +122,12 @@ function isSharedObject(file: string): boolean {
  */
 export function envCommand(pluginPath: string, env: string, argument: string | undefined): string[] {
   const refuse = (why: string): never => {
-    throw new Error(`plugin ${pluginPath}: cannot run '#!${env}${argument === undefined ? '' : ` ${argument}`}' in the sandbox: ${why}. ` +
-      "The jail has no env: plugvisor runs the interpreter itself and understands '#!/usr/bin/env PROGRAM' and " +
-      "'#!/usr/bin/env -S PROGRAM ARGS...'; use one of those or an absolute interpreter path " +
-      '(set environment variables in plugvisor\'s own environment: the plugin inherits it)');
+    throw new Error(
+      `plugin ${pluginPath}: cannot run '#!${env}${argument === undefined ? '' : ` ${argument}`}' in the sandbox: ${why}. ` +
+        "The jail has no env: plugvisor runs the interpreter itself and understands '#!/usr/bin/env PROGRAM' and " +
+        "'#!/usr/bin/env -S PROGRAM ARGS...'; use one of those or an absolute interpreter path " +
+        "(set environment variables in plugvisor's own environment: the plugin inherits it)",
+    );
   };
   if (argument === undefined) return refuse('it names no program');
   const split = /^(?:-S|--split-string(?:=|\s))\s*(.*)$/s.exec(argument);
@@ -126,11 +136,11 @@ export function envCommand(pluginPath: string, env: string, argument: string | u
     if (/\s/.test(argument)) return refuse('without -S, env looks for a program whose name contains the spaces');
     return [argument];
   }
-  const rest = split[1]!;
+  const rest = split[1];
   if (/["'\\$#]/.test(rest)) return refuse("-S with quotes, escapes, '$' or '#' is not supported (plain words only)");
   const words = rest.split(/\s+/).filter((w) => w !== '');
   if (words.length === 0) return refuse('-S is followed by no program');
-  if (words[0]!.startsWith('-')) return refuse(`env's option ${words[0]} is not supported`);
-  if (words[0]!.includes('=')) return refuse(`variable assignments (${words[0]}) are not supported`);
+  if (words[0].startsWith('-')) return refuse(`env's option ${words[0]} is not supported`);
+  if (words[0].includes('=')) return refuse(`variable assignments (${words[0]}) are not supported`);
   return words;
 }

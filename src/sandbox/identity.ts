@@ -32,11 +32,12 @@ export function jailIdentity(hostUid: number = process.getuid!(), hostGid: numbe
  */
 export function jailGidMap(identity: JailIdentity, extra: GidMap[]): GidMap[] {
   const all: GidMap[] = [{ inner: identity.gid, outer: identity.hostGid, count: 1 }, ...extra];
-  const show = (m: GidMap, i: number) => (i === 0 ? `the plugin's own gid (${m.inner}:${m.outer}:1)` : `${m.inner}:${m.outer}:${m.count}`);
+  const show = (m: GidMap, i: number) =>
+    i === 0 ? `the plugin's own gid (${m.inner}:${m.outer}:1)` : `${m.inner}:${m.outer}:${m.count}`;
   for (let i = 0; i < all.length; i++) {
     for (let j = i + 1; j < all.length; j++) {
-      const a = all[i]!;
-      const b = all[j]!;
+      const a = all[i];
+      const b = all[j];
       const overlaps = (x: number, y: number) => x < y + b.count && y < x + a.count;
       if (overlaps(a.inner, b.inner) || overlaps(a.outer, b.outer)) {
         throw new Error(`--plugin-gid-map ${show(b, j)} overlaps ${show(a, i)}: inner and outer ranges must be disjoint`);

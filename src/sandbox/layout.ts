@@ -73,7 +73,9 @@ function layoutInRoot(pluginRoot: string, mounts: readonly BindMount[], pluginPa
   }
   for (const dir of ['/proc', '/dev', ...mounts.map((m) => m.target)]) {
     if (!fs.existsSync(path.join(root, dir))) {
-      throw new Error(`--plugin-root ${root} has no ${dir}: the root is read-only, so every mount point must already exist in it`);
+      throw new Error(
+        `--plugin-root ${root} has no ${dir}: the root is read-only, so every mount point must already exist in it`,
+      );
     }
   }
   // NODE_EXTRA_CA_CERTS names a host file, which a root of the user's rarely has.
@@ -100,7 +102,7 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): JailLayout {
   const interpArgs: string[] = [];
   if (path.basename(interpreter) === 'env') {
     const [name, ...args] = envCommand(pluginPath, kind.interpreter, kind.argument);
-    const found = findOnPath(name!);
+    const found = findOnPath(name);
     if (found === undefined) throw new Error(`plugin ${pluginPath} wants '${name}', which is not on PATH`);
     interpreter = found;
     interpArgs.push(...args);
@@ -151,7 +153,11 @@ function nearestPackageRoot(dir: string): string | undefined {
 
 function isNodeBinary(real: string): boolean {
   if (/^node(js)?$/.test(path.basename(real))) return true;
-  try { return fs.realpathSync(process.execPath) === real; } catch { return false; }
+  try {
+    return fs.realpathSync(process.execPath) === real;
+  } catch {
+    return false;
+  }
 }
 
 /** Whether path `child` is `parent` or below it. */
@@ -184,8 +190,13 @@ function simplifyBinds(binds: BindMount[]): BindMount[] {
   const sorted = [...binds].sort((a, b) => (a.target < b.target ? -1 : a.target > b.target ? 1 : 0));
   const kept: BindMount[] = [];
   for (const b of sorted) {
-    const covered = kept.some((k) => !k.writable && !b.writable && isWithin(b.target, k.target) &&
-      path.join(k.source, path.relative(k.target, b.target)) === b.source);
+    const covered = kept.some(
+      (k) =>
+        !k.writable &&
+        !b.writable &&
+        isWithin(b.target, k.target) &&
+        path.join(k.source, path.relative(k.target, b.target)) === b.source,
+    );
     if (!covered) kept.push(b);
   }
   return kept;

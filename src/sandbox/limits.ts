@@ -10,7 +10,11 @@ export const PLUGIN_NOFILE_LIMIT = 32768;
 /** This process's RLIMIT_NOFILE, the soft (in force) or the hard one, or Infinity. */
 export function openFileLimit(which: 'soft' | 'hard'): number {
   let limits = '';
-  try { limits = fs.readFileSync('/proc/self/limits', 'utf8'); } catch { /* no /proc: no known limit */ }
+  try {
+    limits = fs.readFileSync('/proc/self/limits', 'utf8');
+  } catch {
+    /* no /proc: no known limit */
+  }
   const line = limits.split('\n').find((l) => l.startsWith('Max open files'));
   const value = line?.trim().split(/\s+/)[which === 'soft' ? 3 : 4];
   if (value === undefined || value === 'unlimited') return Infinity;

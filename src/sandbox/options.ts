@@ -77,7 +77,7 @@ export function parseGidMap(spec: string): GidMap {
   if (parts.length > 3 || parts[0] === '') {
     throw new Error(`bad --plugin-gid-map '${spec}': expected INNER[:OUTER[:COUNT]], e.g. 1000:1000:1`);
   }
-  const inner = parseId(parts[0]!, 'INNER', spec);
+  const inner = parseId(parts[0], 'INNER', spec);
   const outer = parts[1] === undefined || parts[1] === '' ? inner : parseId(parts[1], 'OUTER', spec);
   const count = parts[2] === undefined ? 1 : parseId(parts[2], 'COUNT', spec);
   if (count === 0) throw new Error(`bad --plugin-gid-map '${spec}': COUNT must be at least 1`);

@@ -24,7 +24,11 @@ export function compileSeccompPolicy(policyFile: string, logFailures = false): B
     throw new Error(`cannot sandbox the plugin: the seccomp policy ${policyFile} is not readable (${(e as Error).message})`);
   }
   const compiler = findHelper('plugvisor-seccomp-compile');
-  const run = spawnSync(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 4 << 20, timeout: 10_000 });
+  const run = spawnSync(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    maxBuffer: 4 << 20,
+    timeout: 10_000,
+  });
   if (run.error !== undefined) throw new Error(`cannot sandbox the plugin: running ${compiler} failed: ${run.error.message}`);
   if (run.status !== 0) {
     const message = run.stderr.toString().trim() || `exit status ${run.status ?? run.signal}`;

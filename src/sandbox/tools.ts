@@ -15,7 +15,9 @@ export function findOnPath(name: string, searchPath: string = process.env.PATH ?
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
       if (fs.statSync(candidate).isFile()) return candidate;
-    } catch { /* not here */ }
+    } catch {
+      /* not here */
+    }
   }
   return undefined;
 }
@@ -24,8 +26,10 @@ export function findOnPath(name: string, searchPath: string = process.env.PATH ?
 export function requireTool(name: string, what: string, install = ''): string {
   const found = findOnPath(name);
   if (found === undefined) {
-    throw new Error(`cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH${install}` +
-      ' (or run the plugin unsandboxed with --disable-sandbox)');
+    throw new Error(
+      `cannot sandbox the plugin: ${what} ('${name}') is not installed or not on PATH${install}` +
+        ' (or run the plugin unsandboxed with --disable-sandbox)',
+    );
   }
   return found;
 }
@@ -47,7 +51,11 @@ export function findHelper(name: HelperName): string {
     try {
       fs.accessSync(candidate, fs.constants.X_OK);
       return candidate;
-    } catch { /* next */ }
+    } catch {
+      /* next */
+    }
   }
-  throw new Error(`cannot sandbox the plugin: ${name} is missing (looked for ${helperCandidates(name).join(', ')}); ${NATIVE_FIX}`);
+  throw new Error(
+    `cannot sandbox the plugin: ${name} is missing (looked for ${helperCandidates(name).join(', ')}); ${NATIVE_FIX}`,
+  );
 }

@@ -20,7 +20,9 @@ export function prepareUserNamespace(uidMap: string, gidMap: string): number {
   const unshare = requireTool('unshare', 'util-linux unshare (needed for --plugin-gid-map)');
   const sleep = requireTool('sleep', 'coreutils sleep (needed for --plugin-gid-map)');
   const holder = spawn(unshare, ['--user', '--', sleep, 'infinity'], { stdio: 'ignore' });
-  holder.on('error', () => { /* reported below through /proc */ });
+  holder.on('error', () => {
+    /* reported below through /proc */
+  });
   holder.unref();
   try {
     if (holder.pid === undefined) throw new Error(`cannot start ${unshare}`);
@@ -32,8 +34,10 @@ export function prepareUserNamespace(uidMap: string, gidMap: string): number {
       try {
         theirs = fs.readlinkSync(nsLink);
       } catch {
-        throw new Error('`unshare --user` failed: cannot create a user namespace for --plugin-gid-map' +
-          (userNamespaceHints().length > 0 ? ` (${userNamespaceHints().join('; ')})` : ''));
+        throw new Error(
+          '`unshare --user` failed: cannot create a user namespace for --plugin-gid-map' +
+            (userNamespaceHints().length > 0 ? ` (${userNamespaceHints().join('; ')})` : ''),
+        );
       }
       if (theirs !== ours) break;
       if (Date.now() > deadline) throw new Error('timed out waiting for `unshare --user` (for --plugin-gid-map)');
@@ -47,10 +51,16 @@ export function prepareUserNamespace(uidMap: string, gidMap: string): number {
     try {
       fs.writeFileSync(`/proc/${holder.pid}/gid_map`, gidMap);
     } catch (e) {
-      throw new Error(`writing the plugin's gid_map (--plugin-gid-map) failed: ${(e as Error).message}; map: ${JSON.stringify(gidMap)}`);
+      throw new Error(
+        `writing the plugin's gid_map (--plugin-gid-map) failed: ${(e as Error).message}; map: ${JSON.stringify(gidMap)}`,
+      );
     }
     return fs.openSync(nsLink, 'r');
   } finally {
-    try { holder.kill('SIGKILL'); } catch { /* gone */ }
+    try {
+      holder.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
 }

@@ -75,7 +75,7 @@ export function scenarios(options: { all: boolean; sandboxModes: readonly boolea
       for (const point of POINTS) {
         const endings = ENDINGS.filter((e) => !NEEDS_VCPUS.has(e) || POINTS.indexOf(point) >= POINTS.indexOf('after-start'));
         if (full) for (const ending of endings) list.push({ ending, point, cpus, sandboxed });
-        else list.push({ ending: endings[rotation++ % endings.length]!, point, cpus, sandboxed });
+        else list.push({ ending: endings[rotation++ % endings.length], point, cpus, sandboxed });
       }
     }
   }
@@ -186,7 +186,9 @@ export async function runScenario(s: Scenario): Promise<{ problems: string[]; ms
   const ms = Date.now() - started;
   const expected = expectedOutcome(s.ending);
   if (!expected.exitCodes.includes(outcome.exitCode) || !expected.message.test(outcome.message)) {
-    problems.push(`outcome ${outcome.exitCode} "${outcome.message}", expected ${expected.exitCodes.join(' or ')} ${String(expected.message)}`);
+    problems.push(
+      `outcome ${outcome.exitCode} "${outcome.message}", expected ${expected.exitCodes.join(' or ')} ${String(expected.message)}`,
+    );
   }
   // Threads and reaped children may take a moment to go: wait for it, bounded.
   const settleBy = Date.now() + SETTLE_MS;

@@ -35,7 +35,7 @@ export class Random {
   }
 
   pick<T>(items: readonly T[]): T {
-    return items[this.below(items.length)]!;
+    return items[this.below(items.length)];
   }
 
   u64(): bigint {
@@ -58,7 +58,20 @@ export class Random {
 }
 
 const U32_EDGES = [0, 1, 2, 7, 8, 0x7f, 0x80, 0xff, 0x3f8, 0xffff, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
-const U64_EDGES = [0n, 1n, 0x1000n, 0xfff0n, 0x10000n, 0xfee00000n, 0xfffbd000n, 1n << 32n, (1n << 63n) - 1n, 1n << 63n, (1n << 64n) - 0x1000n, (1n << 64n) - 1n];
+const U64_EDGES = [
+  0n,
+  1n,
+  0x1000n,
+  0xfff0n,
+  0x10000n,
+  0xfee00000n,
+  0xfffbd000n,
+  1n << 32n,
+  (1n << 63n) - 1n,
+  1n << 63n,
+  (1n << 64n) - 0x1000n,
+  (1n << 64n) - 1n,
+];
 const I32_EDGES = [0, 1, -1, 2, 3, 4, 5, 7, 8, 99, 0x7fffffff, -0x80000000];
 
 /** Options for {@link randomMessage}. */
@@ -81,9 +94,10 @@ export function randomMessage(random: Random, desc: DescMessage, options: ShapeO
   const message: Record<string, unknown> = {};
   for (const oneof of desc.oneofs) {
     if (options.member === undefined && random.chance(0.05)) continue; // no member at all
-    const field = options.member !== undefined && depth === 0
-      ? oneof.fields.find((f) => f.localName === options.member) ?? random.pick(oneof.fields)
-      : random.pick(oneof.fields);
+    const field =
+      options.member !== undefined && depth === 0
+        ? (oneof.fields.find((f) => f.localName === options.member) ?? random.pick(oneof.fields))
+        : random.pick(oneof.fields);
     message[oneof.localName] = { $case: field.localName, [field.localName]: randomValue(random, field, options, depth) };
   }
   for (const field of desc.fields) {
@@ -182,7 +196,7 @@ export function mutate(random: Random, input: Uint8Array): Uint8Array {
     const at = random.below(bytes.length + 1);
     switch (random.below(8)) {
       case 0: // flip a bit
-        if (bytes.length > 0) bytes[random.below(bytes.length)]! ^= 1 << random.below(8);
+        if (bytes.length > 0) bytes[random.below(bytes.length)] ^= 1 << random.below(8);
         break;
       case 1: // set a byte to an edge value
         if (bytes.length > 0) bytes[random.below(bytes.length)] = random.pick([0x00, 0x01, 0x7f, 0x80, 0xff, 0x08, 0x0a, 0x12]);
@@ -197,13 +211,21 @@ export function mutate(random: Random, input: Uint8Array): Uint8Array {
         bytes = concat(bytes.subarray(0, at), bytes.subarray(at, at + random.below(16)), bytes.subarray(at));
         break;
       case 5: // a huge varint (10 bytes, all 64 bits set) in place of a byte
-        bytes = concat(bytes.subarray(0, at), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], bytes.subarray(at + 1));
+        bytes = concat(
+          bytes.subarray(0, at),
+          [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+          bytes.subarray(at + 1),
+        );
         break;
       case 6: // truncate
         bytes = bytes.subarray(0, at);
         break;
       case 7: // an unknown field appended
-        bytes = concat(bytes, varint(((50 + random.below(1000)) << 3) | random.pick([0, 1, 2, 5])), random.bytes(random.below(10)));
+        bytes = concat(
+          bytes,
+          varint(((50 + random.below(1000)) << 3) | random.pick([0, 1, 2, 5])),
+          random.bytes(random.below(10)),
+        );
         break;
     }
   }
@@ -220,13 +242,22 @@ export function breakMessage(random: Random, input: Uint8Array): { bytes: Uint8A
     case 0:
       return { bytes: concat(input, [0x00]), how: 'zero tag appended' };
     case 1:
-      return { bytes: concat(input, [random.pick([0x0e, 0x0f, 0x0b, 0x0c, 0x9b, 0x03])]), how: 'invalid or group wire type appended' };
+      return {
+        bytes: concat(input, [random.pick([0x0e, 0x0f, 0x0b, 0x0c, 0x9b, 0x03])]),
+        how: 'invalid or group wire type appended',
+      };
     case 2: {
       const claimed = 11 + random.below(5000);
-      return { bytes: concat(input, varint((77 << 3) | 2), varint(claimed), random.bytes(random.below(10))), how: 'length past the end' };
+      return {
+        bytes: concat(input, varint((77 << 3) | 2), varint(claimed), random.bytes(random.below(10))),
+        how: 'length past the end',
+      };
     }
     case 3:
-      return { bytes: concat(input, varint((77 << 3) | 0), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]), how: '11-byte varint' };
+      return {
+        bytes: concat(input, varint((77 << 3) | 0), [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        how: '11-byte varint',
+      };
     case 4:
       return { bytes: concat(input, varint((77 << 3) | 0), [0x80, 0x80]), how: 'varint cut off' };
     case 5:

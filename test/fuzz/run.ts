@@ -67,7 +67,7 @@ export async function fuzz(options: FuzzOptions): Promise<FuzzSummary> {
   if (options.corpusDir !== undefined) mkdirSync(options.corpusDir, { recursive: true });
   const until = Date.now() + options.seconds * 1000;
   for (let round = 0; Date.now() < until; round++) {
-    const sandboxed = options.sandboxModes[round % options.sandboxModes.length]!;
+    const sandboxed = options.sandboxModes[round % options.sandboxModes.length];
     const seed = (options.seed + round * 0x9e3779b1) >>> 0;
     const budgetMs = Math.max(500, Math.min(options.roundSeconds * 1000, until - Date.now()));
     const result = await runRound(seed, budgetMs, sandboxed, readCorpus(options.corpusDir));
@@ -88,7 +88,9 @@ export async function fuzz(options: FuzzOptions): Promise<FuzzSummary> {
       for (const f of report.findings) summary.findings.push(`${where}: ${f.what} [${f.kind}] ${f.hex.slice(0, 120)}`);
       if (options.corpusDir !== undefined) saveToCorpus(options.corpusDir, report, where);
     }
-    options.progress?.(`${where}: ${describeRound(report)}${result.problems.length > 0 ? ` — ${result.problems.join('; ')}` : ''}`);
+    options.progress?.(
+      `${where}: ${describeRound(report)}${result.problems.length > 0 ? ` — ${result.problems.join('; ')}` : ''}`,
+    );
   }
   return summary;
 }
@@ -155,7 +157,8 @@ function runRound(seed: number, budgetMs: number, sandboxed: boolean, corpus: Co
     child.stderr.on('data', (d: Buffer) => {
       const lines = (partial + d.toString()).split('\n');
       partial = lines.pop()!;
-      for (const line of lines) if (/^plugvisor: (error|.*uncaught|.*failed unexpectedly)/i.test(line) && hostErrors.length < 20) hostErrors.push(line);
+      for (const line of lines)
+        if (/^plugvisor: (error|.*uncaught|.*failed unexpectedly)/i.test(line) && hostErrors.length < 20) hostErrors.push(line);
     });
     child.stdin.on('error', () => {});
     child.stdin.end(corpus.map((entry) => JSON.stringify(entry)).join('\n'));
@@ -182,10 +185,12 @@ function runRound(seed: number, budgetMs: number, sandboxed: boolean, corpus: Co
 async function main(argv: string[]): Promise<void> {
   const flag = (name: string, fallback: string): string => {
     const at = argv.indexOf(`--${name}`);
-    return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1]! : fallback;
+    return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1] : fallback;
   };
   if (argv.includes('--help')) {
-    process.stdout.write('usage: npm run fuzz -- [--minutes 10] [--seed N] [--corpus DIR] [--round-seconds 60] [--sandbox both|on|off]\n');
+    process.stdout.write(
+      'usage: npm run fuzz -- [--minutes 10] [--seed N] [--corpus DIR] [--round-seconds 60] [--sandbox both|on|off]\n',
+    );
     return;
   }
   const sandbox = flag('sandbox', 'both');
@@ -200,7 +205,9 @@ async function main(argv: string[]): Promise<void> {
     progress: (line) => process.stdout.write(`${line}\n`),
   });
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
-  process.stdout.write(`\nfuzzed for ${minutes} min, ${summary.rounds} rounds\n${JSON.stringify({ ...summary, findings: summary.findings.length }, null, 2)}\n`);
+  process.stdout.write(
+    `\nfuzzed for ${minutes} min, ${summary.rounds} rounds\n${JSON.stringify({ ...summary, findings: summary.findings.length }, null, 2)}\n`,
+  );
   for (const line of summary.findings) process.stdout.write(`FINDING ${line}\n`);
   process.exitCode = summary.findings.length > 0 ? 1 : 0;
 }

@@ -30,7 +30,9 @@ const a = main.newConnection();
 const b = main.newConnection();
 
 const reserve = (start: bigint, length: bigint): Uint8Array =>
-  encodeMessage(MainRequest, { message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start, length, asyncWrite: false } } });
+  encodeMessage(MainRequest, {
+    message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start, length, asyncWrite: false } },
+  });
 const send = (connection: Connection, bytes: Uint8Array): void => {
   native.sendmsg(connection.fd, bytes, bytes.length, []);
 };
@@ -40,12 +42,13 @@ const errnoOfAnswer = (connection: Connection): number => {
   const got = native.recvmsg(connection.fd, answer, 4);
   if (got === null || got.bytes === 0) throw new Error(`connection ${connection.fd}: no answer`);
   const response = MainResponse.decode(answer.subarray(0, got.bytes));
-  if (response.message?.$case !== 'reserveRange') throw new Error(`connection ${connection.fd}: answered ${response.message?.$case}`);
+  if (response.message?.$case !== 'reserveRange')
+    throw new Error(`connection ${connection.fd}: answered ${response.message?.$case}`);
   return response.errnoValue;
 };
 
 /** The state letter of process `pid` (/proc/PID/stat: after the parenthesized command name). */
-const processState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0]!;
+const processState = (pid: number): string => readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
 
 const host = process.ppid;
 process.kill(host, 'SIGSTOP');

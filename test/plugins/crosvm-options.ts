@@ -24,5 +24,9 @@ finish<CrosvmOptionsReport>({
   vcpus: conn.getVcpus().length,
   file: attempt(() => fs.readFileSync('/crosvm-test/hello.txt', 'utf8')),
   statfs: attempt(() => (fs.statfsSync('/'), 'ok')),
-  gidMap: fs.readFileSync('/proc/self/gid_map', 'utf8').trim().split('\n').map((line) => line.trim().split(/\s+/).join(' ')),
+  gidMap: fs
+    .readFileSync('/proc/self/gid_map', 'utf8')
+    .trim()
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/).join(' ')),
 });

@@ -47,7 +47,7 @@ switch (mode) {
     writeSync(1, 'flooding\n');
     for (let kib = 64; kib <= Number(value) * 1024; kib += 64) {
       for (let i = 0; i < 64; i++) {
-        for (let written = 0; written < line.length; ) {
+        for (let written = 0; written < line.length;) {
           try {
             written += writeSync(2, line, written);
           } catch (e) {
@@ -63,7 +63,7 @@ switch (mode) {
     process.exit(0);
     break;
   }
-  case 'chatter':
+  case 'chatter': {
     process.stdout.write(`pid ${process.pid}\n`);
     process.stderr.on('error', () => {});
     const shutdown = conn.getShutdownEventfd();
@@ -76,6 +76,7 @@ switch (mode) {
       }
     }, 10);
     break;
+  }
   default:
     process.stderr.write(`exit-status: unknown mode ${String(mode)}\n`);
     process.exit(2);

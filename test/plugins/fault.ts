@@ -40,9 +40,9 @@ function end(shutdownFd: number | undefined): never {
   process.stderr.write(`fault: at ${point}\n`);
   switch (ending) {
     case 'exit0':
-      process.exit(0);
+      return process.exit(0);
     case 'exit3':
-      process.exit(3);
+      return process.exit(3);
     case 'sigkill':
       process.kill(process.pid, 'SIGKILL');
       break;
@@ -57,9 +57,9 @@ function end(shutdownFd: number | undefined): never {
           // Not open.
         }
       }
-      blockForever();
+      return blockForever();
     case 'hang':
-      blockForever();
+      return blockForever();
     case 'noresume':
       if (shutdownFd === undefined) throw new Error('noresume needs the shutdown eventfd');
       native.poll(shutdownFd, C.POLLIN, -1);

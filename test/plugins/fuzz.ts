@@ -79,7 +79,7 @@ const count = (table: Record<string, number>, key: string): void => void (table[
 const main = Connection.connect();
 const shutdownFd = main.getShutdownEventfd();
 const vcpuFds = main.request({ message: { $case: 'getVcpus', getVcpus: {} } }).fds;
-const [vcpuRequestFd, vcpuResponseFd] = [vcpuFds[0]!, vcpuFds[1]!];
+const [vcpuRequestFd, vcpuResponseFd] = [vcpuFds[0], vcpuFds[1]];
 for (const fd of vcpuFds.slice(2)) native.close(fd);
 
 /** Descriptors to attach: the kinds a request might carry, and some it should not. */
@@ -90,7 +90,7 @@ const fdPool = (() => {
   const unsealed = native.memfdCreate('fuzz-unsealed', C.MFD_CLOEXEC);
   native.ftruncate(unsealed, 0x10000);
   const [pipeRead, pipeWrite] = native.pipe2(C.O_CLOEXEC);
-  return [sealed, sealed, unsealed, native.eventfd(0, C.EFD_CLOEXEC), pipeRead!, pipeWrite!, main.fd];
+  return [sealed, sealed, unsealed, native.eventfd(0, C.EFD_CLOEXEC), pipeRead, pipeWrite, main.fd];
 })();
 
 let side = openSide();
@@ -136,7 +136,7 @@ function probeAfterDrop(kind: string, bytes: Uint8Array): void {
 function generatedRequest(): { bytes: Uint8Array; member: string | undefined } {
   const large = random.chance(0.05);
   const shape = randomMessage(random, MAIN_REQUEST, { maxRepeated: large ? 700 : 24, maxBytes: large ? 6000 : 64 });
-  const request = MainRequest.fromPartial(shape as Parameters<typeof MainRequest.fromPartial>[0]);
+  const request = MainRequest.fromPartial(shape);
   return { bytes: MainRequest.encode(request).finish(), member: request.message?.$case };
 }
 
@@ -167,8 +167,10 @@ function sendMain(kind: MainKind, bytes: Uint8Array, member?: string): void {
   const answeredMember = response.message?.$case;
   if (kind === 'broken') finding(`a malformed request was answered (errno ${response.errnoValue})`, kind, bytes);
   if (kind === 'generated') {
-    if (answeredMember !== member) finding(`answered with member ${answeredMember ?? 'none'}, not ${member ?? 'none'}`, kind, bytes);
-    if (bytes.length > REQUEST_LIMIT && response.errnoValue !== errno.E2BIG) finding(`a ${bytes.length}-byte request got errno ${response.errnoValue}, not E2BIG`, kind, bytes);
+    if (answeredMember !== member)
+      finding(`answered with member ${answeredMember ?? 'none'}, not ${member ?? 'none'}`, kind, bytes);
+    if (bytes.length > REQUEST_LIMIT && response.errnoValue !== errno.E2BIG)
+      finding(`a ${bytes.length}-byte request got errno ${response.errnoValue}, not E2BIG`, kind, bytes);
   }
   // Mutated bytes can be a `start` too.
   if (answeredMember === 'start' && response.errnoValue === 0) report.started = true;
@@ -190,7 +192,16 @@ const STATE_SIZES = [
   C.SIZEOF_KVM_VCPU_EVENTS,
 ];
 /** Every VcpuRequest member that is answered; resume and shutdown would let the VCPU go. */
-const ANSWERED_VCPU_MEMBERS = ['wait', 'getState', 'setState', 'getMsrs', 'setMsrs', 'setCpuid', 'getHypervCpuid', 'enableCapability'];
+const ANSWERED_VCPU_MEMBERS = [
+  'wait',
+  'getState',
+  'setState',
+  'getMsrs',
+  'setMsrs',
+  'setCpuid',
+  'getHypervCpuid',
+  'enableCapability',
+];
 
 /** The next VcpuResponse within `timeoutMs`, or undefined. */
 function nextVcpuResponse(timeoutMs: number): VcpuResponse | undefined {
@@ -204,7 +215,7 @@ function nextVcpuResponse(timeoutMs: number): VcpuResponse | undefined {
     const left = until - performance.now();
     if (left <= 0 || (native.poll(vcpuResponseFd, C.POLLIN, Math.ceil(left)) & C.POLLIN) === 0) return undefined;
     const n = native.read(vcpuResponseFd, vcpuBuffer, 0, vcpuBuffer.length);
-    if (n === 0) throw new Error('the host closed VCPU 0\'s response pipe');
+    if (n === 0) throw new Error("the host closed VCPU 0's response pipe");
     if (n > 0) vcpuStream.push(vcpuBuffer, n);
   }
 }
@@ -244,7 +255,8 @@ function sendVcpu(kind: VcpuKind, bytes: Uint8Array, member?: string, expectErrn
     report.vcpu.answered++;
     const got = response.message?.$case;
     if (member !== undefined && got !== member) finding(`VCPU answer has member ${got ?? 'none'}, not ${member}`, kind, bytes);
-    if (expectErrno !== undefined && response.errnoValue !== expectErrno) finding(`VCPU answer errno ${response.errnoValue}, not ${expectErrno}`, kind, bytes);
+    if (expectErrno !== undefined && response.errnoValue !== expectErrno)
+      finding(`VCPU answer errno ${response.errnoValue}, not ${expectErrno}`, kind, bytes);
     outcome('vcpu', `${got ?? 'none'}:${response.errnoValue}`, bytes);
   }
   if (member === undefined) probeVcpu(kind, bytes);
@@ -278,23 +290,34 @@ function vcpuStep(): void {
   if (roll < 5) {
     const member = random.pick(ANSWERED_VCPU_MEMBERS);
     const shape = randomMessage(random, VCPU_REQUEST, { maxRepeated: 40, maxBytes: 64, member });
-    const request = VcpuRequest.fromPartial(shape as Parameters<typeof VcpuRequest.fromPartial>[0]);
+    const request = VcpuRequest.fromPartial(shape);
     // `wait` with no reason pending is EPROTO (the init reason was collected).
     sendVcpu('generated', encodeVcpu(request), member, member === 'wait' ? errno.EPROTO : undefined);
   } else if (roll < 7) {
     const set = random.below(STATE_SIZES.length + 1);
     const size = STATE_SIZES[set] ?? 64;
     const wrong = random.pick([0, size - 1, size + 1, 2 * size, 0x10000]);
-    const request = encodeVcpu({ message: { $case: 'setState', setState: { set: set < STATE_SIZES.length ? set : 99, state: Buffer.from(random.bytes(wrong)) } } });
+    const request = encodeVcpu({
+      message: {
+        $case: 'setState',
+        setState: { set: set < STATE_SIZES.length ? set : 99, state: Buffer.from(random.bytes(wrong)) },
+      },
+    });
     sendVcpu('wrongSize', request, 'setState', errno.EINVAL);
   } else if (roll < 8) {
     const indices = Array.from({ length: 10_000 }, () => (random.chance(0.5) ? random.u32() : random.below(0x1000)));
     const request = random.chance(0.5)
       ? encodeVcpu({ message: { $case: 'getMsrs', getMsrs: { entryIndices: indices } } })
-      : encodeVcpu({ message: { $case: 'setMsrs', setMsrs: { entries: indices.map((index) => ({ index, data: random.u64() })) } } });
+      : encodeVcpu({
+          message: { $case: 'setMsrs', setMsrs: { entries: indices.map((index) => ({ index, data: random.u64() })) } },
+        });
     sendVcpu('manyMsrs', request, VcpuRequest.decode(request).message!.$case);
   } else {
-    const base = encodeVcpu(VcpuRequest.fromPartial(randomMessage(random, VCPU_REQUEST, { maxRepeated: 8, maxBytes: 32, member: random.pick(ANSWERED_VCPU_MEMBERS) }) as Parameters<typeof VcpuRequest.fromPartial>[0]));
+    const base = encodeVcpu(
+      VcpuRequest.fromPartial(
+        randomMessage(random, VCPU_REQUEST, { maxRepeated: 8, maxBytes: 32, member: random.pick(ANSWERED_VCPU_MEMBERS) }),
+      ),
+    );
     const bytes = random.chance(0.3) ? random.bytes(1 + random.below(64)) : mutate(random, base);
     if (!releasesVcpu(bytes)) sendVcpu('garbage', bytes);
   }
@@ -313,10 +336,13 @@ function corpus(): { kind: string; bytes: Uint8Array }[] {
   } catch {
     return [];
   }
-  return text.split('\n').filter((line) => line.trim() !== '').map((line) => {
-    const entry = JSON.parse(line) as { kind: string; hex: string };
-    return { kind: entry.kind, bytes: Buffer.from(entry.hex, 'hex') };
-  });
+  return text
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const entry = JSON.parse(line) as { kind: string; hex: string };
+      return { kind: entry.kind, bytes: Buffer.from(entry.hex, 'hex') };
+    });
 }
 
 function mainStep(): void {
@@ -352,10 +378,12 @@ try {
     }
     if (vcpuRunning && random.chance(0.3)) vcpuStep();
     else mainStep();
-    if (step % 256 === 0 && !main.checkExtension(C.KVM_CAP_IRQCHIP)) finding('the main connection stopped serving', 'main', new Uint8Array());
+    if (step % 256 === 0 && !main.checkExtension(C.KVM_CAP_IRQCHIP))
+      finding('the main connection stopped serving', 'main', new Uint8Array());
   }
 } catch (e) {
-  if (report.findings.length === 0) finding(`the run stopped: ${e instanceof Error ? e.message : String(e)}`, 'run', new Uint8Array());
+  if (report.findings.length === 0)
+    finding(`the run stopped: ${e instanceof Error ? e.message : String(e)}`, 'run', new Uint8Array());
 }
 process.stdout.write(`${JSON.stringify(report)}\n`);
 process.exit(0);

@@ -53,11 +53,16 @@ function rawSyscall(addon: SyscallAddon, nr: number, ...args: number[]): Attempt
 }
 
 function statusField(name: string): string | undefined {
-  const line = fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(name + ':'));
+  const line = fs
+    .readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(name + ':'));
   return line?.slice(name.length + 1).trim();
 }
 
 // A real-mode guest at 0x1000: writes 0x2a to port 0x3f8, then 1 to 0x3f9 ("done").
+// One instruction per line, beside its listing.
+// prettier-ignore
 const GUEST_CODE = new Uint8Array([
   0xba, 0xf8, 0x03, // mov dx, 0x3f8
   0xb0, 0x2a, //       mov al, 0x2a
@@ -111,7 +116,11 @@ switch (mode) {
       pid: process.pid,
       kvm: attempt(() => fs.closeSync(fs.openSync('/dev/kvm', 'r+'))),
       hostFile: attempt(() => fs.readFileSync(hostFile)),
-      procPids: fs.readdirSync('/proc').filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => a - b),
+      procPids: fs
+        .readdirSync('/proc')
+        .filter((n) => /^[0-9]+$/.test(n))
+        .map(Number)
+        .sort((a, b) => a - b),
       hostPidInProc: fs.existsSync(`/proc/${hostPid}`),
       killHost: attempt(() => process.kill(hostPid, 0)),
       capEff: statusField('CapEff'),
@@ -134,7 +143,7 @@ switch (mode) {
     break;
   }
   case 'kill': {
-    const addon = loadAddon(rest[0]!);
+    const addon = loadAddon(rest[0]);
     printReport<JailKillReport>({ about: 'kexec_load' });
     const outcome = rawSyscall(addon, SYS.kexec_load, 0, 0, 0, 0);
     printReport<JailKillReport>({ survived: outcome }); // must not be reached
@@ -142,7 +151,7 @@ switch (mode) {
     break;
   }
   case 'policy': {
-    const addon = loadAddon(rest[0]!);
+    const addon = loadAddon(rest[0]);
     printReport<JailPolicyReport>({
       getPriority: attempt(() => os.getPriority(0)),
       kcmp: rawSyscall(addon, SYS.kcmp, process.pid, process.pid, 0, 1, 1),

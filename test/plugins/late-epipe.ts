@@ -21,7 +21,9 @@ const vcpu = conn.getVcpu(0);
 conn.start();
 startRealMode(vcpu);
 // The child holds both pipe ends (fds 3 and 4 there) and outlives this process.
-const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], { stdio: ['ignore', 'ignore', 'ignore', raw[0]!, raw[1]!] });
+const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 600000)'], {
+  stdio: ['ignore', 'ignore', 'ignore', raw[0], raw[1]],
+});
 writeSync(1, `child ${child.pid}\n`);
 // Time for the guest to fill the 256 KiB response pipe.
 sleepMs(500);

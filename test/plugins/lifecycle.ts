@@ -47,7 +47,7 @@ if (mode === 'triple-fault') {
   // request on the VCPU's pipe, whose ends a raw get_vcpus hands out again.
   const { fds } = conn.request({ message: { $case: 'getVcpus', getVcpus: {} } });
   const shutdown = VcpuRequest.encode({ message: { $case: 'shutdown', shutdown: {} } }).finish();
-  native.write(fds[0]!, shutdown, 0, shutdown.length);
+  native.write(fds[0], shutdown, 0, shutdown.length);
   for (const fd of fds) native.close(fd);
 } else {
   process.stderr.write(`lifecycle: unknown mode ${String(mode)}\n`);

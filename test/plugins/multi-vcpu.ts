@@ -7,6 +7,8 @@ import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js
 import { setUpRealMode } from '../support/test-plugin.js';
 
 // Loaded at 0x1000:
+// One instruction per line, beside its listing.
+// prettier-ignore
 const GUEST = [
   0x00, 0xd8, //   add al, bl
   0xe6, 0x10, //   out 0x10, al

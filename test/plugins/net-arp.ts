@@ -20,7 +20,6 @@ const ARP_REPLY = 2;
 const REPLY_TIMEOUT_MS = 5000;
 const RESEND_MS = 500;
 
-
 /** Another address of the host's subnet for the guest: the first one that is not the host's. */
 function guestIpv4(host: number, netmask: number): number {
   const network = (host & netmask) >>> 0;

@@ -18,7 +18,16 @@
 import { assemble } from '../support/asm.js';
 import type { ProtoIoeventReport } from '../support/reports.js';
 import {
-  check, createCodeMemory, describeEvent, finish, littleEndian, nextIo, pluginMain, setNonBlocking, startVcpu0, takeCount,
+  check,
+  createCodeMemory,
+  describeEvent,
+  finish,
+  littleEndian,
+  nextIo,
+  pluginMain,
+  setNonBlocking,
+  startVcpu0,
+  takeCount,
 } from '../support/test-plugin.js';
 import { native } from '../../src/native/index.js';
 import { AddressSpace, Connection, type Vcpu } from '../../src/plugin/index.js';
@@ -137,11 +146,20 @@ pluginMain(() => {
   const events = REGISTRATIONS.map((r, i) => {
     const id = 100 + i;
     const { response, fds } = conn.request({
-      message: { $case: 'create', create: { id, kind: { $case: 'ioEvent', ioEvent: { space: r.space, address: r.address, length: r.length, datamatch: r.datamatch } } } },
+      message: {
+        $case: 'create',
+        create: {
+          id,
+          kind: { $case: 'ioEvent', ioEvent: { space: r.space, address: r.address, length: r.length, datamatch: r.datamatch } },
+        },
+      },
     });
-    check(response.errnoValue === 0 && fds.length === 1, `create io_event ${r.name}: errno ${response.errnoValue}, ${fds.length} fds`);
-    setNonBlocking(fds[0]!);
-    return { ...r, id, fd: fds[0]! };
+    check(
+      response.errnoValue === 0 && fds.length === 1,
+      `create io_event ${r.name}: errno ${response.errnoValue}, ${fds.length} fds`,
+    );
+    setNonBlocking(fds[0]);
+    return { ...r, id, fd: fds[0] };
   });
   const counts = (): Record<string, number> => Object.fromEntries(events.map((e) => [e.name, takeCount(e.fd)]));
 

@@ -27,7 +27,15 @@
 import { assemble } from '../support/asm.js';
 import type { ProtoIrqIoapicReport, ProtoIrqPicReport, ProtoIrqRoutingReport } from '../support/reports.js';
 import {
-  check, createCodeMemory, expectReport, finish, pluginMain, readableWithin, setNonBlocking, startVcpu0, takeCount,
+  check,
+  createCodeMemory,
+  expectReport,
+  finish,
+  pluginMain,
+  readableWithin,
+  setNonBlocking,
+  startVcpu0,
+  takeCount,
 } from '../support/test-plugin.js';
 import { AddressSpace, Connection, VmStateSet, eventfdWrite, kvmConstants, type Vcpu } from '../../src/plugin/index.js';
 
@@ -152,7 +160,15 @@ function pic(conn: Connection): void {
   // ... and a second edge.
   conn.setIrq(10, true);
   const setIrqAgain = nextVector(vcpu);
-  finish<ProtoIrqPicReport>({ irqfdVector, resampleBeforeEoi, resampleAfterEoi, irqfdAgain, resampleAgain, setIrqVector, setIrqAgain });
+  finish<ProtoIrqPicReport>({
+    irqfdVector,
+    resampleBeforeEoi,
+    resampleAfterEoi,
+    irqfdAgain,
+    resampleAgain,
+    setIrqVector,
+    setIrqAgain,
+  });
 }
 
 /** Redirection entry `pin` of the in-kernel IOAPIC (struct kvm_ioapic_state, from get_state). */
@@ -189,7 +205,9 @@ function ioapic(conn: Connection): void {
     const resampleInHandler = takeCount(irq.resampleFd);
     vcpu.resume();
     // Already acknowledged: only check (briefly) that no second signal follows.
-    const resampleAfterEoi = readableWithin(irq.resampleFd, resampleInHandler > 0 ? 200 : SOON_MS) ? takeCount(irq.resampleFd) : 0;
+    const resampleAfterEoi = readableWithin(irq.resampleFd, resampleInHandler > 0 ? 200 : SOON_MS)
+      ? takeCount(irq.resampleFd)
+      : 0;
     rounds.push({ vector, remoteIrrInHandler, resampleInHandler, resampleAfterEoi, remoteIrrAfterEoi: remoteIrr() });
   }
   finish<ProtoIrqIoapicReport>({ entryProgrammed, rounds });

@@ -9,7 +9,16 @@
  */
 import { assemble } from '../support/asm.js';
 import type { ProtoMemoryDirtyReport, ProtoMemoryReadonlyReport } from '../support/reports.js';
-import { check, createCodeMemory, expectReport, finish, littleEndian, nextIo, pluginMain, startVcpu0 } from '../support/test-plugin.js';
+import {
+  check,
+  createCodeMemory,
+  expectReport,
+  finish,
+  littleEndian,
+  nextIo,
+  pluginMain,
+  startVcpu0,
+} from '../support/test-plugin.js';
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
 
 const PAGE = 0x1000;
@@ -65,7 +74,14 @@ function dirty(conn: Connection): void {
   expectReport(vcpu, REPORT_PORT, { resume: false });
   const round1 = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
   const again = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };
-  const contents = [memA.bytes[0x0000], memA.bytes[0x3004], memA.bytes[0xf0ff], memB.bytes[0x1000], memB.bytes[0x40000], memB.bytes[0x45fff]];
+  const contents = [
+    memA.bytes[0x0000],
+    memA.bytes[0x3004],
+    memA.bytes[0xf0ff],
+    memB.bytes[0x1000],
+    memB.bytes[0x40000],
+    memB.bytes[0x45fff],
+  ];
   vcpu.resume();
 
   expectReport(vcpu, REPORT_PORT, { resume: false });

@@ -17,8 +17,16 @@ pluginMain(() => {
     const { response, fds } = conn.request(request);
     return { errno: response.errnoValue, member: response.message?.$case ?? null, fds: fds.length };
   };
-  const leaf = (entries: CpuidEntry[], fn: number): CpuidEntry | undefined => entries.find((e) => e.function === fn && (!e.hasIndex || e.index === 0));
-  const text = (...regs: number[]): string => Buffer.concat(regs.map((r) => { const b = Buffer.alloc(4); b.writeUInt32LE(r >>> 0); return b; })).toString('latin1');
+  const leaf = (entries: CpuidEntry[], fn: number): CpuidEntry | undefined =>
+    entries.find((e) => e.function === fn && (!e.hasIndex || e.index === 0));
+  const text = (...regs: number[]): string =>
+    Buffer.concat(
+      regs.map((r) => {
+        const b = Buffer.alloc(4);
+        b.writeUInt32LE(r >>> 0);
+        return b;
+      }),
+    ).toString('latin1');
 
   const supported = conn.getSupportedCpuid();
   const leaf0 = leaf(supported, 0);
@@ -28,9 +36,14 @@ pluginMain(() => {
 
   const extension = (cap: number): { errno: number; has: boolean | null } => {
     const { response } = conn.request({ message: { $case: 'checkExtension', checkExtension: { extension: cap } } });
-    return { errno: response.errnoValue, has: response.message?.$case === 'checkExtension' ? response.message.checkExtension.hasExtension : null };
+    return {
+      errno: response.errnoValue,
+      has: response.message?.$case === 'checkExtension' ? response.message.checkExtension.hasExtension : null,
+    };
   };
-  const identityMap = (address: number): MainRequest => ({ message: { $case: 'setIdentityMapAddr', setIdentityMapAddr: { address } } });
+  const identityMap = (address: number): MainRequest => ({
+    message: { $case: 'setIdentityMapAddr', setIdentityMapAddr: { address } },
+  });
 
   const result: ProtoQueriesReport = {
     supported: {

@@ -35,12 +35,17 @@ pluginMain(() => {
     discard(send(name, { message: { $case: 'create', create: { id, kind } } }, fds));
     return id;
   };
-  const ioEvent = (space: number, address: bigint, length: number, datamatch = 0n): Kind =>
-    ({ $case: 'ioEvent', ioEvent: { space, address, length, datamatch } });
-  const memory = (offset: bigint, start: bigint, length: bigint): Kind =>
-    ({ $case: 'memory', memory: { offset, start, length, readOnly: false, dirtyLog: false } });
-  const reserve = (space: number, start: bigint, length: bigint): MainRequest =>
-    ({ message: { $case: 'reserveRange', reserveRange: { space, start, length, asyncWrite: false } } });
+  const ioEvent = (space: number, address: bigint, length: number, datamatch = 0n): Kind => ({
+    $case: 'ioEvent',
+    ioEvent: { space, address, length, datamatch },
+  });
+  const memory = (offset: bigint, start: bigint, length: bigint): Kind => ({
+    $case: 'memory',
+    memory: { offset, start, length, readOnly: false, dirtyLog: false },
+  });
+  const reserve = (space: number, start: bigint, length: bigint): MainRequest => ({
+    message: { $case: 'reserveRange', reserveRange: { space, start, length, asyncWrite: false } },
+  });
   const sealedMemfd = (size: number): number => {
     const fd = native.memfdCreate('proto-robust', C.MFD_CLOEXEC | C.MFD_ALLOW_SEALING);
     native.ftruncate(fd, size);
@@ -59,7 +64,7 @@ pluginMain(() => {
 
   // ---- create: irq_event ----
   const hugeGsi = create('irqEventHugeGsi', { $case: 'irqEvent', irqEvent: { irqId: 0xffffffff, resample: true } });
-  if (results['irqEventHugeGsi']!.errno === 0) {
+  if (results['irqEventHugeGsi'].errno === 0) {
     discard(send('destroyIrqEventHugeGsi', { message: { $case: 'destroy', destroy: { id: hugeGsi } } }));
   }
 
@@ -81,9 +86,18 @@ pluginMain(() => {
   create('memoryAdjacent', memory(0n, 0x42000n, 0x1000n), [memfd]);
 
   // ---- set_irq_routing / set_irq ----
-  const routing = (routes: { irqId: number; route: { $case: 'irqchip'; irqchip: { irqchip: number; pin: number } } | undefined }[]): MainRequest =>
-    ({ message: { $case: 'setIrqRouting', setIrqRouting: { routes } } });
-  discard(send('routeWithoutKind', routing([{ irqId: 3, route: { $case: 'irqchip', irqchip: { irqchip: 0, pin: 3 } } }, { irqId: 4, route: undefined }])));
+  const routing = (
+    routes: { irqId: number; route: { $case: 'irqchip'; irqchip: { irqchip: number; pin: number } } | undefined }[],
+  ): MainRequest => ({ message: { $case: 'setIrqRouting', setIrqRouting: { routes } } });
+  discard(
+    send(
+      'routeWithoutKind',
+      routing([
+        { irqId: 3, route: { $case: 'irqchip', irqchip: { irqchip: 0, pin: 3 } } },
+        { irqId: 4, route: undefined },
+      ]),
+    ),
+  );
   discard(send('routeUnknownIrqchip', routing([{ irqId: 3, route: { $case: 'irqchip', irqchip: { irqchip: 7, pin: 3 } } }])));
   discard(send('routePicPin8', routing([{ irqId: 3, route: { $case: 'irqchip', irqchip: { irqchip: 0, pin: 8 } } }])));
   discard(send('routeHugeGsi', routing([{ irqId: 0xffffffff, route: { $case: 'irqchip', irqchip: { irqchip: 0, pin: 3 } } }])));
@@ -99,7 +113,11 @@ pluginMain(() => {
   discard(send('reserveHalfPlusHalf', reserve(AddressSpace.MMIO, 1n << 63n, 1n << 63n)));
   discard(send('reserveLastAddress', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0xfn)));
   discard(send('unreserveTop', reserve(AddressSpace.MMIO, U64_MAX - 0xfn, 0n)));
-  discard(send('callHintUnknownSpace', { message: { $case: 'setCallHint', setCallHint: { space: 9 as AddressSpace, address: 0x10n, onWrite: true, hints: [] } } }));
+  discard(
+    send('callHintUnknownSpace', {
+      message: { $case: 'setCallHint', setCallHint: { space: 9 as AddressSpace, address: 0x10n, onWrite: true, hints: [] } },
+    }),
+  );
   // VCPUs 1..63 do not exist (this VM has one): ignored. VCPU 0 is not asked
   // to pause, and the guest run below sees no pause.
   discard(send('pauseMissingVcpus', { message: { $case: 'pauseVcpus', pauseVcpus: { cpuMask: U64_MAX - 1n, user: 7n } } }));
@@ -107,7 +125,13 @@ pluginMain(() => {
   // ---- descriptors ----
   // Five fds with a request that takes none: served, the fds closed by the host.
   const five = Array.from({ length: 5 }, () => native.eventfd(0, C.EFD_CLOEXEC));
-  discard(send('fiveFdsCheckExtension', { message: { $case: 'checkExtension', checkExtension: { extension: C.KVM_CAP_IRQCHIP } } }, five));
+  discard(
+    send(
+      'fiveFdsCheckExtension',
+      { message: { $case: 'checkExtension', checkExtension: { extension: C.KVM_CAP_IRQCHIP } } },
+      five,
+    ),
+  );
   // Memory with its memfd first and four more: the first one is used.
   create('fiveFdsMemory', memory(0n, 0x60000n, 0x1000n), [memfd, ...five.slice(1)]);
   five.forEach((fd) => native.close(fd));
@@ -127,22 +151,29 @@ pluginMain(() => {
   // Field 1 with wire type 7, which does not exist.
   const badWireTypeDropped = dropped(new Uint8Array([0x0f, 0x00]));
   // What the generated decoder let through (issue 16), each malformed:
-  const strict = Object.fromEntries(Object.entries({
-    zeroTag: [0x00], // a zero tag (once read as the end of the message)
-    lengthPastEnd: [0x2a, 0x03, 0x00], // check_extension of 3 bytes, 1 there
-    zeroTagNested: [0x2a, 0x02, 0x00, 0x00], // a zero tag inside check_extension
-    fieldStraddlesEnd: [0x2a, 0x01, 0x08, 0x01], // check_extension of 1 byte whose field takes 2
-    wrongWireType: [0x08, 0x00], // create (a message) sent as a varint
-    startGroup: [0x0b, 0x0c], // create as a group
-    endGroup: [0x2a, 0x00, 0x0c], // a stray end-group tag
-    u32Of64Bits: [0x2a, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // extension 2^64 - 1
-    varintOf11Bytes: [0x2a, 0x0c, 0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
-  }).map(([name, bytes]) => [name, dropped(new Uint8Array(bytes))]));
+  const strict = Object.fromEntries(
+    Object.entries({
+      zeroTag: [0x00], // a zero tag (once read as the end of the message)
+      lengthPastEnd: [0x2a, 0x03, 0x00], // check_extension of 3 bytes, 1 there
+      zeroTagNested: [0x2a, 0x02, 0x00, 0x00], // a zero tag inside check_extension
+      fieldStraddlesEnd: [0x2a, 0x01, 0x08, 0x01], // check_extension of 1 byte whose field takes 2
+      wrongWireType: [0x08, 0x00], // create (a message) sent as a varint
+      startGroup: [0x0b, 0x0c], // create as a group
+      endGroup: [0x2a, 0x00, 0x0c], // a stray end-group tag
+      u32Of64Bits: [0x2a, 0x0b, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01], // extension 2^64 - 1
+      varintOf11Bytes: [0x2a, 0x0c, 0x08, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00],
+    }).map(([name, bytes]) => [name, dropped(new Uint8Array(bytes))]),
+  );
 
   // A valid set_irq_routing of 1000 routes: bigger than the host's
   // 4096-byte request buffer. Answered E2BIG with its member, the
   // connection kept.
-  const big = routing(Array.from({ length: 1000 }, (_, i) => ({ irqId: i, route: { $case: 'irqchip' as const, irqchip: { irqchip: 2, pin: i % 24 } } })));
+  const big = routing(
+    Array.from({ length: 1000 }, (_, i) => ({
+      irqId: i,
+      route: { $case: 'irqchip' as const, irqchip: { irqchip: 2, pin: i % 24 } },
+    })),
+  );
   const bigBytes = MainRequestCodec.encode(big).finish();
   check(bigBytes.length > 4096, `the oversized request is only ${bigBytes.length} bytes`);
   const oversizedSide = conn.newConnection();
@@ -160,7 +191,11 @@ pluginMain(() => {
   native.fcntl(hugeMemfd, C.F_ADD_SEALS, C.F_SEAL_SHRINK);
   const hugeId = nextId++;
   const huge = { offset: 0n, start: 1n << 32n, length: 16n << 30n, readOnly: false, dirtyLog: true };
-  discard(send('hugeDirtyMemory', { message: { $case: 'create', create: { id: hugeId, kind: { $case: 'memory', memory: huge } } } }, [hugeMemfd]));
+  discard(
+    send('hugeDirtyMemory', { message: { $case: 'create', create: { id: hugeId, kind: { $case: 'memory', memory: huge } } } }, [
+      hugeMemfd,
+    ]),
+  );
   native.close(hugeMemfd);
   discard(send('hugeDirtyLog', { message: { $case: 'dirtyLog', dirtyLog: { id: hugeId } } }));
   const hugeDirtyLogKeepsConnection = conn.checkExtension(C.KVM_CAP_IRQCHIP);
@@ -172,13 +207,16 @@ pluginMain(() => {
   const sideServing = side.checkExtension(C.KVM_CAP_IRQCHIP);
   side.close();
 
-  createCodeMemory(conn, assemble(`
+  createCodeMemory(
+    conn,
+    assemble(`
     bits 16
     org 0x1000
       mov al, 42
       out ${REPORT_PORT}, al
       hlt
-  `));
+  `),
+  );
   conn.reserveRange(AddressSpace.IOPORT, REPORT_PORT, 1n);
   const vcpu = startVcpu0(conn);
   const guestResult = Number(expectReport(vcpu, REPORT_PORT, { resume: false }));

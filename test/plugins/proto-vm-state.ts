@@ -59,7 +59,12 @@ pluginMain(() => {
     ioapic: conn.getVmState(VmStateSet.IOAPIC).length,
     pit: conn.getVmState(VmStateSet.PIT).length,
     clock: conn.getVmState(VmStateSet.CLOCK).length,
-    expected: { pic: C.SIZEOF_KVM_PIC_STATE, ioapic: C.SIZEOF_KVM_IOAPIC_STATE, pit: C.SIZEOF_KVM_PIT_STATE2, clock: C.SIZEOF_KVM_CLOCK_DATA },
+    expected: {
+      pic: C.SIZEOF_KVM_PIC_STATE,
+      ioapic: C.SIZEOF_KVM_IOAPIC_STATE,
+      pit: C.SIZEOF_KVM_PIT_STATE2,
+      clock: C.SIZEOF_KVM_CLOCK_DATA,
+    },
   };
 
   /** Reads `set`, lets `change` edit it, writes it, reads it back; returns [before, written, after]. */
@@ -97,7 +102,9 @@ pluginMain(() => {
     const { response } = conn.request(request);
     return { errno: response.errnoValue, member: response.message?.$case ?? null };
   };
-  const setState = (set: VmStateSet, length: number): MainRequest => ({ message: { $case: 'setState', setState: { set, state: Buffer.alloc(length) } } });
+  const setState = (set: VmStateSet, length: number): MainRequest => ({
+    message: { $case: 'setState', setState: { set, state: Buffer.alloc(length) } },
+  });
   const refused = {
     pic0Short: wire(setState(VmStateSet.PIC0, C.SIZEOF_KVM_PIC_STATE - 1)),
     ioapicLong: wire(setState(VmStateSet.IOAPIC, C.SIZEOF_KVM_IOAPIC_STATE + 1)),

@@ -20,7 +20,10 @@ function errorCode(fn: () => unknown): string {
 }
 
 function statusField(name: string): string | undefined {
-  const line = fs.readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(name + ':'));
+  const line = fs
+    .readFileSync('/proc/self/status', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(name + ':'));
   return line?.slice(name.length + 1).trim();
 }
 
@@ -36,7 +39,10 @@ try {
   addon = `error: ${(e as Error).message}`;
 }
 
-const limits = fs.readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+const limits = fs
+  .readFileSync('/proc/self/limits', 'utf8')
+  .split('\n')
+  .find((l) => l.startsWith('Max open files'));
 const fd3 = (() => {
   try {
     const st = fs.fstatSync(3);
@@ -59,7 +65,11 @@ const report: SandboxProbeReport = {
   dev: fs.readdirSync('/dev').sort(),
   kvm: errorCode(() => fs.openSync('/dev/kvm', 'r+')),
   hostFiles: Object.fromEntries(hostFiles.map((f) => [f, errorCode(() => fs.readFileSync(f))])),
-  procPids: fs.readdirSync('/proc').filter((n) => /^[0-9]+$/.test(n)).map(Number).sort((a, b) => a - b),
+  procPids: fs
+    .readdirSync('/proc')
+    .filter((n) => /^[0-9]+$/.test(n))
+    .map(Number)
+    .sort((a, b) => a - b),
   killHost: errorCode(() => process.kill(hostPid, 0)),
   nofile: limits?.trim().split(/\s+/).slice(3, 5),
   fd3,

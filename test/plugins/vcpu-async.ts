@@ -8,7 +8,16 @@
  */
 import { AddressSpace, Connection } from '../../src/plugin/index.js';
 import type { VcpuAsyncReport } from '../support/reports.js';
-import { createProgramMemory, describeEvent, expectReport, finish, littleEndian, pluginMain, realModeProgram, startVcpu0 } from '../support/test-plugin.js';
+import {
+  createProgramMemory,
+  describeEvent,
+  expectReport,
+  finish,
+  littleEndian,
+  pluginMain,
+  realModeProgram,
+  startVcpu0,
+} from '../support/test-plugin.js';
 
 const ASYNC = 0x700n;
 const REPORT = 0x701n;

@@ -15,7 +15,15 @@ import { writeSync } from 'node:fs';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
 import { AddressSpace, Connection, PluginError, kvmConstants } from '../../src/plugin/index.js';
 import type { VcpuConnectionsReport } from '../support/reports.js';
-import { createProgramMemory, expectReport, finish, pluginMain, realModeProgram, startRealMode, waitUntil } from '../support/test-plugin.js';
+import {
+  createProgramMemory,
+  expectReport,
+  finish,
+  pluginMain,
+  realModeProgram,
+  startRealMode,
+  waitUntil,
+} from '../support/test-plugin.js';
 
 const WORKERS = 3;
 const CLOSE_AFTER = 20;
@@ -29,7 +37,11 @@ const FAILURES = 1;
 const CLOSED = 2;
 const DONE = 3;
 
-interface WorkerInput { index: number; fd: number; shared: SharedArrayBuffer }
+interface WorkerInput {
+  index: number;
+  fd: number;
+  shared: SharedArrayBuffer;
+}
 
 function workerMain(input: WorkerInput): void {
   const state = new Int32Array(input.shared);
@@ -116,8 +128,8 @@ if (!isMainThread) {
         exitsAtClose = exits;
         roundsAtClose = [1, 2].map((w) => Atomics.load(state, slot(w, ROUNDS)));
       }
-      const enough = exitsAtClose >= 0 &&
-        [1, 2].every((w, i) => Atomics.load(state, slot(w, ROUNDS)) >= roundsAtClose[i]! + MORE_AFTER_CLOSE);
+      const enough =
+        exitsAtClose >= 0 && [1, 2].every((w, i) => Atomics.load(state, slot(w, ROUNDS)) >= roundsAtClose[i] + MORE_AFTER_CLOSE);
       if (enough || Date.now() > deadline) break;
       vcpu.resume();
     }

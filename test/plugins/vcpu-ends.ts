@@ -21,6 +21,8 @@ const GUESTS: Record<string, number[]> = {
   spin: SPIN,
   paused: SPIN,
   'never-resume': [0xf4], // hlt (never reached)
+  // One instruction per line, beside its listing.
+  // prettier-ignore
   'full-pipe': [
     0xba, 0x00, 0x07, // mov dx, 0x700
     0xee, //             l: out dx, al

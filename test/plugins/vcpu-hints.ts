@@ -15,7 +15,15 @@ import { AddressSpace, Connection, DebugregsView, RegsView, SregsView } from '..
 import type { IoAccessEvent } from '../../src/plugin/index.js';
 import type { HintCarried, VcpuHintsReport } from '../support/reports.js';
 import {
-  createProgramMemory, expectInit, expectIo, expectReport, finish, littleEndian, pluginMain, realModeProgram, setUpRealMode,
+  createProgramMemory,
+  expectInit,
+  expectIo,
+  expectReport,
+  finish,
+  littleEndian,
+  pluginMain,
+  realModeProgram,
+  setUpRealMode,
 } from '../support/test-plugin.js';
 
 const HINTED = 0x600n;
@@ -62,7 +70,12 @@ pluginMain(() => {
   conn.reserveRange(AddressSpace.IOPORT, HINTED, 1n);
   conn.reserveRange(AddressSpace.IOPORT, REPORT, 2n); // 0x601 and 0x602
   conn.reserveRange(AddressSpace.MMIO, MMIO, 4n);
-  conn.setCallHint({ space: AddressSpace.IOPORT, address: HINTED, onWrite: true, details: [{ matchRax: true, rax: 0x1111n, sendSregs: true, sendDebugregs: true }] });
+  conn.setCallHint({
+    space: AddressSpace.IOPORT,
+    address: HINTED,
+    onWrite: true,
+    details: [{ matchRax: true, rax: 0x1111n, sendSregs: true, sendDebugregs: true }],
+  });
   createProgramMemory(conn, realModeProgram(BODY));
   const vcpu = conn.getVcpu(0);
   conn.start();
@@ -84,7 +97,10 @@ pluginMain(() => {
   const rbxSeen = expectReport(vcpu, REPORT);
 
   for (const [address, isWrite, space] of [
-    [HINTED, true, AddressSpace.IOPORT], [HINTED, false, AddressSpace.IOPORT], [OTHER, true, AddressSpace.IOPORT], [MMIO, true, AddressSpace.MMIO],
+    [HINTED, true, AddressSpace.IOPORT],
+    [HINTED, false, AddressSpace.IOPORT],
+    [OTHER, true, AddressSpace.IOPORT],
+    [MMIO, true, AddressSpace.MMIO],
   ] as const) {
     const event = expectIo(vcpu, address, { isWrite, space });
     events.push(carried(event));

@@ -9,7 +9,14 @@
 import { AddressSpace, Connection, kvmConstants } from '../../src/plugin/index.js';
 import type { VcpuHypervReport, WireAnswer } from '../support/reports.js';
 import {
-  createProgramMemory, describeEvent, expectInit, expectReport, finish, pluginMain, realModeProgram, setUpRealMode,
+  createProgramMemory,
+  describeEvent,
+  expectInit,
+  expectReport,
+  finish,
+  pluginMain,
+  realModeProgram,
+  setUpRealMode,
 } from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
@@ -58,7 +65,13 @@ pluginMain(() => {
     const signature = entries.find((e) => e.function === 0x4000_0000);
     const interface_ = entries.find((e) => e.function === 0x4000_0001);
     const text = (...words: number[]): string =>
-      Buffer.concat(words.map((w) => { const b = Buffer.alloc(4); b.writeUInt32LE(w >>> 0); return b; })).toString('latin1');
+      Buffer.concat(
+        words.map((w) => {
+          const b = Buffer.alloc(4);
+          b.writeUInt32LE(w >>> 0);
+          return b;
+        }),
+      ).toString('latin1');
     hypervCpuid = {
       count: entries.length,
       vendor: signature ? text(signature.ebx, signature.ecx, signature.edx) : null,

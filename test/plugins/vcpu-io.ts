@@ -12,7 +12,15 @@
 import { AddressSpace, Connection } from '../../src/plugin/index.js';
 import type { VcpuIoReport } from '../support/reports.js';
 import {
-  FAULT_PORT, createProgramMemory, describeEvent, finish, littleEndian, littleEndianBytes, pluginMain, realModeProgram, startVcpu0,
+  FAULT_PORT,
+  createProgramMemory,
+  describeEvent,
+  finish,
+  littleEndian,
+  littleEndianBytes,
+  pluginMain,
+  realModeProgram,
+  startVcpu0,
 } from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
@@ -111,8 +119,10 @@ pluginMain(() => {
       continue;
     }
     const space = event.space === AddressSpace.IOPORT ? 'port' : 'mmio';
-    events.push(`${space} ${event.isWrite ? 'write' : 'read'} 0x${event.address.toString(16)} size ${event.data.length}` +
-      (event.isWrite ? ` = 0x${littleEndian(event.data).toString(16)}` : ''));
+    events.push(
+      `${space} ${event.isWrite ? 'write' : 'read'} 0x${event.address.toString(16)} size ${event.data.length}` +
+        (event.isWrite ? ` = 0x${littleEndian(event.data).toString(16)}` : ''),
+    );
     if (event.isWrite) {
       vcpu.resume();
     } else {

@@ -13,7 +13,16 @@ import { AddressSpace, Connection, RegsView } from '../../src/plugin/index.js';
 import { assemble } from '../support/asm.js';
 import type { VcpuPauseReport } from '../support/reports.js';
 import {
-  SCRATCH, createProgramMemory, describeEvent, expectReport, finish, littleEndian, pluginMain, realModeProgram, startRealMode, waitUntil,
+  SCRATCH,
+  createProgramMemory,
+  describeEvent,
+  expectReport,
+  finish,
+  littleEndian,
+  pluginMain,
+  realModeProgram,
+  startRealMode,
+  waitUntil,
 } from '../support/test-plugin.js';
 
 const REPORT = 0x520n;
@@ -60,26 +69,28 @@ pluginMain(() => {
   if (vcpus.length !== 3) throw new Error('needs --cpus 3');
   conn.start();
   for (const vcpu of vcpus) {
-    startRealMode(vcpu, { registers: { rax: 0n, rsi: BigInt(SCRATCH + 4 * vcpu.id), ...(vcpu.id === 1 ? { rip: 0x2000n } : {}) } });
+    startRealMode(vcpu, {
+      registers: { rax: 0n, rsi: BigInt(SCRATCH + 4 * vcpu.id), ...(vcpu.id === 1 ? { rip: 0x2000n } : {}) },
+    });
   }
-  waitUntil('every VCPU to run', () => counters[0]! > 0 && counters[1]! > 0 && counters[2]! > 0);
+  waitUntil('every VCPU to run', () => counters[0] > 0 && counters[1] > 0 && counters[2] > 0);
 
   other.pauseVcpus(MASK, USER);
-  const paused = [vcpus[0]!, vcpus[2]!].map((vcpu) => {
+  const paused = [vcpus[0], vcpus[2]].map((vcpu) => {
     const event = vcpu.wait();
     if (event.kind !== 'paused') throw new Error(`vcpu ${vcpu.id}: expected paused, got ${describeEvent(event)}`);
     return { vcpu: vcpu.id, user: event.user };
   });
   // While 0 and 2 are paused, their counters stand still and VCPU 1's moves on
   // (real-mode code, which some hosts emulate: give it time on a loaded machine).
-  const frozen = [counters[0]!, counters[2]!];
-  const start1 = counters[1]!;
-  waitUntil('VCPU 1 to keep counting', () => counters[1]! - start1 > 1_000_000, 20_000);
-  const afterWait = [counters[0]!, counters[2]!];
+  const frozen = [counters[0], counters[2]];
+  const start1 = counters[1];
+  waitUntil('VCPU 1 to keep counting', () => counters[1] - start1 > 1_000_000, 20_000);
+  const afterWait = [counters[0], counters[2]];
   const stillFrozen = afterWait[0] === frozen[0] && afterWait[1] === frozen[1];
 
   const reports: { vcpu: number; rax: bigint }[] = [];
-  for (const vcpu of [vcpus[0]!, vcpus[2]!]) {
+  for (const vcpu of [vcpus[0], vcpus[2]]) {
     const regs = new RegsView(vcpu.getRegs());
     if (regs.rax !== 0n) throw new Error(`vcpu ${vcpu.id}: rax is already ${regs.rax}`);
     regs.rax = 0xa000n + BigInt(vcpu.id);
@@ -89,8 +100,8 @@ pluginMain(() => {
   }
 
   // VCPU 1's notifications, up to (at least) its count now: all progress, never a pause.
-  const target = counters[1]!;
-  const vcpu1 = vcpus[1]!;
+  const target = counters[1];
+  const vcpu1 = vcpus[1];
   let notifications = 0;
   let last = 0n;
   let ordered = true;
@@ -106,6 +117,13 @@ pluginMain(() => {
     vcpu1.resume();
     if (value >= BigInt(target)) break;
   }
-  const report: VcpuPauseReport = { paused, stillFrozen, frozenCounters: frozen, afterWait, reports, vcpu1: { notifications, ordered, lastCount: last, target } };
+  const report: VcpuPauseReport = {
+    paused,
+    stillFrozen,
+    frozenCounters: frozen,
+    afterWait,
+    reports,
+    vcpu1: { notifications, ordered, lastCount: last, target },
+  };
   finish(report);
 });

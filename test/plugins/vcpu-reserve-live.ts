@@ -13,7 +13,16 @@
 import { AddressSpace, Connection } from '../../src/plugin/index.js';
 import type { VcpuReserveLiveReport } from '../support/reports.js';
 import {
-  SCRATCH, createProgramMemory, describeEvent, expectIo, finish, littleEndian, pluginMain, realModeProgram, startVcpu0, waitUntil,
+  SCRATCH,
+  createProgramMemory,
+  describeEvent,
+  expectIo,
+  finish,
+  littleEndian,
+  pluginMain,
+  realModeProgram,
+  startVcpu0,
+  waitUntil,
 } from '../support/test-plugin.js';
 
 const A = 0xc01n;
@@ -59,7 +68,8 @@ pluginMain(() => {
   let ordered = true;
   while (after.length < 4) {
     const event = vcpu.wait();
-    if (event.kind !== 'io' || !event.isWrite || (event.address !== A && event.address !== B)) throw new Error(`unexpected ${describeEvent(event)}`);
+    if (event.kind !== 'io' || !event.isWrite || (event.address !== A && event.address !== B))
+      throw new Error(`unexpected ${describeEvent(event)}`);
     const value = littleEndian(event.data);
     if (value < previous) ordered = false;
     previous = value;

@@ -227,7 +227,7 @@ function main(): void {
   fpuView.setUint32(408, VALUES.mxcsr, true); // mxcsr
   vcpu0.setState(VcpuStateSet.FPU, fpu);
   const fpuBefore = vcpu0.getState(VcpuStateSet.FPU);
-  const fpuBeforeRun = { fcw: fpuBefore[128]! | (fpuBefore[129]! << 8), mxcsr: u32At(fpuBefore, 408) };
+  const fpuBeforeRun = { fcw: fpuBefore[128] | (fpuBefore[129] << 8), mxcsr: u32At(fpuBefore, 408) };
 
   const lapic = vcpu0.getState(VcpuStateSet.LAPIC);
   new DataView(lapic.buffer, lapic.byteOffset, lapic.byteLength).setUint32(0x80, VALUES.tpr, true);
@@ -267,7 +267,20 @@ function main(): void {
 
   const handler = expectReport(vcpu0, HANDLER_REPORT);
   const guest: Record<string, bigint> = {};
-  for (const name of ['rbx', 'cr4', 'dr0', 'dr3', 'cpuidEax', 'cpuidEbx', 'cpuidEcx', 'cpuidEdx', 'sysenterCs', 'starLow', 'starHigh', 'tpr']) {
+  for (const name of [
+    'rbx',
+    'cr4',
+    'dr0',
+    'dr3',
+    'cpuidEax',
+    'cpuidEbx',
+    'cpuidEcx',
+    'cpuidEdx',
+    'sysenterCs',
+    'starLow',
+    'starHigh',
+    'tpr',
+  ]) {
     guest[name] = expectReport(vcpu0, REPORT, { resume: name !== 'tpr' });
   }
 
@@ -277,15 +290,15 @@ function main(): void {
   const xcrsAfter = vcpu0.getState(VcpuStateSet.XCREGS);
   const eventsAfter = vcpu0.getState(VcpuStateSet.EVENTS);
   const readBack = {
-    fcw: fpuAfter[128]! | (fpuAfter[129]! << 8),
+    fcw: fpuAfter[128] | (fpuAfter[129] << 8),
     fpr0: Buffer.from(fpuAfter.subarray(0, 10)).toString('hex'),
     mxcsr: u32At(fpuAfter, 408),
     tpr: u32At(lapicAfter, 0x80),
     nrXcrs: u32At(xcrsAfter, 0),
     xcr0: new DataView(xcrsAfter.buffer, xcrsAfter.byteOffset).getBigUint64(16, true),
-    interruptInjected: eventsAfter[8]!,
+    interruptInjected: eventsAfter[8],
     mp: mpState(vcpu0),
-    sysenterCs: vcpu0.getMsrs([0x174])[0]!,
+    sysenterCs: vcpu0.getMsrs([0x174])[0],
     dr0: new DebugregsView(vcpu0.getDebugregs()).db(0),
   };
 
@@ -298,7 +311,20 @@ function main(): void {
   const ap = { mpBefore: apMpBefore, mpAfter: apMpAfter, lapicId: expectReport(vcpu1, AP_REPORT, { resume: false }) };
 
   const report: VcpuStateReport = {
-    xcr0, wire, mpBefore, msrsInRequestOrder, xcr0Before, fpuBeforeRun, cr8AfterTpr, cr4Set, setRegs, setDebugregs, handler, guest, readBack, ap,
+    xcr0,
+    wire,
+    mpBefore,
+    msrsInRequestOrder,
+    xcr0Before,
+    fpuBeforeRun,
+    cr8AfterTpr,
+    cr4Set,
+    setRegs,
+    setDebugregs,
+    handler,
+    guest,
+    readBack,
+    ap,
   };
   finish(report);
 }

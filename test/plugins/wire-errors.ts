@@ -27,7 +27,10 @@ function memfd(size: number, sealed: boolean): number {
 }
 
 const memory = (id: number, length: bigint): Request => ({
-  message: { $case: 'create', create: { id, kind: { $case: 'memory', memory: { offset: 0n, start: 0x10000n, length, readOnly: false, dirtyLog: false } } } },
+  message: {
+    $case: 'create',
+    create: { id, kind: { $case: 'memory', memory: { offset: 0n, start: 0x10000n, length, readOnly: false, dirtyLog: false } } },
+  },
 });
 
 const unsealed = memfd(0x1000, false);
@@ -39,12 +42,22 @@ native.close(unsealed);
 native.close(sealed);
 
 conn.reserveRange(AddressSpace.IOPORT, 0x100n, 0x10n);
-raw('overlappingReservation', { message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start: 0x108n, length: 4n, asyncWrite: false } } });
-raw('unreserveNothing', { message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start: 0x500n, length: 0n, asyncWrite: false } } });
+raw('overlappingReservation', {
+  message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start: 0x108n, length: 4n, asyncWrite: false } },
+});
+raw('unreserveNothing', {
+  message: { $case: 'reserveRange', reserveRange: { space: AddressSpace.IOPORT, start: 0x500n, length: 0n, asyncWrite: false } },
+});
 raw('destroyUnknown', { message: { $case: 'destroy', destroy: { id: 0xdead } } });
 
 const ioEvent: Request = {
-  message: { $case: 'create', create: { id: 77, kind: { $case: 'ioEvent', ioEvent: { space: AddressSpace.IOPORT, address: 0x200n, length: 0, datamatch: 0n } } } },
+  message: {
+    $case: 'create',
+    create: {
+      id: 77,
+      kind: { $case: 'ioEvent', ioEvent: { space: AddressSpace.IOPORT, address: 0x200n, length: 0, datamatch: 0n } },
+    },
+  },
 };
 raw('firstCreate', ioEvent);
 raw('duplicateId', ioEvent);

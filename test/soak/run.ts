@@ -30,8 +30,8 @@ function slope(xs: number[], ys: number[]): number {
   let num = 0;
   let den = 0;
   for (let i = 0; i < n; i++) {
-    num += (xs[i]! - mx) * (ys[i]! - my);
-    den += (xs[i]! - mx) ** 2;
+    num += (xs[i] - mx) * (ys[i] - my);
+    den += (xs[i] - mx) ** 2;
   }
   return den === 0 ? 0 : num / den;
 }
@@ -41,7 +41,7 @@ const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
 async function main(argv: string[]): Promise<void> {
   const flag = (name: string, fallback: string): string => {
     const at = argv.indexOf(`--${name}`);
-    return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1]! : fallback;
+    return at >= 0 && argv[at + 1] !== undefined ? argv[at + 1] : fallback;
   };
   const minutes = Number(flag('minutes', '5'));
   const sandbox = flag('sandbox', 'both');
@@ -56,7 +56,7 @@ async function main(argv: string[]): Promise<void> {
     rssMiB: process.memoryUsage().rss / 2 ** 20,
   });
   for (let run = 0; Date.now() < until; run++) {
-    const sandboxed = modes[run % modes.length]!;
+    const sandboxed = modes[run % modes.length];
     const cpus = Math.floor(run / modes.length) % 2 === 0 ? 1 : 4;
     const point = run % 3 === 2 ? 'after-start' : 'mid-exit';
     const outcome = await runPlugin({
@@ -67,7 +67,8 @@ async function main(argv: string[]): Promise<void> {
       log: () => {},
       pluginStderr: () => {},
     });
-    if (!outcome.ok) failures.push(`run ${run} (${cpus} VCPUs, ${sandboxed ? 'sandboxed' : 'unsandboxed'}, ${point}): ${outcome.message}`);
+    if (!outcome.ok)
+      failures.push(`run ${run} (${cpus} VCPUs, ${sandboxed ? 'sandboxed' : 'unsandboxed'}, ${point}): ${outcome.message}`);
     // Worker threads end a moment after the run: let them go before sampling.
     await new Promise((r) => setTimeout(r, 50));
     const sample = take(run);
@@ -86,12 +87,31 @@ async function main(argv: string[]): Promise<void> {
   const trend = {
     vms: samples.length,
     minutes,
-    fdsPer100Vms: 100 * slope(runs, steady.map((s) => s.fds)),
-    threadsPer100Vms: 100 * slope(runs, steady.map((s) => s.threads)),
-    rssMiBPer100Vms: 100 * slope(runs, steady.map((s) => s.rssMiB)),
+    fdsPer100Vms:
+      100 *
+      slope(
+        runs,
+        steady.map((s) => s.fds),
+      ),
+    threadsPer100Vms:
+      100 *
+      slope(
+        runs,
+        steady.map((s) => s.threads),
+      ),
+    rssMiBPer100Vms:
+      100 *
+      slope(
+        runs,
+        steady.map((s) => s.rssMiB),
+      ),
     fds: { firstQuarter: mean(firstQ.map((s) => s.fds)), lastQuarter: mean(lastQ.map((s) => s.fds)) },
     threads: { firstQuarter: mean(firstQ.map((s) => s.threads)), lastQuarter: mean(lastQ.map((s) => s.threads)) },
-    rssMiB: { firstQuarter: mean(firstQ.map((s) => s.rssMiB)), lastQuarter: mean(lastQ.map((s) => s.rssMiB)), max: Math.max(...samples.map((s) => s.rssMiB)) },
+    rssMiB: {
+      firstQuarter: mean(firstQ.map((s) => s.rssMiB)),
+      lastQuarter: mean(lastQ.map((s) => s.rssMiB)),
+      max: Math.max(...samples.map((s) => s.rssMiB)),
+    },
     failures: failures.length,
   };
   process.stdout.write(`\n${JSON.stringify(trend, null, 2)}\n`);

@@ -12,7 +12,16 @@ import { PACKAGE_ROOT } from '../../src/package-root.js';
 export const GUEST_SOURCES = path.join(PACKAGE_ROOT, 'test', 'guests');
 export const GUEST_HEADER_DIR = path.join(PACKAGE_ROOT, 'examples', 'guest');
 /** The flags every guest is built with (the README's). */
-export const GUEST_CFLAGS = ['-static', '-nostdlib', '-ffreestanding', '-O2', '-Wall', '-Wextra', '-Werror', `-I${GUEST_HEADER_DIR}`];
+export const GUEST_CFLAGS = [
+  '-static',
+  '-nostdlib',
+  '-ffreestanding',
+  '-O2',
+  '-Wall',
+  '-Wextra',
+  '-Werror',
+  `-I${GUEST_HEADER_DIR}`,
+];
 
 /** A scratch directory for compiled guests, removed when the process exits. */
 export function guestBuildDir(): string {
@@ -32,7 +41,8 @@ export function compileC(source: string, out: string, flags: readonly string[]):
     execFileSync('gcc', [...flags, '-o', out, source], { stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: Buffer; code?: string };
-    if (err.code === 'ENOENT') throw new Error('gcc is not installed (apt-get install build-essential; scripts/setup.sh does it)');
+    if (err.code === 'ENOENT')
+      throw new Error('gcc is not installed (apt-get install build-essential; scripts/setup.sh does it)');
     throw new Error(`gcc failed on ${source}:\n${err.stderr?.toString() ?? String(e)}`);
   }
   return out;

@@ -26,7 +26,9 @@ const netSkipReason = probe();
 if (netSkipReason) process.stderr.write(`\n*** WARNING: ${netSkipReason}: tap tests are SKIPPED ***\n\n`);
 
 /** Options for node:test that skip without KVM or without a private network namespace to make taps in. */
-export const needsTaps: { skip: string | false } = { skip: kvmSkipReason ?? (netSkipReason ? `${netSkipReason}: tap tests are skipped` : false) };
+export const needsTaps: { skip: string | false } = {
+  skip: kvmSkipReason ?? (netSkipReason ? `${netSkipReason}: tap tests are skipped` : false),
+};
 
 /**
  * A command prefix that runs what follows in a new network namespace after

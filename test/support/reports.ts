@@ -259,7 +259,13 @@ export interface ProtoIrqPicReport {
 export interface ProtoIrqIoapicReport {
   /** Its redirection entry, as the guest programmed it. */
   entryProgrammed: bigint;
-  rounds: { vector: number; remoteIrrInHandler: boolean; resampleInHandler: number; resampleAfterEoi: number; remoteIrrAfterEoi: boolean }[];
+  rounds: {
+    vector: number;
+    remoteIrrInHandler: boolean;
+    resampleInHandler: number;
+    resampleAfterEoi: number;
+    remoteIrrAfterEoi: boolean;
+  }[];
 }
 
 /** proto-irq routing: the vectors the guest reported, in order. */
@@ -270,7 +276,14 @@ export interface ProtoIrqRoutingReport {
 /** proto-vm-state: VM-wide state read, changed, written, read back and seen by the guest. */
 export interface ProtoVmStateReport {
   /** What get_state returned, and the kernel structs' sizes. */
-  sizes: { pic0: number; pic1: number; ioapic: number; pit: number; clock: number; expected: { pic: number; ioapic: number; pit: number; clock: number } };
+  sizes: {
+    pic0: number;
+    pic1: number;
+    ioapic: number;
+    pit: number;
+    clock: number;
+    expected: { pic: number; ioapic: number; pit: number; clock: number };
+  };
   pic0: { before: number | undefined; after: number | undefined; sameAsWritten: boolean };
   pic1: { after: number | undefined; sameAsWritten: boolean };
   ioapic: { idBefore: number; idAfter: number; entry7After: bigint; sameAsWritten: boolean };
@@ -422,7 +435,14 @@ export interface GuestProgramReport {
 /** The fuzz plugin's report of one round (test/fuzz/run.ts reads it). */
 export interface FuzzReport {
   seed: number;
-  main: { sent: Record<string, number>; answered: number; dropped: number; probes: number; fdsAttached: number; connectionsOpened: number };
+  main: {
+    sent: Record<string, number>;
+    answered: number;
+    dropped: number;
+    probes: number;
+    fdsAttached: number;
+    connectionsOpened: number;
+  };
   vcpu: { sent: Record<string, number>; answered: number; silent: number; probes: number };
   started: boolean;
   vmEnded: boolean;

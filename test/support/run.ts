@@ -64,7 +64,7 @@ export function runCli(
   options: { timeoutMs?: number; env?: NodeJS.ProcessEnv; fdLimit?: number; wrap?: readonly string[] } = {},
 ): Promise<CliResult> {
   const command = [...(options.wrap ?? []), process.execPath, CLI, ...args];
-  if (options.fdLimit === undefined) return runCommand(command[0]!, command.slice(1), options);
+  if (options.fdLimit === undefined) return runCommand(command[0], command.slice(1), options);
   // A shell lowers the limit of open files (RLIMIT_NOFILE), then becomes the CLI.
   const script = 'ulimit -n "$0" && exec "$@"';
   return runCommand('/bin/sh', ['-c', script, String(options.fdLimit), ...command], options);
@@ -130,7 +130,10 @@ export function modeName(sandboxed: boolean): string {
  * own path and named by ASM_SCRATCH_ENV. The jail has no writable /tmp and no
  * nasm of its own; the plugin gets nothing else.
  */
-interface AsmJail { flags: string[]; env: NodeJS.ProcessEnv }
+interface AsmJail {
+  flags: string[];
+  env: NodeJS.ProcessEnv;
+}
 let asmJail: AsmJail | undefined;
 
 function jailForAssembly(): AsmJail {

@@ -12,7 +12,10 @@ import { openTaps } from '../../src/host/net.js';
 
 const [name, command, ...args] = process.argv.slice(2);
 if (name === undefined || command === undefined) throw new Error('usage: tap-fd-launcher NAME COMMAND [ARGS...]');
-const [tap] = openTaps({ tapNames: [name] }, createLog(() => {}));
-const child = spawn(command, args, { stdio: ['inherit', 'inherit', 'inherit', tap!.fd] });
-tap!.close();
+const [tap] = openTaps(
+  { tapNames: [name] },
+  createLog(() => {}),
+);
+const child = spawn(command, args, { stdio: ['inherit', 'inherit', 'inherit', tap.fd] });
+tap.close();
 child.once('exit', (code, signal) => process.exit(code ?? 128 + (signal === null ? 0 : constants.signals[signal])));

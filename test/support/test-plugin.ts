@@ -225,7 +225,7 @@ export function mpState(vcpu: Vcpu): number {
 /** Little-endian value of an access's bytes (up to 8). */
 export function littleEndian(data: Uint8Array): bigint {
   let value = 0n;
-  for (let i = data.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(data[i]!);
+  for (let i = data.length - 1; i >= 0; i--) value = (value << 8n) | BigInt(data[i]);
   return value;
 }
 
@@ -240,8 +240,10 @@ export function littleEndianBytes(value: bigint, size: number): Uint8Array {
 export function describeEvent(event: VcpuEvent): string {
   if (event.kind !== 'io') return event.kind;
   const space = event.space === AddressSpace.IOPORT ? 'port' : 'mmio';
-  return `io ${event.isWrite ? 'write' : 'read'} of ${event.data.length} byte(s) at ${space} 0x${event.address.toString(16)}` +
-    `${event.isWrite ? ` = 0x${littleEndian(event.data).toString(16)}` : ''}${event.noResume ? ' (no_resume)' : ''}`;
+  return (
+    `io ${event.isWrite ? 'write' : 'read'} of ${event.data.length} byte(s) at ${space} 0x${event.address.toString(16)}` +
+    `${event.isWrite ? ` = 0x${littleEndian(event.data).toString(16)}` : ''}${event.noResume ? ' (no_resume)' : ''}`
+  );
 }
 
 /** The next event, which must be an io access; returns it (the VCPU stays stopped). */
@@ -262,8 +264,12 @@ export function expectIo(vcpu: Vcpu, address: bigint, options: { isWrite?: boole
     const rip = new RegsView(vcpu.getRegs()).rip;
     throw new Error(`vcpu ${vcpu.id}: the guest took exception ${event.data[0]} (now at rip 0x${rip.toString(16)})`);
   }
-  if (event.kind !== 'io' || event.space !== space || event.address !== address ||
-      (options.isWrite !== undefined && event.isWrite !== options.isWrite)) {
+  if (
+    event.kind !== 'io' ||
+    event.space !== space ||
+    event.address !== address ||
+    (options.isWrite !== undefined && event.isWrite !== options.isWrite)
+  ) {
     throw new Error(`vcpu ${vcpu.id}: expected an access at 0x${address.toString(16)}, got ${describeEvent(event)}`);
   }
   return event;

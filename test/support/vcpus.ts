@@ -19,5 +19,8 @@ export function checkFileLimitFor(cpus: number): void {
   // plugin two more; 16 per VCPU leaves room.
   const needed = 256 + 16 * cpus;
   const limit = openFileLimit('soft');
-  assert.ok(limit >= needed, `${cpus} VCPUs need about ${needed} open files, but this process may open ${limit}: raise it (ulimit -Hn)`);
+  assert.ok(
+    limit >= needed,
+    `${cpus} VCPUs need about ${needed} open files, but this process may open ${limit}: raise it (ulimit -Hn)`,
+  );
 }
