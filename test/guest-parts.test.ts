@@ -19,7 +19,7 @@ import { HostCallError, ProgramMemory } from '../src/guest/host-calls.js';
 import { describeFault, type GuestFault } from '../src/guest/faults.js';
 import type { ElfProgram } from '../src/guest/elf.js';
 import { cpuFeatures, userModeSregs } from '../src/guest/cpu.js';
-import { SregsView } from '../src/plugin/index.js';
+import { REG_NAMES, SregsView } from '../src/plugin/index.js';
 
 test('the ring-0 stub is the code of its nasm listing', () => {
   const source = `
@@ -324,28 +324,7 @@ test("host calls reach only the program's own memory", () => {
 });
 
 test('faults are described with their cause', () => {
-  const registers = Object.fromEntries(
-    [
-      'rax',
-      'rbx',
-      'rcx',
-      'rdx',
-      'rsi',
-      'rdi',
-      'rsp',
-      'rbp',
-      'r8',
-      'r9',
-      'r10',
-      'r11',
-      'r12',
-      'r13',
-      'r14',
-      'r15',
-      'rip',
-      'rflags',
-    ].map((r) => [r, 0n]),
-  ) as GuestFault['registers'];
+  const registers = Object.fromEntries(REG_NAMES.map((r) => [r, 0n])) as GuestFault['registers'];
   const fault = (f: Partial<GuestFault>): GuestFault => ({
     vector: 14,
     errorCode: 0n,

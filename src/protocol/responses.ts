@@ -23,7 +23,8 @@ export function vcpuFailure(errno: number, member: VcpuRequestCase): VcpuRespons
   return VcpuResponse.fromPartial({ errnoValue: errno, message: { $case: member, [member]: {} } as VcpuResponse['message'] });
 }
 
-const VCPU_RESPONSE_CASES: ReadonlySet<string> = new Set<VcpuResponseCase>([
+/** The VcpuRequest members that have a response member of their name: the ones answered. */
+export const VCPU_RESPONSE_CASES: ReadonlySet<string> = new Set<VcpuResponseCase>([
   'wait',
   'getState',
   'setState',

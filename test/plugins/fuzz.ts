@@ -32,6 +32,7 @@ import { Connection } from '../../src/plugin/index.js';
 import { MainRequest, MainResponse, VcpuRequest, VcpuResponse } from '../../src/protocol/gen/plugin.js';
 import { DelimitedStream } from '../../src/protocol/framing.js';
 import { checkWellFormed } from '../../src/protocol/strict.js';
+import { VCPU_RESPONSE_CASES } from '../../src/protocol/responses.js';
 import { messageDescriptor } from '../support/descriptor.js';
 import type { FuzzReport } from '../support/reports.js';
 import { Random, breakMessage, mutate, randomMessage } from '../fuzz/generate.js';
@@ -192,16 +193,7 @@ const STATE_SIZES = [
   C.SIZEOF_KVM_VCPU_EVENTS,
 ];
 /** Every VcpuRequest member that is answered; resume and shutdown would let the VCPU go. */
-const ANSWERED_VCPU_MEMBERS = [
-  'wait',
-  'getState',
-  'setState',
-  'getMsrs',
-  'setMsrs',
-  'setCpuid',
-  'getHypervCpuid',
-  'enableCapability',
-];
+const ANSWERED_VCPU_MEMBERS = [...VCPU_RESPONSE_CASES];
 
 /** The next VcpuResponse within `timeoutMs`, or undefined. */
 function nextVcpuResponse(timeoutMs: number): VcpuResponse | undefined {
