@@ -53,9 +53,7 @@ typedef Plugvisor__Plugin__VcpuResponse VcpuResponse;
 typedef Plugvisor__Plugin__VcpuResponse__Wait VcpuResponseWait;
 
 /* Initializers. */
-#define CPUID_ENTRY_INIT PLUGVISOR__PLUGIN__CPUID_ENTRY__INIT
 #define CPUID_REQUEST_INIT PLUGVISOR__PLUGIN__CPUID_REQUEST__INIT
-#define MAIN_REQUEST_INIT PLUGVISOR__PLUGIN__MAIN_REQUEST__INIT
 
 /* Oneof cases, main connection (request numbering). */
 #define MREQ(name) PLUGVISOR__PLUGIN__MAIN_REQUEST__MESSAGE_##name
@@ -63,5 +61,23 @@ typedef Plugvisor__Plugin__VcpuResponse__Wait VcpuResponseWait;
 #define VREQ(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_##name
 #define VRESP(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_##name
 #define VEXIT(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_##name
+
+/*
+ * A request carrying `member` in its oneof: MAIN_REQUEST(SET_IRQ, set_irq,
+ * &set) is the MainRequest whose case is MREQ(SET_IRQ) and whose set_irq is
+ * &set. protobuf-c names a member's case and its field apart, so only a
+ * macro can pair them; assigning the field keeps the compiler's type check.
+ * A compound literal: it lives until the end of the enclosing block.
+ */
+#define MAIN_REQUEST(name, field, member)                                     \
+  (&(MainRequest){                                                            \
+      .base = PROTOBUF_C_MESSAGE_INIT(&plugvisor__plugin__main_request__descriptor), \
+      .message_case = MREQ(name),                                             \
+      .field = (member)})
+#define VCPU_REQUEST(name, field, member)                                     \
+  (&(VcpuRequest){                                                            \
+      .base = PROTOBUF_C_MESSAGE_INIT(&plugvisor__plugin__vcpu_request__descriptor), \
+      .message_case = VREQ(name),                                             \
+      .field = (member)})
 
 #endif /* CROSVM_PLUGIN_WIRE_H_ */
