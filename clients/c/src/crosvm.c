@@ -149,26 +149,6 @@ static uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len) {
   return buf;
 }
 
-/*
- * The entries of a repeated message field, each initialized as a `desc`
- * message, after the array of pointers to them that protobuf-c takes
- * (array[i] points at entry i): one block, which free() releases. NULL when
- * out of memory; never for count 0. The pointers are stored as void *, as
- * protobuf-c's own unpacking stores them; the entries follow pointer-aligned,
- * which is all a message struct needs.
- */
-static void *new_repeated(const ProtobufCMessageDescriptor *desc, size_t count) {
-  size_t n = count ? count : 1;
-  void **array = calloc(n, sizeof(void *) + desc->sizeof_message);
-  if (!array) return NULL;
-  uint8_t *entries = (uint8_t *)(array + n);
-  for (size_t i = 0; i < count; i++) {
-    array[i] = entries + i * desc->sizeof_message;
-    protobuf_c_message_init(desc, array[i]);
-  }
-  return array;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Main connection */
 
@@ -525,31 +505,6 @@ static int fit_answer(size_t total, uint32_t room, uint32_t *out_count,
   if (out_count) *out_count = (uint32_t)total;
   *n = total < room ? total : room;
   return total > room ? -E2BIG : 0;
-}
-
-/* A wire CPUID entry as KVM's (has_index is KVM's significant-index flag). */
-static void cpuid_entry_to_kvm(const CpuidEntry *e, struct kvm_cpuid_entry2 *out) {
-  memset(out, 0, sizeof(*out));
-  if (!e) return;
-  out->function = e->function;
-  out->index = e->index;
-  out->flags = e->has_index ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
-  out->eax = e->eax;
-  out->ebx = e->ebx;
-  out->ecx = e->ecx;
-  out->edx = e->edx;
-}
-
-/* KVM's CPUID entry as a wire entry (initialized here). */
-static void cpuid_entry_from_kvm(const struct kvm_cpuid_entry2 *e, CpuidEntry *out) {
-  plugvisor__plugin__cpuid_entry__init(out);
-  out->function = e->function;
-  out->has_index = (e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0;
-  out->index = e->index;
-  out->eax = e->eax;
-  out->ebx = e->ebx;
-  out->ecx = e->ecx;
-  out->edx = e->edx;
 }
 
 /* Copies wire CPUID entries out; -E2BIG when they do not all fit. */
