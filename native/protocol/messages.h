@@ -4,8 +4,8 @@
  * (native/vcpu/conn.c, and its tests in native/test/) and the C client
  * library (clients/c/src/crosvm.c), each built against the plugin.pb-c.h it
  * generates. Header-only, no policy: oneof cases, how a message carrying one
- * member is written, repeated message fields, and the one mapping between a
- * wire CPUID entry and KVM's.
+ * member is written, packing, repeated message fields, and the one mapping
+ * between a wire CPUID entry and KVM's.
  */
 #ifndef PLUGVISOR_PROTOCOL_MESSAGES_H_
 #define PLUGVISOR_PROTOCOL_MESSAGES_H_
@@ -44,6 +44,15 @@
       .errno_value = (err),                                                            \
       .message_case = VRESP(name),                                                     \
       .field = (member)})
+
+/* Packs a message into a new buffer (free() it); NULL when out of memory. */
+static inline uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len) {
+  size_t size = protobuf_c_message_get_packed_size(msg);
+  uint8_t *buf = malloc(size ? size : 1);
+  if (!buf) return NULL;
+  *len = protobuf_c_message_pack(msg, buf);
+  return buf;
+}
 
 /*
  * The entries of a repeated message field, each initialized as a `desc`

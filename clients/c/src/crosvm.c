@@ -140,15 +140,6 @@ static int check_space(uint32_t space) {
              : -EINVAL;
 }
 
-/* Packs a message into a new buffer; NULL when out of memory. */
-static uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len) {
-  size_t size = protobuf_c_message_get_packed_size(msg);
-  uint8_t *buf = malloc(size ? size : 1);
-  if (!buf) return NULL;
-  *len = protobuf_c_message_pack(msg, buf);
-  return buf;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Main connection */
 
