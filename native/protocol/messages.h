@@ -25,25 +25,28 @@
 #define VSET(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__##name
 
 /*
- * A request carrying `member` in its oneof: VCPU_REQUEST(GET_STATE,
- * get_state, &get) is the VcpuRequest whose case is VREQ(GET_STATE) and
- * whose get_state is &get. protobuf-c names a member's case and its field
- * apart, so only a macro can pair them; assigning the field keeps the
- * compiler's type check. A compound literal: it lives until the end of the
- * enclosing block.
+ * A message of `type`, protobuf-c's struct for descriptor `desc`, with the
+ * fields given as designated initializers and every other field 0, which is
+ * its default: plugin.proto is proto3, and has no string fields (whose
+ * default protobuf-c spells otherwise). A compound literal: it lives until
+ * the end of the enclosing block.
  */
-#define VCPU_REQUEST(name, field, member)                                              \
-  (&(Plugvisor__Plugin__VcpuRequest){                                                  \
-      .base = PROTOBUF_C_MESSAGE_INIT(&plugvisor__plugin__vcpu_request__descriptor),   \
-      .message_case = VREQ(name),                                                      \
-      .field = (member)})
+#define MESSAGE(type, desc, ...) ((type){.base = PROTOBUF_C_MESSAGE_INIT(&(desc)), __VA_ARGS__})
+
+/*
+ * A request carrying `member` in its oneof: VCPU_REQUEST(GET_STATE,
+ * get_state, &get) points at the VcpuRequest whose case is VREQ(GET_STATE)
+ * and whose get_state is &get. protobuf-c names a member's case and its
+ * field apart, so only a macro can pair them; assigning the field keeps the
+ * compiler's type check.
+ */
+#define VCPU_REQUEST(name, field, member)                                                 \
+  (&MESSAGE(Plugvisor__Plugin__VcpuRequest, plugvisor__plugin__vcpu_request__descriptor, \
+            .message_case = VREQ(name), .field = (member)))
 /* The response with errno `err` (0: success) carrying `member`, likewise. */
-#define VCPU_RESPONSE(err, name, field, member)                                        \
-  (&(Plugvisor__Plugin__VcpuResponse){                                                 \
-      .base = PROTOBUF_C_MESSAGE_INIT(&plugvisor__plugin__vcpu_response__descriptor),  \
-      .errno_value = (err),                                                            \
-      .message_case = VRESP(name),                                                     \
-      .field = (member)})
+#define VCPU_RESPONSE(err, name, field, member)                                             \
+  (&MESSAGE(Plugvisor__Plugin__VcpuResponse, plugvisor__plugin__vcpu_response__descriptor, \
+            .errno_value = (err), .message_case = VRESP(name), .field = (member)))
 
 /* Packs a message into a new buffer (free() it); NULL when out of memory. */
 static inline uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len) {

@@ -629,8 +629,6 @@ union route_target {
 
 #define ROUTE_CASE(name) \
   PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__ROUTE_##name
-#define ROUTE_DESCRIPTOR(name) \
-  plugvisor__plugin__main_request__set_irq_routing__route__##name##__descriptor
 
 /* Fills the (initialized) wire route `w` and its target; -EINVAL for an unknown kind. */
 static int route_to_wire(const struct crosvm_irq_route *r, MainRoute *w,
@@ -638,18 +636,18 @@ static int route_to_wire(const struct crosvm_irq_route *r, MainRoute *w,
   w->irq_id = r->irq_id;
   switch (r->kind) {
     case CROSVM_IRQ_ROUTE_IRQCHIP:
-      target->irqchip = (MainRouteIrqchip){
-          .base = PROTOBUF_C_MESSAGE_INIT(&ROUTE_DESCRIPTOR(irqchip)),
-          .irqchip = r->irqchip.irqchip,
-          .pin = r->irqchip.pin};
+      target->irqchip = MESSAGE(
+          MainRouteIrqchip,
+          plugvisor__plugin__main_request__set_irq_routing__route__irqchip__descriptor,
+          .irqchip = r->irqchip.irqchip, .pin = r->irqchip.pin);
       w->route_case = ROUTE_CASE(IRQCHIP);
       w->irqchip = &target->irqchip;
       return 0;
     case CROSVM_IRQ_ROUTE_MSI:
-      target->msi = (MainRouteMsi){
-          .base = PROTOBUF_C_MESSAGE_INIT(&ROUTE_DESCRIPTOR(msi)),
-          .address = r->msi.address,
-          .data = r->msi.data};
+      target->msi = MESSAGE(
+          MainRouteMsi,
+          plugvisor__plugin__main_request__set_irq_routing__route__msi__descriptor,
+          .address = r->msi.address, .data = r->msi.data);
       w->route_case = ROUTE_CASE(MSI);
       w->msi = &target->msi;
       return 0;
@@ -818,12 +816,10 @@ API_EXPORT int crosvm_start(struct crosvm *self) {
 /* Objects */
 
 /* A create request's kind, as MAIN_REQUEST pairs a request's member. */
-#define CREATE(name, field, member)                                       \
-  (&(MainCreate){                                                         \
-      .base = PROTOBUF_C_MESSAGE_INIT(                                    \
-          &plugvisor__plugin__main_request__create__descriptor),          \
-      .kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_##name, \
-      .field = (member)})
+#define CREATE(name, field, member)                                          \
+  (&MESSAGE(MainCreate, plugvisor__plugin__main_request__create__descriptor, \
+            .kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_##name, \
+            .field = (member)))
 
 /*
  * Sends `create` under a new object id (with `send_fd` attached when >= 0);

@@ -68,10 +68,8 @@ typedef Plugvisor__Plugin__VcpuResponse__Wait VcpuResponseWait;
  * MAIN_REQUEST(SET_IRQ, set_irq, &set) is the MainRequest whose case is
  * MREQ(SET_IRQ) and whose set_irq is &set.
  */
-#define MAIN_REQUEST(name, field, member)                                     \
-  (&(MainRequest){                                                            \
-      .base = PROTOBUF_C_MESSAGE_INIT(&plugvisor__plugin__main_request__descriptor), \
-      .message_case = MREQ(name),                                             \
-      .field = (member)})
+#define MAIN_REQUEST(name, field, member)                                \
+  (&MESSAGE(MainRequest, plugvisor__plugin__main_request__descriptor,   \
+            .message_case = MREQ(name), .field = (member)))
 
 #endif /* CROSVM_PLUGIN_WIRE_H_ */
