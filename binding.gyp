@@ -61,7 +61,7 @@
           "action_name": "make_crosvm_plugin",
           "inputs": [
             "clients/c/Makefile", "clients/c/include/crosvm.h", "clients/c/src/crosvm.c",
-            "clients/c/src/wire.h", "src/protocol/plugin.proto"
+            "clients/c/src/wire.h", "native/protocol/messages.h", "src/protocol/plugin.proto"
           ],
           "outputs": [
             "<(PRODUCT_DIR)/include/crosvm.h",

@@ -321,6 +321,12 @@ napi_value make_pointer(napi_env env, const void *ptr) {
   return result;
 }
 
+napi_value make_fd(napi_env env, int fd) {
+  napi_value result = make_int(env, fd);
+  if (!result) close(fd);
+  return result;
+}
+
 /* [a, b]; on failure closes both fds. */
 napi_value make_fd_pair(napi_env env, const int fds[2]) {
   napi_value array, a, b;

@@ -64,6 +64,8 @@ char *get_string(napi_env env, napi_value value, const char *name);
 napi_value make_int(napi_env env, int64_t value);
 napi_value make_undefined(napi_env env);
 napi_value make_pointer(napi_env env, const void *ptr);
+/* A new descriptor as a number; on failure closes it. */
+napi_value make_fd(napi_env env, int fd);
 /* [a, b]; on failure closes both fds. */
 napi_value make_fd_pair(napi_env env, const int fds[2]);
 

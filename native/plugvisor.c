@@ -246,7 +246,7 @@ static napi_value js_open(napi_env env, napi_callback_info info) {
     return r;
   }
   free(path);
-  return make_int(env, fd);
+  return make_fd(env, fd);
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
@@ -374,9 +374,7 @@ static napi_value js_eventfd(napi_env env, napi_callback_info info) {
     return NULL;
   int fd = eventfd((unsigned int)initval, flags);
   if (fd < 0) return throw_errno(env, errno, "eventfd", NULL);
-  napi_value result = make_int(env, fd);
-  if (!result) close(fd);
-  return result;
+  return make_fd(env, fd);
 }
 
 static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
@@ -395,9 +393,7 @@ static napi_value js_memfd_create(napi_env env, napi_callback_info info) {
   int err = errno;
   free(name);
   if (fd < 0) return throw_errno(env, err, "memfd_create", NULL);
-  napi_value result = make_int(env, fd);
-  if (!result) close(fd);
-  return result;
+  return make_fd(env, fd);
 }
 
 static napi_value js_ftruncate(napi_env env, napi_callback_info info) {
@@ -458,21 +454,14 @@ static napi_value js_seqpacket_pair(napi_env env, napi_callback_info info) {
 
 static bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK; }
 
-static napi_value js_read(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
-  int fd;
-  uint8_t *data;
-  size_t length;
-  if (!get_args(env, info, 4, argv, NULL) || !get_int(env, argv[0], "fd", &fd) ||
-      !get_byte_range(env, argv + 1, &data, &length))
-    return NULL;
-  ssize_t n;
-  do n = read(fd, data, length); while (n < 0 && errno == EINTR);
-  if (n < 0) return would_block(errno) ? make_int(env, -1) : throw_errno(env, errno, "read", NULL);
+/* What a transfer on a non-blocking fd returns: the bytes moved, -1 when it would block, or a throw. */
+static napi_value transfer_result(napi_env env, ssize_t n, const char *syscall_name, const char *what) {
+  if (n < 0) return would_block(errno) ? make_int(env, -1) : throw_errno(env, errno, syscall_name, what);
   return make_int(env, n);
 }
 
-static napi_value js_write(napi_env env, napi_callback_info info) {
+/* read(fd, buf, offset, length) and write(fd, buf, offset, length). */
+static napi_value read_or_write(napi_env env, napi_callback_info info, bool is_write) {
   napi_value argv[4];
   int fd;
   uint8_t *data;
@@ -481,10 +470,13 @@ static napi_value js_write(napi_env env, napi_callback_info info) {
       !get_byte_range(env, argv + 1, &data, &length))
     return NULL;
   ssize_t n;
-  do n = write(fd, data, length); while (n < 0 && errno == EINTR);
-  if (n < 0) return would_block(errno) ? make_int(env, -1) : throw_errno(env, errno, "write", NULL);
-  return make_int(env, n);
+  do n = is_write ? write(fd, data, length) : read(fd, data, length); while (n < 0 && errno == EINTR);
+  return transfer_result(env, n, is_write ? "write" : "read", NULL);
 }
+
+static napi_value js_read(napi_env env, napi_callback_info info) { return read_or_write(env, info, false); }
+
+static napi_value js_write(napi_env env, napi_callback_info info) { return read_or_write(env, info, true); }
 
 static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   napi_value argv[1], result;
@@ -493,7 +485,7 @@ static napi_value js_eventfd_read(napi_env env, napi_callback_info info) {
   if (!get_args(env, info, 1, argv, NULL) || !get_int(env, argv[0], "fd", &fd)) return NULL;
   ssize_t n;
   do n = read(fd, &value, sizeof value); while (n < 0 && errno == EINTR);
-  if (n < 0) return would_block(errno) ? make_int(env, -1) : throw_errno(env, errno, "read", "(eventfd)");
+  if (n < 0) return transfer_result(env, n, "read", "(eventfd)");
   if (n != (ssize_t)sizeof value) return throw_errno(env, EIO, "read", "(eventfd: short read)");
   if (value <= (uint64_t)MAX_SAFE_INTEGER) return make_int(env, (int64_t)value);
   CHECK(napi_create_bigint_uint64(env, value, &result));
@@ -554,8 +546,7 @@ static napi_value js_sendmsg(napi_env env, napi_callback_info info) {
   }
   ssize_t n;
   do n = sendmsg(fd, &msg, MSG_NOSIGNAL); while (n < 0 && errno == EINTR);
-  if (n < 0) return would_block(errno) ? make_int(env, -1) : throw_errno(env, errno, "sendmsg", NULL);
-  return make_int(env, n);
+  return transfer_result(env, n, "sendmsg", NULL);
 }
 
 static void close_all(const int *fds, size_t count) {
@@ -670,9 +661,7 @@ static napi_value js_socket(napi_env env, napi_callback_info info) {
     return NULL;
   int fd = socket(domain, type, protocol);
   if (fd < 0) return throw_errno(env, errno, "socket", NULL);
-  napi_value result = make_int(env, fd);
-  if (!result) close(fd);
-  return result;
+  return make_fd(env, fd);
 }
 
 /*

@@ -1,7 +1,8 @@
 /*
  * Shared pieces of the C baselines (raw_exit.c, pipe_baseline.c): the guest
  * image, VM set-up that mirrors what plugvisor's host does, the VCPU run loop
- * skeleton, timing and JSON output.
+ * skeleton, the timed run of each VCPU and its threads, timing and JSON
+ * output.
  *
  * The guest is the same one bench/plugins/guest.ts gives the plugvisor cases,
  * so the C numbers and the plugvisor numbers measure the same instructions.
@@ -24,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -308,6 +310,72 @@ static inline enum exit_kind vcpu_next_exit(struct vcpu *v, uint32_t count) {
       die("vcpu %d: unexpected exit reason %u", v->id, r->exit_reason);
     }
   }
+}
+
+/* One VCPU's timed run: `count` measured exits (the answer to its count
+ * read), `measured` of them made, between the count read (t_start, and
+ * first_exit_unix_ms on the wall clock) and the done write (t_done). */
+struct timed_run {
+  struct vcpu vcpu;
+  uint32_t count;
+  unsigned long measured;
+  double t_start, t_done, first_exit_unix_ms;
+};
+
+/* Runs the VCPU to its next measured exit and counts it; the count read and
+ * the done write are timed on the way. 0 at the done write. */
+static inline int run_next_measured(struct timed_run *r) {
+  for (;;) {
+    enum exit_kind k = vcpu_next_exit(&r->vcpu, r->count);
+    if (k == EXIT_MEASURED) {
+      r->measured++;
+      return 1;
+    }
+    if (k == EXIT_COUNT) {
+      r->first_exit_unix_ms = now_unix_ms();
+      r->t_start = now_mono();
+    } else {
+      r->t_done = now_mono();
+      return 0;
+    }
+  }
+}
+
+/* The i-th of an array of workers `size` bytes each, which begin with their
+ * struct timed_run (both programs' worker types). */
+static inline void *worker_at(void *workers, size_t size, int i) {
+  return (char *)workers + (size_t)i * size;
+}
+
+/* Calls fn on every worker, a thread each, and waits for them; one worker
+ * runs on the calling thread (no thread to create or wake). */
+static inline void run_workers(void *(*fn)(void *), void *workers, size_t size, int n) {
+  if (n == 1) {
+    fn(workers);
+    return;
+  }
+  pthread_t *threads = calloc((size_t)n, sizeof *threads);
+  if (!threads) die("calloc");
+  for (int i = 0; i < n; i++) {
+    errno = pthread_create(&threads[i], NULL, fn, worker_at(workers, size, i));
+    if (errno) die("pthread_create");
+  }
+  for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+  free(threads);
+}
+
+/* Seconds from the first count read to the last done write of all the
+ * workers' runs; *total gets their measured exits. */
+static inline double runs_seconds(void *workers, size_t size, int n, unsigned long *total) {
+  double t0 = 0, t1 = 0;
+  *total = 0;
+  for (int i = 0; i < n; i++) {
+    const struct timed_run *r = worker_at(workers, size, i);
+    if (i == 0 || r->t_start < t0) t0 = r->t_start;
+    if (i == 0 || r->t_done > t1) t1 = r->t_done;
+    *total += r->measured;
+  }
+  return t1 - t0;
 }
 
 /* Common command line: EXITS [--cpus N] [--mmio] plus program-specific flags

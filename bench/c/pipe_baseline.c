@@ -30,7 +30,6 @@
 #include "common.h"
 
 #include <poll.h>
-#include <pthread.h>
 #include <sys/wait.h>
 
 /* VcpuResponse{wait{io{address 0x10, is_write, data [0]}}}, length-delimited:
@@ -229,36 +228,25 @@ static void plugin_main(struct plugin_vcpu *pvs, int cpus, long spin, int stats_
 /* ---- the VMM side ---- */
 
 struct worker {
-  struct vcpu vcpu;
-  uint32_t count;
+  struct timed_run run; /* first: see worker_at */
   int to_plugin; /* write end */
   int from_plugin; /* read end */
   const uint8_t *msg;
   size_t msg_len;
   long spin;
   struct spin_stats st;
-  unsigned long measured;
-  double t_start, t_done, first_exit_unix_ms;
 };
 
+/* Every measured exit is a round trip to the plugin. */
 static void *run_vcpu(void *arg) {
   struct worker *w = arg;
   uint8_t answer[sizeof RESUME_MSG];
-  for (;;) {
-    enum exit_kind k = vcpu_next_exit(&w->vcpu, w->count);
-    if (k == EXIT_MEASURED) {
-      write_all(w->to_plugin, w->msg, w->msg_len);
-      read_exact(w->from_plugin, answer, sizeof answer, w->spin, &w->st);
-      w->measured++;
-    } else if (k == EXIT_COUNT) {
-      w->first_exit_unix_ms = now_unix_ms();
-      w->t_start = now_mono();
-    } else {
-      w->t_done = now_mono();
-      close(w->to_plugin); /* the plugin sees EOF on this VCPU */
-      return NULL;
-    }
+  while (run_next_measured(&w->run)) {
+    write_all(w->to_plugin, w->msg, w->msg_len);
+    read_exact(w->from_plugin, answer, sizeof answer, w->spin, &w->st);
   }
+  close(w->to_plugin); /* the plugin sees EOF on this VCPU */
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -267,8 +255,7 @@ int main(int argc, char **argv) {
 
   struct worker *workers = calloc((size_t)o.cpus, sizeof *workers);
   struct plugin_vcpu *pvs = calloc((size_t)o.cpus, sizeof *pvs);
-  pthread_t *threads = calloc((size_t)o.cpus, sizeof *threads);
-  if (!workers || !pvs || !threads) die("calloc");
+  if (!workers || !pvs) die("calloc");
 
   /* Pipes first, then fork, then the VM: the child never holds a KVM fd. */
   for (int i = 0; i < o.cpus; i++) {
@@ -304,22 +291,14 @@ int main(int argc, char **argv) {
   vm_create(&vm, o.mmio);
   for (int i = 0; i < o.cpus; i++) {
     struct worker *w = &workers[i];
-    vcpu_create(&vm, &w->vcpu, i);
-    w->count = (uint32_t)o.exits;
+    vcpu_create(&vm, &w->run.vcpu, i);
+    w->run.count = (uint32_t)o.exits;
     w->msg = o.mmio ? WAIT_MMIO_MSG : WAIT_IO_MSG;
     w->msg_len = o.mmio ? sizeof WAIT_MMIO_MSG : sizeof WAIT_IO_MSG;
     w->spin = o.spin;
     if (o.spin > 0) set_nonblocking(w->from_plugin);
   }
-  if (o.cpus == 1) {
-    run_vcpu(&workers[0]);
-  } else {
-    for (int i = 0; i < o.cpus; i++) {
-      errno = pthread_create(&threads[i], NULL, run_vcpu, &workers[i]);
-      if (errno) die("pthread_create");
-    }
-    for (int i = 0; i < o.cpus; i++) pthread_join(threads[i], NULL);
-  }
+  run_workers(run_vcpu, workers, sizeof *workers, o.cpus);
 
   double read_ns = o.spin > 0 ? spin_read_ns() : 0;
   struct spin_stats child_st = { 0, 0 };
@@ -334,13 +313,10 @@ int main(int argc, char **argv) {
     die("plugin process failed (status 0x%x)", status);
   }
 
-  double t0 = workers[0].t_start, t1 = workers[0].t_done;
-  unsigned long total = 0;
+  unsigned long total;
+  double secs = runs_seconds(workers, sizeof *workers, o.cpus, &total);
   struct spin_stats vmm_st = { 0, 0 };
   for (int i = 0; i < o.cpus; i++) {
-    if (workers[i].t_start < t0) t0 = workers[i].t_start;
-    if (workers[i].t_done > t1) t1 = workers[i].t_done;
-    total += workers[i].measured;
     vmm_st.hits += workers[i].st.hits;
     vmm_st.blocks += workers[i].st.blocks;
   }
@@ -348,7 +324,6 @@ int main(int argc, char **argv) {
   struct rusage self, kids;
   getrusage(RUSAGE_SELF, &self);
   getrusage(RUSAGE_CHILDREN, &kids);
-  double secs = t1 - t0;
   double user = tv_sec(self.ru_utime), sys = tv_sec(self.ru_stime);
   double cuser = tv_sec(kids.ru_utime), csys = tv_sec(kids.ru_stime);
   printf("{\"program\":\"pipe_baseline\",\"mode\":\"%s\",\"cpus\":%d,\"spin\":%ld,\"exits\":%lu,"
@@ -359,7 +334,7 @@ int main(int argc, char **argv) {
          "\"spinReadNs\":%.1f}\n",
          o.mmio ? "mmio" : "io", o.cpus, o.spin, total, secs, secs * 1e6 / (double)o.exits,
          (double)total / secs, user, sys, cuser, csys, (user + sys + cuser + csys) * 1e6 / (double)total,
-         self.ru_maxrss, workers[0].first_exit_unix_ms, vmm_st.hits, vmm_st.blocks, child_st.hits,
+         self.ru_maxrss, workers[0].run.first_exit_unix_ms, vmm_st.hits, vmm_st.blocks, child_st.hits,
          child_st.blocks, read_ns);
   return 0;
 }

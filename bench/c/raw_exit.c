@@ -23,29 +23,11 @@
  */
 #include "common.h"
 
-#include <pthread.h>
-
-struct worker {
-  struct vcpu vcpu;
-  uint32_t count;
-  unsigned long measured;
-  double t_start, t_done, first_exit_unix_ms;
-};
-
+/* The VMM does nothing with an exit but KVM_RUN again. */
 static void *run_vcpu(void *arg) {
-  struct worker *w = arg;
-  for (;;) {
-    enum exit_kind k = vcpu_next_exit(&w->vcpu, w->count);
-    if (k == EXIT_MEASURED) {
-      w->measured++;
-    } else if (k == EXIT_COUNT) {
-      w->first_exit_unix_ms = now_unix_ms();
-      w->t_start = now_mono();
-    } else {
-      w->t_done = now_mono();
-      return NULL;
-    }
+  while (run_next_measured(arg)) {
   }
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -55,30 +37,17 @@ int main(int argc, char **argv) {
   struct vm vm;
   vm_create(&vm, o.mmio);
   if (o.user) vm_add_user_mode(&vm);
-  struct worker *workers = calloc((size_t)o.cpus, sizeof *workers);
-  pthread_t *threads = calloc((size_t)o.cpus, sizeof *threads);
-  if (!workers || !threads) die("calloc");
+  struct timed_run *runs = calloc((size_t)o.cpus, sizeof *runs);
+  if (!runs) die("calloc");
   for (int i = 0; i < o.cpus; i++) {
-    vcpu_create(&vm, &workers[i].vcpu, i);
-    if (o.user) vcpu_enter_user(&workers[i].vcpu);
-    workers[i].count = (uint32_t)o.exits;
+    vcpu_create(&vm, &runs[i].vcpu, i);
+    if (o.user) vcpu_enter_user(&runs[i].vcpu);
+    runs[i].count = (uint32_t)o.exits;
   }
-  for (int i = 0; i < o.cpus; i++) {
-    if (o.cpus == 1) break; /* one VCPU: run it on the main thread */
-    errno = pthread_create(&threads[i], NULL, run_vcpu, &workers[i]);
-    if (errno) die("pthread_create");
-  }
-  if (o.cpus == 1) run_vcpu(&workers[0]);
-  else
-    for (int i = 0; i < o.cpus; i++) pthread_join(threads[i], NULL);
+  run_workers(run_vcpu, runs, sizeof *runs, o.cpus);
 
-  double t0 = workers[0].t_start, t1 = workers[0].t_done;
-  unsigned long total = 0;
-  for (int i = 0; i < o.cpus; i++) {
-    if (workers[i].t_start < t0) t0 = workers[i].t_start;
-    if (workers[i].t_done > t1) t1 = workers[i].t_done;
-    total += workers[i].measured;
-  }
+  unsigned long total;
+  double secs = runs_seconds(runs, sizeof *runs, o.cpus, &total);
   if (total != o.exits * (unsigned long)o.cpus) {
     errno = 0;
     die("counted %lu measured exits, expected %lu", total, o.exits * (unsigned long)o.cpus);
@@ -86,12 +55,11 @@ int main(int argc, char **argv) {
 
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  double secs = t1 - t0;
   double user = tv_sec(ru.ru_utime), sys = tv_sec(ru.ru_stime);
   printf("{\"program\":\"raw_exit\",\"mode\":\"%s\",\"cpus\":%d,\"exits\":%lu,\"seconds\":%.6f,"
          "\"usPerExit\":%.4f,\"exitsPerSec\":%.1f,\"cpuUserSec\":%.6f,\"cpuSysSec\":%.6f,"
          "\"cpuUsPerExit\":%.4f,\"maxRssKiB\":%ld,\"firstExitUnixMs\":%.3f}\n",
          o.mmio ? "mmio" : o.user ? "user" : "io", o.cpus, total, secs, secs * 1e6 / (double)o.exits, (double)total / secs,
-         user, sys, (user + sys) * 1e6 / (double)total, ru.ru_maxrss, workers[0].first_exit_unix_ms);
+         user, sys, (user + sys) * 1e6 / (double)total, ru.ru_maxrss, runs[0].first_exit_unix_ms);
   return 0;
 }

@@ -171,11 +171,15 @@ void plugin_send_bytes(struct machine *m, uint32_t vcpu, const void *bytes, size
   CHECK(n == (ssize_t)length, "writing a request of %zu bytes: %s", length, n < 0 ? strerror(errno) : "short write");
 }
 
-void plugin_send(struct machine *m, uint32_t vcpu, const VcpuRequest *request) {
-  size_t size = plugvisor__plugin__vcpu_request__get_packed_size(request);
-  uint8_t *bytes = malloc(size ? size : 1);
+uint8_t *pack_request(const VcpuRequest *request, size_t *size) {
+  uint8_t *bytes = pack_message(&request->base, size);
   CHECK(bytes, "out of memory");
-  plugvisor__plugin__vcpu_request__pack(request, bytes);
+  return bytes;
+}
+
+void plugin_send(struct machine *m, uint32_t vcpu, const VcpuRequest *request) {
+  size_t size;
+  uint8_t *bytes = pack_request(request, &size);
   plugin_send_bytes(m, vcpu, bytes, size);
   free(bytes);
 }
@@ -228,29 +232,22 @@ VcpuResponse *plugin_receive(struct machine *m, uint32_t vcpu, int ms) {
 void vcpu_response_free(VcpuResponse *response) { plugvisor__plugin__vcpu_response__free_unpacked(response, NULL); }
 
 void plugin_wait(struct machine *m, uint32_t vcpu) {
-  VcpuRequest request = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
   Plugvisor__Plugin__VcpuRequest__Wait wait = PLUGVISOR__PLUGIN__VCPU_REQUEST__WAIT__INIT;
-  request.message_case = PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_WAIT;
-  request.wait = &wait;
-  plugin_send(m, vcpu, &request);
+  plugin_send(m, vcpu, VCPU_REQUEST(WAIT, wait, &wait));
 }
 
 void plugin_resume(struct machine *m, uint32_t vcpu, const void *data, size_t length) {
-  VcpuRequest request = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
   VcpuResume resume = PLUGVISOR__PLUGIN__VCPU_REQUEST__RESUME__INIT;
   resume.data.data = (uint8_t *)data;
   resume.data.len = length;
-  request.message_case = PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_RESUME;
-  request.resume = &resume;
-  plugin_send(m, vcpu, &request);
+  plugin_send(m, vcpu, VCPU_REQUEST(RESUME, resume, &resume));
 }
 
 void plugin_take_init(struct machine *m, uint32_t vcpu) {
   plugin_wait(m, vcpu);
   VcpuResponse *r = plugin_receive(m, vcpu, 5000);
   CHECK(r, "vcpu %u: no answer to the first wait", vcpu);
-  CHECK(r->errno_value == 0 && r->message_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_WAIT &&
-            r->wait->exit_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_INIT,
+  CHECK(r->errno_value == 0 && r->message_case == VRESP(WAIT) && r->wait->exit_case == VEXIT(INIT),
         "vcpu %u: the first wait was not answered with init (errno %d, member %d)", vcpu, r->errno_value,
         (int)r->message_case);
   vcpu_response_free(r);
@@ -264,16 +261,12 @@ static VcpuResponse *exchange(struct machine *m, uint32_t vcpu, const VcpuReques
 }
 
 int plugin_set_state(struct machine *m, uint32_t vcpu, int set, const void *bytes, size_t length) {
-  VcpuRequest request = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
   Plugvisor__Plugin__VcpuRequest__SetState state = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_STATE__INIT;
   state.set = set;
   state.state.data = (uint8_t *)bytes;
   state.state.len = length;
-  request.message_case = PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_SET_STATE;
-  request.set_state = &state;
-  VcpuResponse *r = exchange(m, vcpu, &request);
-  CHECK(r->message_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_SET_STATE, "set_state answered with member %d",
-        (int)r->message_case);
+  VcpuResponse *r = exchange(m, vcpu, VCPU_REQUEST(SET_STATE, set_state, &state));
+  CHECK(r->message_case == VRESP(SET_STATE), "set_state answered with member %d", (int)r->message_case);
   int err = r->errno_value;
   vcpu_response_free(r);
   return err;
@@ -281,14 +274,10 @@ int plugin_set_state(struct machine *m, uint32_t vcpu, int set, const void *byte
 
 /* get_state(set) into `out` (exactly `length` bytes). */
 static void plugin_get_state(struct machine *m, uint32_t vcpu, int set, void *out, size_t length) {
-  VcpuRequest request = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
   Plugvisor__Plugin__VcpuRequest__GetState state = PLUGVISOR__PLUGIN__VCPU_REQUEST__GET_STATE__INIT;
   state.set = set;
-  request.message_case = PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_GET_STATE;
-  request.get_state = &state;
-  VcpuResponse *r = exchange(m, vcpu, &request);
-  CHECK(r->errno_value == 0 && r->message_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_GET_STATE &&
-            r->get_state->state.len == length,
+  VcpuResponse *r = exchange(m, vcpu, VCPU_REQUEST(GET_STATE, get_state, &state));
+  CHECK(r->errno_value == 0 && r->message_case == VRESP(GET_STATE) && r->get_state->state.len == length,
         "get_state(%d): errno %d, member %d", set, r->errno_value, (int)r->message_case);
   memcpy(out, r->get_state->state.data, length);
   vcpu_response_free(r);
@@ -296,29 +285,35 @@ static void plugin_get_state(struct machine *m, uint32_t vcpu, int set, void *ou
 
 void plugin_set_up_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx) {
   struct kvm_sregs sregs;
-  plugin_get_state(m, vcpu, PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__SREGS, &sregs, sizeof sregs);
+  plugin_get_state(m, vcpu, VSET(SREGS), &sregs, sizeof sregs);
   sregs.cs.base = 0;
   sregs.cs.selector = 0;
-  CHECK(plugin_set_state(m, vcpu, PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__SREGS, &sregs, sizeof sregs) == 0,
-        "set_state(SREGS) failed");
+  CHECK(plugin_set_state(m, vcpu, VSET(SREGS), &sregs, sizeof sregs) == 0, "set_state(SREGS) failed");
   struct kvm_regs regs;
   memset(&regs, 0, sizeof regs);
   regs.rip = GUEST_CODE;
   regs.rflags = 2;
   regs.rdx = rdx;
-  CHECK(plugin_set_state(m, vcpu, PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__REGS, &regs, sizeof regs) == 0,
-        "set_state(REGS) failed");
+  CHECK(plugin_set_state(m, vcpu, VSET(REGS), &regs, sizeof regs) == 0, "set_state(REGS) failed");
   /* The host's VMs have the in-kernel irqchip, where VCPUs other than 0 wait for INIT/SIPI until made runnable. */
   struct kvm_mp_state mp = {.mp_state = KVM_MP_STATE_RUNNABLE};
-  CHECK(plugin_set_state(m, vcpu, PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__MP, &mp, sizeof mp) == 0,
-        "set_state(MP) failed");
+  CHECK(plugin_set_state(m, vcpu, VSET(MP), &mp, sizeof mp) == 0, "set_state(MP) failed");
+}
+
+void plugin_init_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx) {
+  plugin_take_init(m, vcpu);
+  plugin_set_up_real_mode(m, vcpu, rdx);
+}
+
+void plugin_run_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx) {
+  plugin_init_real_mode(m, vcpu, rdx);
+  plugin_resume(m, vcpu, NULL, 0);
 }
 
 VcpuResponse *plugin_expect_io(struct machine *m, uint32_t vcpu, int ms) {
   VcpuResponse *r = plugin_receive(m, vcpu, ms);
   CHECK(r, "vcpu %u: no wait{io} within %d ms", vcpu, ms);
-  CHECK(r->errno_value == 0 && r->message_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_WAIT &&
-            r->wait->exit_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_IO,
+  CHECK(r->errno_value == 0 && r->message_case == VRESP(WAIT) && r->wait->exit_case == VEXIT(IO),
         "vcpu %u: expected wait{io}, got errno %d member %d", vcpu, r->errno_value, (int)r->message_case);
   return r;
 }

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../protocol/messages.h"
 #include "conn.h"
 #include "vcpu.h"
 
@@ -66,6 +67,8 @@ bool machine_wait_end(struct machine *m, uint32_t index, int ms);
 /* Publishes reserved ranges: `n` of {space, first, last, async} quadruples, no call hint. */
 void machine_reserve(struct machine *m, const uint64_t *ranges, size_t n);
 
+/* A request packed into a new buffer (free() it). */
+uint8_t *pack_request(const VcpuRequest *request, size_t *size);
 /* Sends a request as one write. */
 void plugin_send(struct machine *m, uint32_t vcpu, const VcpuRequest *request);
 /* Sends raw bytes as one write (malformed requests). */
@@ -83,6 +86,10 @@ void plugin_take_init(struct machine *m, uint32_t vcpu);
 int plugin_set_state(struct machine *m, uint32_t vcpu, int set, const void *bytes, size_t length);
 /* Real mode at GUEST_CODE (cs = 0, rflags = 2), rdx = `rdx`, runnable (MP state), through the protocol. */
 void plugin_set_up_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx);
+/* Takes init and sets up real mode: the VCPU is ready to run the guest at its resume. */
+void plugin_init_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx);
+/* plugin_init_real_mode, then an empty resume: the VCPU runs the guest. */
+void plugin_run_real_mode(struct machine *m, uint32_t vcpu, uint64_t rdx);
 /* Expects wait{io} and returns it (free the response with vcpu_response_free). */
 VcpuResponse *plugin_expect_io(struct machine *m, uint32_t vcpu, int ms);
 

@@ -22,9 +22,6 @@
 #include "harness.h"
 
 #define IOPORT 0
-#define SET(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__##name
-#define REQ(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_##name
-#define RESP(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_##name
 
 /* A reason text must contain `part`. */
 static void expect_end(struct machine *m, uint32_t vcpu, bool failed, const char *part) {
@@ -54,10 +51,8 @@ static void expect_answer(struct machine *m, const void *bytes, size_t length, i
 }
 
 static void expect_request(struct machine *m, const VcpuRequest *request, int err, int member, const char *what) {
-  size_t size = plugvisor__plugin__vcpu_request__get_packed_size(request);
-  uint8_t *bytes = malloc(size ? size : 1);
-  CHECK(bytes, "out of memory");
-  plugvisor__plugin__vcpu_request__pack(request, bytes);
+  size_t size;
+  uint8_t *bytes = pack_request(request, &size);
   expect_answer(m, bytes, size, err, member, what);
   free(bytes);
 }
@@ -91,9 +86,7 @@ static void test_io_conversation(void) {
   const uint64_t ranges[] = {IOPORT, 0x10, 0x11, 0}; /* ports 0x10 and 0x11 */
   machine_reserve(m, ranges, 1);
   machine_start(m);
-  plugin_take_init(m, 0);
-  plugin_set_up_real_mode(m, 0, 0);
-  plugin_resume(m, 0, NULL, 0);
+  plugin_run_real_mode(m, 0, 0);
   expect_io(m, 0, 0x10, true, 0x42);
   plugin_resume(m, 0, NULL, 0);
   expect_io(m, 0, 0x10, false, 0);
@@ -115,7 +108,7 @@ static void test_hostile_requests(void) {
 
   /* Anything but `wait` before init was collected. */
   static const uint8_t get_regs[] = {0x1a, 0x00}; /* get_state {set: REGS} */
-  expect_answer(m, get_regs, sizeof get_regs, EPROTO, RESP(GET_STATE), "get_state before init");
+  expect_answer(m, get_regs, sizeof get_regs, EPROTO, VRESP(GET_STATE), "get_state before init");
   /* Bytes that are no VcpuRequest: garbage, a nested length past the end, a zero tag, a group. */
   static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01};
   expect_answer(m, garbage, sizeof garbage, EINVAL, 0, "garbage");
@@ -134,16 +127,16 @@ static void test_hostile_requests(void) {
 
   plugin_take_init(m, 0);
   static const uint8_t wait[] = {0x0a, 0x00};
-  expect_answer(m, wait, sizeof wait, EPROTO, RESP(WAIT), "a second wait with nothing pending");
+  expect_answer(m, wait, sizeof wait, EPROTO, VRESP(WAIT), "a second wait with nothing pending");
   static const uint8_t unknown[] = {0xf8, 0x01, 0x05}; /* field 31 only */
   expect_answer(m, unknown, sizeof unknown, ENOTTY, 0, "a request with no known member");
 
   /* Every state set with a buffer one byte short and one byte long; an unknown set. */
   static const size_t sizes[] = {
-    [SET(REGS)] = sizeof(struct kvm_regs), [SET(SREGS)] = sizeof(struct kvm_sregs), [SET(FPU)] = sizeof(struct kvm_fpu),
-    [SET(DEBUGREGS)] = sizeof(struct kvm_debugregs), [SET(LAPIC)] = sizeof(struct kvm_lapic_state),
-    [SET(MP)] = sizeof(struct kvm_mp_state), [SET(XCREGS)] = sizeof(struct kvm_xcrs),
-    [SET(EVENTS)] = sizeof(struct kvm_vcpu_events)};
+    [VSET(REGS)] = sizeof(struct kvm_regs), [VSET(SREGS)] = sizeof(struct kvm_sregs), [VSET(FPU)] = sizeof(struct kvm_fpu),
+    [VSET(DEBUGREGS)] = sizeof(struct kvm_debugregs), [VSET(LAPIC)] = sizeof(struct kvm_lapic_state),
+    [VSET(MP)] = sizeof(struct kvm_mp_state), [VSET(XCREGS)] = sizeof(struct kvm_xcrs),
+    [VSET(EVENTS)] = sizeof(struct kvm_vcpu_events)};
   uint8_t state[sizeof(struct kvm_lapic_state) + 1];
   memset(state, 0, sizeof state);
   for (int set = 0; set < (int)(sizeof sizes / sizeof sizes[0]); set++) {
@@ -152,62 +145,51 @@ static void test_hostile_requests(void) {
   }
   CHECK(plugin_set_state(m, 0, 99, state, 8) == EINVAL, "set_state of an unknown set");
   static const uint8_t get_unknown[] = {0x1a, 0x02, 0x08, 0x63};
-  expect_answer(m, get_unknown, sizeof get_unknown, EINVAL, RESP(GET_STATE), "get_state of an unknown set");
+  expect_answer(m, get_unknown, sizeof get_unknown, EINVAL, VRESP(GET_STATE), "get_state of an unknown set");
 
   /* 10 000 MSRs, read and written; 10 000 CPUID entries: the kernel refuses them (an errno, not a crash). */
   enum { MANY = 10000 };
-  VcpuRequest request = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
   uint32_t *indices = calloc(MANY, sizeof *indices);
-  Plugvisor__Plugin__VcpuRequest__MsrEntry *entries = calloc(MANY, sizeof *entries);
-  Plugvisor__Plugin__VcpuRequest__MsrEntry **entry_pointers = calloc(MANY, sizeof *entry_pointers);
-  Plugvisor__Plugin__CpuidEntry *cpuid = calloc(MANY, sizeof *cpuid);
-  Plugvisor__Plugin__CpuidEntry **cpuid_pointers = calloc(MANY, sizeof *cpuid_pointers);
-  CHECK(indices && entries && entry_pointers && cpuid && cpuid_pointers, "out of memory");
+  Plugvisor__Plugin__VcpuRequest__MsrEntry **entries =
+      new_repeated(&plugvisor__plugin__vcpu_request__msr_entry__descriptor, MANY);
+  Plugvisor__Plugin__CpuidEntry **cpuid = new_repeated(&plugvisor__plugin__cpuid_entry__descriptor, MANY);
+  CHECK(indices && entries && cpuid, "out of memory");
   for (int i = 0; i < MANY; i++) {
     indices[i] = 0x10; /* TSC */
-    plugvisor__plugin__vcpu_request__msr_entry__init(&entries[i]);
-    entries[i].index = 0x10;
-    entry_pointers[i] = &entries[i];
-    plugvisor__plugin__cpuid_entry__init(&cpuid[i]);
-    cpuid[i].function = (uint32_t)i;
-    cpuid_pointers[i] = &cpuid[i];
+    entries[i]->index = 0x10;
+    cpuid[i]->function = (uint32_t)i;
   }
   Plugvisor__Plugin__VcpuRequest__GetMsrs get_msrs = PLUGVISOR__PLUGIN__VCPU_REQUEST__GET_MSRS__INIT;
-  get_msrs.n_entry_indices = MANY;
-  get_msrs.entry_indices = indices;
-  request.message_case = REQ(GET_MSRS);
-  request.get_msrs = &get_msrs;
-  expect_request(m, &request, E2BIG, RESP(GET_MSRS), "get_msrs of 10 000 MSRs");
+  get_msrs.n_entry_indices = MANY, get_msrs.entry_indices = indices;
   Plugvisor__Plugin__VcpuRequest__SetMsrs set_msrs = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_MSRS__INIT;
-  set_msrs.n_entries = MANY;
-  set_msrs.entries = entry_pointers;
-  request.message_case = REQ(SET_MSRS);
-  request.set_msrs = &set_msrs;
-  expect_request(m, &request, E2BIG, RESP(SET_MSRS), "set_msrs of 10 000 MSRs");
+  set_msrs.n_entries = MANY, set_msrs.entries = entries;
   Plugvisor__Plugin__VcpuRequest__SetCpuid set_cpuid = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_CPUID__INIT;
-  set_cpuid.n_entries = MANY;
-  set_cpuid.entries = cpuid_pointers;
-  request.message_case = REQ(SET_CPUID);
-  request.set_cpuid = &set_cpuid;
-  expect_request(m, &request, E2BIG, RESP(SET_CPUID), "set_cpuid of 10 000 entries");
+  set_cpuid.n_entries = MANY, set_cpuid.entries = cpuid;
+  const struct {
+    const VcpuRequest *request;
+    int member;
+    const char *what;
+  } too_many[] = {
+    {VCPU_REQUEST(GET_MSRS, get_msrs, &get_msrs), VRESP(GET_MSRS), "get_msrs of 10 000 MSRs"},
+    {VCPU_REQUEST(SET_MSRS, set_msrs, &set_msrs), VRESP(SET_MSRS), "set_msrs of 10 000 MSRs"},
+    {VCPU_REQUEST(SET_CPUID, set_cpuid, &set_cpuid), VRESP(SET_CPUID), "set_cpuid of 10 000 entries"},
+  };
+  for (size_t i = 0; i < sizeof too_many / sizeof too_many[0]; i++)
+    expect_request(m, too_many[i].request, E2BIG, too_many[i].member, too_many[i].what);
   free(indices);
   free(entries);
-  free(entry_pointers);
   free(cpuid);
-  free(cpuid_pointers);
   /* An MSR the kernel will not read: EINVAL, as the protocol says. */
   uint32_t bad_index = 0xdeadbeef;
   get_msrs.n_entry_indices = 1;
   get_msrs.entry_indices = &bad_index;
-  request.message_case = REQ(GET_MSRS);
-  request.get_msrs = &get_msrs;
-  expect_request(m, &request, EINVAL, RESP(GET_MSRS), "get_msrs of an MSR that does not exist");
+  expect_request(m, VCPU_REQUEST(GET_MSRS, get_msrs, &get_msrs), EINVAL, VRESP(GET_MSRS),
+                 "get_msrs of an MSR that does not exist");
   /* Capabilities other than SynIC are refused. */
   Plugvisor__Plugin__VcpuRequest__EnableCapability capability = PLUGVISOR__PLUGIN__VCPU_REQUEST__ENABLE_CAPABILITY__INIT;
   capability.capability = KVM_CAP_IRQCHIP;
-  request.message_case = REQ(ENABLE_CAPABILITY);
-  request.enable_capability = &capability;
-  expect_request(m, &request, EINVAL, RESP(ENABLE_CAPABILITY), "enable_capability(KVM_CAP_IRQCHIP)");
+  expect_request(m, VCPU_REQUEST(ENABLE_CAPABILITY, enable_capability, &capability), EINVAL, VRESP(ENABLE_CAPABILITY),
+                 "enable_capability(KVM_CAP_IRQCHIP)");
 
   CHECK(m->logs >= 5, "malformed requests were logged (%u lines)", m->logs);
   static const uint8_t shutdown[] = {0x42, 0x00};
@@ -225,15 +207,11 @@ static void test_pause_and_shutdown_in_kvm_run(void) {
   static const uint8_t code[] = {0xeb, 0xfe}; /* jmp $ */
   struct machine *m = machine_open(2, code, sizeof code, 0);
   machine_start(m);
-  for (uint32_t i = 0; i < 2; i++) {
-    plugin_take_init(m, i);
-    plugin_set_up_real_mode(m, i, 0);
-    plugin_resume(m, i, NULL, 0);
-  }
+  for (uint32_t i = 0; i < 2; i++) plugin_run_real_mode(m, i, 0);
   sleep_ms(50);
   vcpu_set_pause(m->set, 1, 0xfeed0000beefULL);
   VcpuResponse *r = plugin_receive(m, 1, 5000);
-  CHECK(r && r->message_case == RESP(WAIT) && r->wait->exit_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_USER &&
+  CHECK(r && r->message_case == VRESP(WAIT) && r->wait->exit_case == VEXIT(USER) &&
             r->wait->user->user == 0xfeed0000beefULL,
         "the pause was not reported as wait{user}");
   vcpu_response_free(r);
@@ -261,9 +239,7 @@ static void test_shutdown_blocked_in_pipe_write(void) {
   const uint64_t ranges[] = {IOPORT, 0x20, 0x20, 1};
   machine_reserve(m, ranges, 1);
   machine_start(m);
-  plugin_take_init(m, 0);
-  plugin_set_up_real_mode(m, 0, 0x20);
-  plugin_resume(m, 0, NULL, 0);
+  plugin_run_real_mode(m, 0, 0x20);
   int queued = 0, capacity = fcntl(m->plugin[0].response_fd, F_GETPIPE_SZ);
   for (int waited = 0; waited < 10000 && queued < capacity - 4096; waited += 10) {
     sleep_ms(10);
@@ -296,8 +272,7 @@ static void test_plugin_closes_its_pipe(void) {
   const uint64_t ranges[] = {IOPORT, 0x10, 0x10, 0};
   machine_reserve(m, ranges, 1);
   machine_start(m);
-  plugin_take_init(m, 0);
-  plugin_set_up_real_mode(m, 0, 0);
+  plugin_init_real_mode(m, 0, 0);
   close(m->plugin[0].response_fd);
   m->plugin[0].response_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* so that machine_close has one to close */
   plugin_resume(m, 0, NULL, 0);
@@ -341,8 +316,7 @@ static void test_config_published_while_running(void) {
   const uint64_t ranges[] = {IOPORT, 0x10, 0x10, 0};
   machine_reserve(m, ranges, 1);
   machine_start(m);
-  plugin_take_init(m, 0);
-  plugin_set_up_real_mode(m, 0, 0x10);
+  plugin_init_real_mode(m, 0, 0x10);
   struct publisher p = {.m = m, .stop = false, .published = 0};
   pthread_t thread;
   CHECK(pthread_create(&thread, NULL, publish_loop, &p) == 0, "pthread_create");
@@ -364,11 +338,7 @@ static void test_64_vcpus(void) {
   static const uint8_t code[] = {0xf4};
   struct machine *m = machine_open(64, code, sizeof code, 0);
   machine_start(m);
-  for (uint32_t i = 0; i < 64; i++) {
-    plugin_take_init(m, i);
-    plugin_set_up_real_mode(m, i, 0);
-    plugin_resume(m, i, NULL, 0);
-  }
+  for (uint32_t i = 0; i < 64; i++) plugin_run_real_mode(m, i, 0);
   for (uint32_t i = 0; i < 64; i++) expect_end(m, i, false, "halted");
   machine_close(m);
 }

@@ -26,9 +26,7 @@
 
 #include <linux/kvm.h>
 
-#define VREQ(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_##name
-#define VRESP(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_##name
-#define VSET(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__STATE_SET__##name
+#include "../protocol/messages.h"
 
 /* The varint32 length prefix of a response takes at most this many bytes. */
 #define LENGTH_PREFIX_MAX 5
@@ -217,20 +215,16 @@ static enum vcpu_serve send_response(struct vcpu *v, const VcpuResponse *respons
 
 /* A wait is bounded (WAIT_MAX), and the buffer never smaller: packed without sizing. */
 static enum vcpu_serve send_wait(struct vcpu *v, VcpuWait *reason) {
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(WAIT);
-  response.wait = reason;
-  return pack_and_send(v, &response);
+  return pack_and_send(v, VCPU_RESPONSE(0, WAIT, wait, reason));
 }
 
 /*
- * The answer to a failed request: its errno and the response member of the
- * same name, empty (none for requests whose response has no such member:
- * resume, shutdown, and requests the host does not know).
+ * The answer that carries nothing but an errno (0: success, for requests
+ * whose answer has nothing else in it): `err` and the response member of
+ * the request's name, empty (none for requests whose response has no such
+ * member: resume, shutdown, and requests the host does not know).
  */
-static enum vcpu_serve send_failure(struct vcpu *v, int err, Plugvisor__Plugin__VcpuRequest__MessageCase request) {
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.errno_value = err;
+static enum vcpu_serve send_errno(struct vcpu *v, int err, Plugvisor__Plugin__VcpuRequest__MessageCase request) {
   Plugvisor__Plugin__VcpuResponse__Wait wait = PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__INIT;
   Plugvisor__Plugin__VcpuResponse__GetState get_state = PLUGVISOR__PLUGIN__VCPU_RESPONSE__GET_STATE__INIT;
   Plugvisor__Plugin__VcpuResponse__SetState set_state = PLUGVISOR__PLUGIN__VCPU_RESPONSE__SET_STATE__INIT;
@@ -240,19 +234,21 @@ static enum vcpu_serve send_failure(struct vcpu *v, int err, Plugvisor__Plugin__
   Plugvisor__Plugin__CpuidResponse cpuid = PLUGVISOR__PLUGIN__CPUID_RESPONSE__INIT;
   Plugvisor__Plugin__VcpuResponse__EnableCapability capability = PLUGVISOR__PLUGIN__VCPU_RESPONSE__ENABLE_CAPABILITY__INIT;
   switch (request) {
-    case VREQ(WAIT): response.message_case = VRESP(WAIT), response.wait = &wait; break;
-    case VREQ(GET_STATE): response.message_case = VRESP(GET_STATE), response.get_state = &get_state; break;
-    case VREQ(SET_STATE): response.message_case = VRESP(SET_STATE), response.set_state = &set_state; break;
-    case VREQ(GET_MSRS): response.message_case = VRESP(GET_MSRS), response.get_msrs = &get_msrs; break;
-    case VREQ(SET_MSRS): response.message_case = VRESP(SET_MSRS), response.set_msrs = &set_msrs; break;
-    case VREQ(SET_CPUID): response.message_case = VRESP(SET_CPUID), response.set_cpuid = &set_cpuid; break;
-    case VREQ(GET_HYPERV_CPUID): response.message_case = VRESP(GET_HYPERV_CPUID), response.get_hyperv_cpuid = &cpuid; break;
+    case VREQ(WAIT): return send_response(v, VCPU_RESPONSE(err, WAIT, wait, &wait));
+    case VREQ(GET_STATE): return send_response(v, VCPU_RESPONSE(err, GET_STATE, get_state, &get_state));
+    case VREQ(SET_STATE): return send_response(v, VCPU_RESPONSE(err, SET_STATE, set_state, &set_state));
+    case VREQ(GET_MSRS): return send_response(v, VCPU_RESPONSE(err, GET_MSRS, get_msrs, &get_msrs));
+    case VREQ(SET_MSRS): return send_response(v, VCPU_RESPONSE(err, SET_MSRS, set_msrs, &set_msrs));
+    case VREQ(SET_CPUID): return send_response(v, VCPU_RESPONSE(err, SET_CPUID, set_cpuid, &set_cpuid));
+    case VREQ(GET_HYPERV_CPUID): return send_response(v, VCPU_RESPONSE(err, GET_HYPERV_CPUID, get_hyperv_cpuid, &cpuid));
     case VREQ(ENABLE_CAPABILITY):
-      response.message_case = VRESP(ENABLE_CAPABILITY), response.enable_capability = &capability;
-      break;
-    default: break;
+      return send_response(v, VCPU_RESPONSE(err, ENABLE_CAPABILITY, enable_capability, &capability));
+    default: {
+      VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
+      response.errno_value = err;
+      return send_response(v, &response);
+    }
   }
-  return send_response(v, &response);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -300,32 +296,23 @@ static int vcpu_ioctl(struct vcpu *v, unsigned long request, void *arg) {
 
 static enum vcpu_serve get_state(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__GetState *request) {
   const struct state_set *set = state_set(request->set);
-  if (!set) return send_failure(v, EINVAL, VREQ(GET_STATE));
+  if (!set) return send_errno(v, EINVAL, VREQ(GET_STATE));
   union state_buffer state;
   memset(&state, 0, sizeof state);
   int err = vcpu_ioctl(v, set->get, &state);
-  if (err) return send_failure(v, err, VREQ(GET_STATE));
+  if (err) return send_errno(v, err, VREQ(GET_STATE));
   Plugvisor__Plugin__VcpuResponse__GetState answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__GET_STATE__INIT;
   answer.state.data = (uint8_t *)&state;
   answer.state.len = set->size;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(GET_STATE);
-  response.get_state = &answer;
-  return send_response(v, &response);
+  return send_response(v, VCPU_RESPONSE(0, GET_STATE, get_state, &answer));
 }
 
 static enum vcpu_serve set_state(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__SetState *request) {
   const struct state_set *set = state_set(request->set);
-  if (!set || request->state.len != set->size) return send_failure(v, EINVAL, VREQ(SET_STATE));
+  if (!set || request->state.len != set->size) return send_errno(v, EINVAL, VREQ(SET_STATE));
   union state_buffer state;
   memcpy(&state, request->state.data, set->size);
-  int err = vcpu_ioctl(v, set->set, &state);
-  if (err) return send_failure(v, err, VREQ(SET_STATE));
-  Plugvisor__Plugin__VcpuResponse__SetState answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__SET_STATE__INIT;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(SET_STATE);
-  response.set_state = &answer;
-  return send_response(v, &response);
+  return send_errno(v, vcpu_ioctl(v, set->set, &state), VREQ(SET_STATE));
 }
 
 /* A struct kvm_msrs for `count` entries (zeroed), or NULL. */
@@ -336,54 +323,49 @@ static struct kvm_msrs *msrs_new(size_t count) {
   return msrs;
 }
 
-/* Every MSR is read, in request order; the kernel stops at the first it cannot read, which is EINVAL. */
+/*
+ * KVM_GET_MSRS or KVM_SET_MSRS, in the entries' order: 0 or the errno. The
+ * kernel stops at the first MSR it cannot read or refuses and returns how
+ * many it did; fewer than all is EINVAL, as the protocol says.
+ */
+static int msrs_ioctl(struct vcpu *v, unsigned long request, struct kvm_msrs *msrs) {
+  int r = ioctl(v->fd, request, msrs);
+  return r < 0 ? errno : (uint32_t)r < msrs->nmsrs ? EINVAL : 0;
+}
+
 static enum vcpu_serve get_msrs(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__GetMsrs *request) {
   size_t n = request->n_entry_indices;
   struct kvm_msrs *msrs = msrs_new(n);
   uint64_t *data = calloc(n ? n : 1, sizeof *data);
+  int err = msrs && data ? 0 : ENOMEM;
+  for (size_t i = 0; !err && i < n; i++) msrs->entries[i].index = request->entry_indices[i];
+  if (!err) err = msrs_ioctl(v, KVM_GET_MSRS, msrs);
   enum vcpu_serve result;
-  if (!msrs || !data) {
-    result = send_failure(v, ENOMEM, VREQ(GET_MSRS));
-    goto done;
+  if (err) {
+    result = send_errno(v, err, VREQ(GET_MSRS));
+  } else {
+    for (size_t i = 0; i < n; i++) data[i] = msrs->entries[i].data;
+    Plugvisor__Plugin__VcpuResponse__GetMsrs answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__GET_MSRS__INIT;
+    answer.n_entry_data = n;
+    answer.entry_data = data;
+    result = send_response(v, VCPU_RESPONSE(0, GET_MSRS, get_msrs, &answer));
   }
-  for (size_t i = 0; i < n; i++) msrs->entries[i].index = request->entry_indices[i];
-  int r = ioctl(v->fd, KVM_GET_MSRS, msrs);
-  if (r < 0 || (size_t)r < n) {
-    result = send_failure(v, r < 0 ? errno : EINVAL, VREQ(GET_MSRS));
-    goto done;
-  }
-  for (size_t i = 0; i < n; i++) data[i] = msrs->entries[i].data;
-  Plugvisor__Plugin__VcpuResponse__GetMsrs answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__GET_MSRS__INIT;
-  answer.n_entry_data = n;
-  answer.entry_data = data;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(GET_MSRS);
-  response.get_msrs = &answer;
-  result = send_response(v, &response);
-done:
   free(msrs);
   free(data);
   return result;
 }
 
-/* Writes the entries in order; the kernel stops at the first it refuses, which is EINVAL. */
 static enum vcpu_serve set_msrs(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__SetMsrs *request) {
   size_t n = request->n_entries;
   struct kvm_msrs *msrs = msrs_new(n);
-  if (!msrs) return send_failure(v, ENOMEM, VREQ(SET_MSRS));
+  if (!msrs) return send_errno(v, ENOMEM, VREQ(SET_MSRS));
   for (size_t i = 0; i < n; i++) {
     msrs->entries[i].index = request->entries[i]->index;
     msrs->entries[i].data = request->entries[i]->data;
   }
-  int r = ioctl(v->fd, KVM_SET_MSRS, msrs);
-  int err = r < 0 ? errno : (size_t)r < n ? EINVAL : 0;
+  int err = msrs_ioctl(v, KVM_SET_MSRS, msrs);
   free(msrs);
-  if (err) return send_failure(v, err, VREQ(SET_MSRS));
-  Plugvisor__Plugin__VcpuResponse__SetMsrs answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__SET_MSRS__INIT;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(SET_MSRS);
-  response.set_msrs = &answer;
-  return send_response(v, &response);
+  return send_errno(v, err, VREQ(SET_MSRS));
 }
 
 static struct kvm_cpuid2 *cpuid_new(size_t count) {
@@ -396,26 +378,11 @@ static struct kvm_cpuid2 *cpuid_new(size_t count) {
 static enum vcpu_serve set_cpuid(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__SetCpuid *request) {
   size_t n = request->n_entries;
   struct kvm_cpuid2 *cpuid = cpuid_new(n);
-  if (!cpuid) return send_failure(v, ENOMEM, VREQ(SET_CPUID));
-  for (size_t i = 0; i < n; i++) {
-    const Plugvisor__Plugin__CpuidEntry *e = request->entries[i];
-    struct kvm_cpuid_entry2 *k = &cpuid->entries[i];
-    k->function = e->function;
-    k->index = e->index;
-    k->flags = e->has_index ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
-    k->eax = e->eax;
-    k->ebx = e->ebx;
-    k->ecx = e->ecx;
-    k->edx = e->edx;
-  }
+  if (!cpuid) return send_errno(v, ENOMEM, VREQ(SET_CPUID));
+  for (size_t i = 0; i < n; i++) cpuid_entry_to_kvm(request->entries[i], &cpuid->entries[i]);
   int err = vcpu_ioctl(v, KVM_SET_CPUID2, cpuid);
   free(cpuid);
-  if (err) return send_failure(v, err, VREQ(SET_CPUID));
-  Plugvisor__Plugin__VcpuResponse__SetCpuid answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__SET_CPUID__INIT;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(SET_CPUID);
-  response.set_cpuid = &answer;
-  return send_response(v, &response);
+  return send_errno(v, err, VREQ(SET_CPUID));
 }
 
 /* Give up growing the Hyper-V CPUID buffer past this many entries (as src/kvm/ioctl.ts does). */
@@ -436,38 +403,19 @@ static enum vcpu_serve get_hyperv_cpuid(struct vcpu *v) {
   }
   if (err) {
     free(cpuid);
-    return send_failure(v, err, VREQ(GET_HYPERV_CPUID));
+    return send_errno(v, err, VREQ(GET_HYPERV_CPUID));
   }
-  size_t n = cpuid->nent;
-  Plugvisor__Plugin__CpuidEntry *entries = calloc(n ? n : 1, sizeof *entries);
-  Plugvisor__Plugin__CpuidEntry **pointers = calloc(n ? n : 1, sizeof *pointers);
+  Plugvisor__Plugin__CpuidResponse answer = PLUGVISOR__PLUGIN__CPUID_RESPONSE__INIT;
+  answer.n_entries = cpuid->nent;
+  answer.entries = new_repeated(&plugvisor__plugin__cpuid_entry__descriptor, answer.n_entries);
   enum vcpu_serve result;
-  if (!entries || !pointers) {
-    result = send_failure(v, ENOMEM, VREQ(GET_HYPERV_CPUID));
+  if (!answer.entries) {
+    result = send_errno(v, ENOMEM, VREQ(GET_HYPERV_CPUID));
   } else {
-    for (size_t i = 0; i < n; i++) {
-      const struct kvm_cpuid_entry2 *k = &cpuid->entries[i];
-      Plugvisor__Plugin__CpuidEntry *e = &entries[i];
-      plugvisor__plugin__cpuid_entry__init(e);
-      e->function = k->function;
-      e->has_index = (k->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0;
-      e->index = k->index;
-      e->eax = k->eax;
-      e->ebx = k->ebx;
-      e->ecx = k->ecx;
-      e->edx = k->edx;
-      pointers[i] = e;
-    }
-    Plugvisor__Plugin__CpuidResponse answer = PLUGVISOR__PLUGIN__CPUID_RESPONSE__INIT;
-    answer.n_entries = n;
-    answer.entries = pointers;
-    VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-    response.message_case = VRESP(GET_HYPERV_CPUID);
-    response.get_hyperv_cpuid = &answer;
-    result = send_response(v, &response);
+    for (size_t i = 0; i < answer.n_entries; i++) cpuid_entry_from_kvm(&cpuid->entries[i], answer.entries[i]);
+    result = send_response(v, VCPU_RESPONSE(0, GET_HYPERV_CPUID, get_hyperv_cpuid, &answer));
   }
-  free(entries);
-  free(pointers);
+  free(answer.entries);
   free(cpuid);
   return result;
 }
@@ -476,18 +424,12 @@ static enum vcpu_serve get_hyperv_cpuid(struct vcpu *v) {
 static enum vcpu_serve enable_capability(struct vcpu *v, const Plugvisor__Plugin__VcpuRequest__EnableCapability *request) {
   uint32_t capability = request->capability;
   if (capability != KVM_CAP_HYPERV_SYNIC && capability != KVM_CAP_HYPERV_SYNIC2) {
-    return send_failure(v, EINVAL, VREQ(ENABLE_CAPABILITY));
+    return send_errno(v, EINVAL, VREQ(ENABLE_CAPABILITY));
   }
   struct kvm_enable_cap cap;
   memset(&cap, 0, sizeof cap);
   cap.cap = capability;
-  int err = vcpu_ioctl(v, KVM_ENABLE_CAP, &cap);
-  if (err) return send_failure(v, err, VREQ(ENABLE_CAPABILITY));
-  Plugvisor__Plugin__VcpuResponse__EnableCapability answer = PLUGVISOR__PLUGIN__VCPU_RESPONSE__ENABLE_CAPABILITY__INIT;
-  VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-  response.message_case = VRESP(ENABLE_CAPABILITY);
-  response.enable_capability = &answer;
-  return send_response(v, &response);
+  return send_errno(v, vcpu_ioctl(v, KVM_ENABLE_CAP, &cap), VREQ(ENABLE_CAPABILITY));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -499,9 +441,7 @@ enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t le
   VcpuRequest *request = plugvisor__plugin__vcpu_request__unpack(&v->allocator, length, bytes);
   if (!request) {
     vcpu_log(v, VCPU_LOG_WARN, "malformed VCPU request (%zu bytes); answered EINVAL", length);
-    VcpuResponse response = PLUGVISOR__PLUGIN__VCPU_RESPONSE__INIT;
-    response.errno_value = EINVAL;
-    return send_response(v, &response);
+    return send_errno(v, EINVAL, PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE__NOT_SET);
   }
   enum vcpu_serve result;
   Plugvisor__Plugin__VcpuRequest__MessageCase which = request->message_case;
@@ -510,19 +450,19 @@ enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t le
   } else if (which == VREQ(WAIT)) {
     /* Only the pending `init` is collected with `wait`; later reasons are pushed. */
     if (!v->init_unsent) {
-      result = send_failure(v, EPROTO, which);
+      result = send_errno(v, EPROTO, which);
     } else {
       v->init_unsent = false;
       Plugvisor__Plugin__VcpuResponse__Wait__Init init = PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__INIT__INIT;
       VcpuWait wait = PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__INIT;
-      wait.exit_case = PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_INIT;
+      wait.exit_case = VEXIT(INIT);
       wait.init = &init;
       result = send_wait(v, &wait);
     }
   } else if (which == PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE__NOT_SET) {
-    result = send_failure(v, ENOTTY, which); /* only fields this host does not know */
+    result = send_errno(v, ENOTTY, which); /* only fields this host does not know */
   } else if (v->init_unsent) {
-    result = send_failure(v, EPROTO, which); /* the plugin must collect `init` first */
+    result = send_errno(v, EPROTO, which); /* the plugin must collect `init` first */
   } else {
     switch (which) {
       case VREQ(RESUME):
@@ -535,7 +475,7 @@ enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t le
       case VREQ(SET_CPUID): result = set_cpuid(v, request->set_cpuid); break;
       case VREQ(GET_HYPERV_CPUID): result = get_hyperv_cpuid(v); break;
       case VREQ(ENABLE_CAPABILITY): result = enable_capability(v, request->enable_capability); break;
-      default: result = send_failure(v, ENOTTY, which); break; /* a member added to the .proto but not here */
+      default: result = send_errno(v, ENOTTY, which); break; /* a member added to the .proto but not here */
     }
   }
   vcpu_conn_free_request(v, request);
@@ -556,7 +496,7 @@ static enum vcpu_serve serve_until_resume(struct vcpu *v, VcpuRequest **resume) 
 }
 
 enum vcpu_serve vcpu_conn_stop(struct vcpu *v, VcpuWait *reason, VcpuRequest **resume) {
-  if (reason->exit_case == PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_INIT) {
+  if (reason->exit_case == VEXIT(INIT)) {
     v->init_unsent = true;
   } else {
     enum vcpu_serve sent = send_wait(v, reason);

@@ -140,23 +140,15 @@ static int check_space(uint32_t space) {
              : -EINVAL;
 }
 
-/* Packs a message into a new buffer; NULL when out of memory. */
-static uint8_t *pack_message(const ProtobufCMessage *msg, size_t *len) {
-  size_t size = protobuf_c_message_get_packed_size(msg);
-  uint8_t *buf = malloc(size ? size : 1);
-  if (!buf) return NULL;
-  *len = protobuf_c_message_pack(msg, buf);
-  return buf;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Main connection */
 
 /*
  * Sends `req` (with `send_fd` attached when >= 0) and receives the answer.
- * On success *resp_out holds the response carrying member `expect` and
- * fds[0..*nfds) the descriptors that came with it; exactly `want_fds` of
- * them, or any number up to MAIN_MAX_FDS when want_fds < 0.
+ * On success the response carries member `expect`, and fds[0..*nfds) are
+ * the descriptors that came with it: exactly `want_fds` of them, or any
+ * number up to MAIN_MAX_FDS when want_fds < 0. The response goes to
+ * *resp_out (the caller frees it), or is freed when resp_out is NULL.
  */
 static int main_call(struct crosvm *self, const MainRequest *req, int send_fd,
                      int expect, MainResponse **resp_out, int *fds,
@@ -244,29 +236,32 @@ static int main_call(struct crosvm *self, const MainRequest *req, int send_fd,
     if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
   }
-  *resp_out = resp;
+  if (resp_out)
+    *resp_out = resp;
+  else
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
   if (nfds) *nfds = count;
   return 0;
 }
 
+/* A request answered without descriptors; the caller frees *resp_out. */
+static int main_query(struct crosvm *self, const MainRequest *req, int expect,
+                      MainResponse **resp_out) {
+  int fds[MAIN_MAX_FDS];
+  return main_call(self, req, -1, expect, resp_out, fds, 0, NULL);
+}
+
 /* A request whose answer carries nothing but success. */
 static int main_simple(struct crosvm *self, const MainRequest *req, int expect) {
-  MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, req, -1, expect, &resp, fds, 0, NULL);
-  if (rc == 0) protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return rc;
+  return main_query(self, req, expect, NULL);
 }
 
 /* A request answered by exactly one descriptor; returns it. */
 static int main_get_fd(struct crosvm *self, const MainRequest *req,
                        int expect) {
-  MainResponse *resp;
   int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, req, -1, expect, &resp, fds, 1, NULL);
-  if (rc != 0) return rc;
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
-  return fds[0];
+  int rc = main_call(self, req, -1, expect, NULL, fds, 1, NULL);
+  return rc != 0 ? rc : fds[0];
 }
 
 /* ------------------------------------------------------------------------ */
@@ -370,15 +365,11 @@ static ssize_t read_spinning(int fd, void *buf, size_t len, bool spin) {
 /* Asks for every VCPU's pipes and builds the shared VCPU set. */
 static int fetch_vcpus(struct crosvm *c) {
   MainGetVcpus get = PLUGVISOR__PLUGIN__MAIN_REQUEST__GET_VCPUS__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(GET_VCPUS);
-  req.get_vcpus = &get;
-  MainResponse *resp;
   int fds[MAIN_MAX_FDS];
   size_t count = 0;
-  int rc = main_call(c, &req, -1, MRESP(GET_VCPUS), &resp, fds, -1, &count);
+  int rc = main_call(c, MAIN_REQUEST(GET_VCPUS, get_vcpus, &get), -1,
+                     MRESP(GET_VCPUS), NULL, fds, -1, &count);
   if (rc != 0) return rc;
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
   if (count % 2 != 0) {
     close_fds(fds, count);
     return -EPROTO;
@@ -434,10 +425,8 @@ API_EXPORT int crosvm_connect(struct crosvm **out) {
 API_EXPORT int crosvm_new_connection(struct crosvm *self, struct crosvm **out) {
   if (!self || !out) return -EINVAL;
   MainNewConnection nc = PLUGVISOR__PLUGIN__MAIN_REQUEST__NEW_CONNECTION__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(NEW_CONNECTION);
-  req.new_connection = &nc;
-  int fd = main_get_fd(self, &req, MRESP(NEW_CONNECTION));
+  int fd = main_get_fd(self, MAIN_REQUEST(NEW_CONNECTION, new_connection, &nc),
+                       MRESP(NEW_CONNECTION));
   if (fd < 0) return fd;
   struct crosvm *c = connection_new(fd, self->vcpus);
   if (!c) {
@@ -463,10 +452,9 @@ API_EXPORT int crosvm_get_shutdown_eventfd(struct crosvm *self) {
   if (!self) return -EINVAL;
   MainGetShutdownEventfd get =
       PLUGVISOR__PLUGIN__MAIN_REQUEST__GET_SHUTDOWN_EVENTFD__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(GET_SHUTDOWN_EVENTFD);
-  req.get_shutdown_eventfd = &get;
-  return main_get_fd(self, &req, MRESP(GET_SHUTDOWN_EVENTFD));
+  return main_get_fd(self,
+                     MAIN_REQUEST(GET_SHUTDOWN_EVENTFD, get_shutdown_eventfd, &get),
+                     MRESP(GET_SHUTDOWN_EVENTFD));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -477,12 +465,9 @@ API_EXPORT int crosvm_check_extension(struct crosvm *self, uint32_t extension,
   if (!self || !has_extension) return -EINVAL;
   MainCheckExtension check = PLUGVISOR__PLUGIN__MAIN_REQUEST__CHECK_EXTENSION__INIT;
   check.extension = extension;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(CHECK_EXTENSION);
-  req.check_extension = &check;
   MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, MRESP(CHECK_EXTENSION), &resp, fds, 0, NULL);
+  int rc = main_query(self, MAIN_REQUEST(CHECK_EXTENSION, check_extension, &check),
+                      MRESP(CHECK_EXTENSION), &resp);
   if (rc != 0) return rc;
   *has_extension = resp->check_extension && resp->check_extension->has_extension;
   protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -498,48 +483,41 @@ API_EXPORT int crosvm_enable_capability(struct crosvm *self, uint32_t capability
   return -EINVAL; /* no VM-wide capability can be enabled */
 }
 
+/*
+ * How much of an answer of `total` entries fits a caller's array of `room`:
+ * *n entries. *out_count (when given) gets the total, so that the caller can
+ * ask again with room for all. -E2BIG when some do not fit (the caller still
+ * copies the *n that do), -EPROTO for more than a uint32_t counts.
+ */
+static int fit_answer(size_t total, uint32_t room, uint32_t *out_count,
+                      size_t *n) {
+  *n = 0;
+  if (total > UINT32_MAX) return -EPROTO;
+  if (out_count) *out_count = (uint32_t)total;
+  *n = total < room ? total : room;
+  return total > room ? -E2BIG : 0;
+}
+
 /* Copies wire CPUID entries out; -E2BIG when they do not all fit. */
 static int copy_cpuid_out(const CpuidResponse *cpuid, uint32_t entry_count,
                           struct kvm_cpuid_entry2 *entries,
                           uint32_t *out_count) {
-  size_t total = cpuid ? cpuid->n_entries : 0;
-  if (total > UINT32_MAX) return -EPROTO;
-  if (out_count) *out_count = (uint32_t)total;
-  size_t n = total < entry_count ? total : entry_count;
-  for (size_t i = 0; i < n; i++) {
-    const CpuidEntry *e = cpuid->entries[i];
-    struct kvm_cpuid_entry2 *out = &entries[i];
-    memset(out, 0, sizeof(*out));
-    if (!e) continue;
-    out->function = e->function;
-    out->index = e->index;
-    out->flags = e->has_index ? KVM_CPUID_FLAG_SIGNIFCANT_INDEX : 0;
-    out->eax = e->eax;
-    out->ebx = e->ebx;
-    out->ecx = e->ecx;
-    out->edx = e->edx;
-  }
-  return total > entry_count ? -E2BIG : 0;
+  size_t n;
+  int rc = fit_answer(cpuid ? cpuid->n_entries : 0, entry_count, out_count, &n);
+  for (size_t i = 0; i < n; i++) cpuid_entry_to_kvm(cpuid->entries[i], &entries[i]);
+  return rc;
 }
 
 static int get_cpuid(struct crosvm *self, bool emulated, uint32_t entry_count,
                      struct kvm_cpuid_entry2 *entries, uint32_t *out_count) {
   if (!self || (entry_count && !entries)) return -EINVAL;
   CpuidRequest cpuid = CPUID_REQUEST_INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  int expect;
-  if (emulated) {
-    req.message_case = MREQ(GET_EMULATED_CPUID);
-    req.get_emulated_cpuid = &cpuid;
-    expect = MRESP(GET_EMULATED_CPUID);
-  } else {
-    req.message_case = MREQ(GET_SUPPORTED_CPUID);
-    req.get_supported_cpuid = &cpuid;
-    expect = MRESP(GET_SUPPORTED_CPUID);
-  }
+  const MainRequest *req =
+      emulated ? MAIN_REQUEST(GET_EMULATED_CPUID, get_emulated_cpuid, &cpuid)
+               : MAIN_REQUEST(GET_SUPPORTED_CPUID, get_supported_cpuid, &cpuid);
+  int expect = emulated ? MRESP(GET_EMULATED_CPUID) : MRESP(GET_SUPPORTED_CPUID);
   MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, expect, &resp, fds, 0, NULL);
+  int rc = main_query(self, req, expect, &resp);
   if (rc != 0) return rc;
   rc = copy_cpuid_out(emulated ? resp->get_emulated_cpuid
                                : resp->get_supported_cpuid,
@@ -568,23 +546,15 @@ API_EXPORT int crosvm_get_msr_index_list(struct crosvm *self,
                                          uint32_t *out_count) {
   if (!self || (entry_count && !msr_indices)) return -EINVAL;
   MainMsrListRequest list = PLUGVISOR__PLUGIN__MAIN_REQUEST__MSR_LIST_REQUEST__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(GET_MSR_INDEX_LIST);
-  req.get_msr_index_list = &list;
   MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, MRESP(GET_MSR_INDEX_LIST), &resp, fds, 0, NULL);
+  int rc = main_query(self, MAIN_REQUEST(GET_MSR_INDEX_LIST, get_msr_index_list, &list),
+                      MRESP(GET_MSR_INDEX_LIST), &resp);
   if (rc != 0) return rc;
-  size_t total = resp->get_msr_index_list ? resp->get_msr_index_list->n_indices : 0;
-  if (total > UINT32_MAX) {
-    rc = -EPROTO;
-  } else {
-    if (out_count) *out_count = (uint32_t)total;
-    size_t n = total < entry_count ? total : entry_count;
-    for (size_t i = 0; i < n; i++)
-      msr_indices[i] = resp->get_msr_index_list->indices[i];
-    rc = total > entry_count ? -E2BIG : 0;
-  }
+  const Plugvisor__Plugin__MainResponse__MsrListResponse *answer =
+      resp->get_msr_index_list;
+  size_t n;
+  rc = fit_answer(answer ? answer->n_indices : 0, entry_count, out_count, &n);
+  for (size_t i = 0; i < n; i++) msr_indices[i] = answer->indices[i];
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return rc;
 }
@@ -593,12 +563,10 @@ API_EXPORT int crosvm_net_get_config(struct crosvm *self,
                                      struct crosvm_net_config *config) {
   if (!self || !config) return -EINVAL;
   MainGetNetConfig get = PLUGVISOR__PLUGIN__MAIN_REQUEST__GET_NET_CONFIG__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(GET_NET_CONFIG);
-  req.get_net_config = &get;
   MainResponse *resp;
   int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, MRESP(GET_NET_CONFIG), &resp, fds, 1, NULL);
+  int rc = main_call(self, MAIN_REQUEST(GET_NET_CONFIG, get_net_config, &get), -1,
+                     MRESP(GET_NET_CONFIG), &resp, fds, 1, NULL);
   if (rc != 0) return rc;
   const Plugvisor__Plugin__MainResponse__GetNetConfig *net = resp->get_net_config;
   if (!net || net->host_mac_address.len != sizeof(config->host_mac_address)) {
@@ -630,10 +598,8 @@ static int reserve(struct crosvm *self, uint32_t space, uint64_t start,
   range.start = start;
   range.length = length;
   range.async_write = async_write;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(RESERVE_RANGE);
-  req.reserve_range = &range;
-  return main_simple(self, &req, MRESP(RESERVE_RANGE));
+  return main_simple(self, MAIN_REQUEST(RESERVE_RANGE, reserve_range, &range),
+                     MRESP(RESERVE_RANGE));
 }
 
 API_EXPORT int crosvm_reserve_range(struct crosvm *self, uint32_t space,
@@ -652,76 +618,60 @@ API_EXPORT int crosvm_set_irq(struct crosvm *self, uint32_t irq_id, bool active)
   MainSetIrq set = PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ__INIT;
   set.irq_id = irq_id;
   set.active = active;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(SET_IRQ);
-  req.set_irq = &set;
-  return main_simple(self, &req, MRESP(SET_IRQ));
+  return main_simple(self, MAIN_REQUEST(SET_IRQ, set_irq, &set), MRESP(SET_IRQ));
+}
+
+/* Where a wire route points: an irqchip pin or an MSI, by the route's kind. */
+union route_target {
+  MainRouteIrqchip irqchip;
+  MainRouteMsi msi;
+};
+
+#define ROUTE_CASE(name) \
+  PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__ROUTE_##name
+
+/* Fills the (initialized) wire route `w` and its target; -EINVAL for an unknown kind. */
+static int route_to_wire(const struct crosvm_irq_route *r, MainRoute *w,
+                         union route_target *target) {
+  w->irq_id = r->irq_id;
+  switch (r->kind) {
+    case CROSVM_IRQ_ROUTE_IRQCHIP:
+      target->irqchip = MESSAGE(
+          MainRouteIrqchip,
+          plugvisor__plugin__main_request__set_irq_routing__route__irqchip__descriptor,
+          .irqchip = r->irqchip.irqchip, .pin = r->irqchip.pin);
+      w->route_case = ROUTE_CASE(IRQCHIP);
+      w->irqchip = &target->irqchip;
+      return 0;
+    case CROSVM_IRQ_ROUTE_MSI:
+      target->msi = MESSAGE(
+          MainRouteMsi,
+          plugvisor__plugin__main_request__set_irq_routing__route__msi__descriptor,
+          .address = r->msi.address, .data = r->msi.data);
+      w->route_case = ROUTE_CASE(MSI);
+      w->msi = &target->msi;
+      return 0;
+    default:
+      return -EINVAL;
+  }
 }
 
 API_EXPORT int crosvm_set_irq_routing(struct crosvm *self, uint32_t route_count,
                                       const struct crosvm_irq_route *routes) {
   if (!self || (route_count && !routes)) return -EINVAL;
-  MainRoute *wire = NULL;
-  MainRoute **ptrs = NULL;
-  MainRouteIrqchip *chips = NULL;
-  MainRouteMsi *msis = NULL;
-  int rc = 0;
-  if (route_count) {
-    wire = calloc(route_count, sizeof(*wire));
-    ptrs = calloc(route_count, sizeof(*ptrs));
-    chips = calloc(route_count, sizeof(*chips));
-    msis = calloc(route_count, sizeof(*msis));
-    if (!wire || !ptrs || !chips || !msis) {
-      rc = -ENOMEM;
-      goto out;
-    }
-  }
-  for (uint32_t i = 0; i < route_count; i++) {
-    static const MainRoute route_init =
-        PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__INIT;
-    static const MainRouteIrqchip chip_init =
-        PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__IRQCHIP__INIT;
-    static const MainRouteMsi msi_init =
-        PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__MSI__INIT;
-    wire[i] = route_init;
-    wire[i].irq_id = routes[i].irq_id;
-    switch (routes[i].kind) {
-      case CROSVM_IRQ_ROUTE_IRQCHIP:
-        chips[i] = chip_init;
-        chips[i].irqchip = routes[i].irqchip.irqchip;
-        chips[i].pin = routes[i].irqchip.pin;
-        wire[i].route_case =
-            PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__ROUTE_IRQCHIP;
-        wire[i].irqchip = &chips[i];
-        break;
-      case CROSVM_IRQ_ROUTE_MSI:
-        msis[i] = msi_init;
-        msis[i].address = routes[i].msi.address;
-        msis[i].data = routes[i].msi.data;
-        wire[i].route_case =
-            PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__ROUTE__ROUTE_MSI;
-        wire[i].msi = &msis[i];
-        break;
-      default:
-        rc = -EINVAL;
-        goto out;
-    }
-    ptrs[i] = &wire[i];
-  }
-  {
-    MainSetIrqRouting routing = PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__INIT;
-    routing.n_routes = route_count;
-    routing.routes = ptrs;
-    MainRequest req = MAIN_REQUEST_INIT;
-    req.message_case = MREQ(SET_IRQ_ROUTING);
-    req.set_irq_routing = &routing;
-    rc = main_simple(self, &req, MRESP(SET_IRQ_ROUTING));
-  }
-out:
-  free(wire);
-  free(ptrs);
-  free(chips);
-  free(msis);
+  MainSetIrqRouting routing = PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IRQ_ROUTING__INIT;
+  routing.n_routes = route_count;
+  routing.routes = new_repeated(
+      &plugvisor__plugin__main_request__set_irq_routing__route__descriptor, route_count);
+  union route_target *targets = calloc(route_count ? route_count : 1, sizeof(*targets));
+  int rc = routing.routes && targets ? 0 : -ENOMEM;
+  for (uint32_t i = 0; rc == 0 && i < route_count; i++)
+    rc = route_to_wire(&routes[i], routing.routes[i], &targets[i]);
+  if (rc == 0)
+    rc = main_simple(self, MAIN_REQUEST(SET_IRQ_ROUTING, set_irq_routing, &routing),
+                     MRESP(SET_IRQ_ROUTING));
+  free(routing.routes);
+  free(targets);
   return rc;
 }
 
@@ -764,31 +714,38 @@ API_EXPORT int crosvm_set_hypercall_hint(struct crosvm *self,
     hint.hints = ptrs;
   }
   /* hints_count 0: address 0 clears the hint. */
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(SET_CALL_HINT);
-  req.set_call_hint = &hint;
-  return main_simple(self, &req, MRESP(SET_CALL_HINT));
+  return main_simple(self, MAIN_REQUEST(SET_CALL_HINT, set_call_hint, &hint),
+                     MRESP(SET_CALL_HINT));
 }
 
 /* ------------------------------------------------------------------------ */
 /* VM state */
+
+/*
+ * A kernel struct as the state bytes of a get_state answer (main connection
+ * or VCPU): exactly its size, or -EPROTO. `answer` may be NULL (no member).
+ */
+static int copy_state_out(const ProtobufCBinaryData *answer, void *out, size_t size) {
+  if (!answer || answer->len != size) return -EPROTO;
+  memcpy(out, answer->data, size);
+  return 0;
+}
+
+/* A kernel struct as the state bytes of a set_state request (never written through). */
+static ProtobufCBinaryData state_bytes(const void *in, size_t size) {
+  return (ProtobufCBinaryData){.len = size, .data = (uint8_t *)in};
+}
 
 static int vm_get_state(struct crosvm *self, Plugvisor__Plugin__MainRequest__StateSet set,
                         void *out, size_t size) {
   if (!self || !out) return -EINVAL;
   MainGetState get = PLUGVISOR__PLUGIN__MAIN_REQUEST__GET_STATE__INIT;
   get.set = set;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(GET_STATE);
-  req.get_state = &get;
   MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, MRESP(GET_STATE), &resp, fds, 0, NULL);
+  int rc = main_query(self, MAIN_REQUEST(GET_STATE, get_state, &get), MRESP(GET_STATE),
+                      &resp);
   if (rc != 0) return rc;
-  if (!resp->get_state || resp->get_state->state.len != size)
-    rc = -EPROTO;
-  else
-    memcpy(out, resp->get_state->state.data, size);
+  rc = copy_state_out(resp->get_state ? &resp->get_state->state : NULL, out, size);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return rc;
 }
@@ -798,12 +755,8 @@ static int vm_set_state(struct crosvm *self, Plugvisor__Plugin__MainRequest__Sta
   if (!self || !in) return -EINVAL;
   MainSetState st = PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_STATE__INIT;
   st.set = set;
-  st.state.data = (uint8_t *)in;
-  st.state.len = size;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(SET_STATE);
-  req.set_state = &st;
-  return main_simple(self, &req, MRESP(SET_STATE));
+  st.state = state_bytes(in, size);
+  return main_simple(self, MAIN_REQUEST(SET_STATE, set_state, &st), MRESP(SET_STATE));
 }
 
 #define VM_SET(name) PLUGVISOR__PLUGIN__MAIN_REQUEST__STATE_SET__##name
@@ -820,45 +773,27 @@ API_EXPORT int crosvm_set_pic_state(struct crosvm *self, bool primary,
                       sizeof(*state));
 }
 
-API_EXPORT int crosvm_get_ioapic_state(struct crosvm *self,
-                                       struct kvm_ioapic_state *state) {
-  return vm_get_state(self, VM_SET(IOAPIC), state, sizeof(*state));
-}
+/* crosvm_get_<name> and crosvm_set_<name>: the VM state set `set`, a `type`. */
+#define VM_STATE_ACCESSORS(name, type, set)                                    \
+  API_EXPORT int crosvm_get_##name(struct crosvm *self, type *out) {           \
+    return vm_get_state(self, VM_SET(set), out, sizeof(*out));                 \
+  }                                                                            \
+  API_EXPORT int crosvm_set_##name(struct crosvm *self, const type *in) {      \
+    return vm_set_state(self, VM_SET(set), in, sizeof(*in));                   \
+  }
 
-API_EXPORT int crosvm_set_ioapic_state(struct crosvm *self,
-                                       const struct kvm_ioapic_state *state) {
-  return vm_set_state(self, VM_SET(IOAPIC), state, sizeof(*state));
-}
-
-API_EXPORT int crosvm_get_pit_state(struct crosvm *self,
-                                    struct kvm_pit_state2 *state) {
-  return vm_get_state(self, VM_SET(PIT), state, sizeof(*state));
-}
-
-API_EXPORT int crosvm_set_pit_state(struct crosvm *self,
-                                    const struct kvm_pit_state2 *state) {
-  return vm_set_state(self, VM_SET(PIT), state, sizeof(*state));
-}
-
-API_EXPORT int crosvm_get_clock(struct crosvm *self,
-                                struct kvm_clock_data *clock_data) {
-  return vm_get_state(self, VM_SET(CLOCK), clock_data, sizeof(*clock_data));
-}
-
-API_EXPORT int crosvm_set_clock(struct crosvm *self,
-                                const struct kvm_clock_data *clock_data) {
-  return vm_set_state(self, VM_SET(CLOCK), clock_data, sizeof(*clock_data));
-}
+VM_STATE_ACCESSORS(ioapic_state, struct kvm_ioapic_state, IOAPIC)
+VM_STATE_ACCESSORS(pit_state, struct kvm_pit_state2, PIT)
+VM_STATE_ACCESSORS(clock, struct kvm_clock_data, CLOCK)
 
 API_EXPORT int crosvm_set_identity_map_addr(struct crosvm *self, uint32_t addr) {
   if (!self) return -EINVAL;
   MainSetIdentityMapAddr set =
       PLUGVISOR__PLUGIN__MAIN_REQUEST__SET_IDENTITY_MAP_ADDR__INIT;
   set.address = addr;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(SET_IDENTITY_MAP_ADDR);
-  req.set_identity_map_addr = &set;
-  return main_simple(self, &req, MRESP(SET_IDENTITY_MAP_ADDR));
+  return main_simple(self,
+                     MAIN_REQUEST(SET_IDENTITY_MAP_ADDR, set_identity_map_addr, &set),
+                     MRESP(SET_IDENTITY_MAP_ADDR));
 }
 
 API_EXPORT int crosvm_pause_vcpus(struct crosvm *self, uint64_t cpu_mask,
@@ -867,43 +802,42 @@ API_EXPORT int crosvm_pause_vcpus(struct crosvm *self, uint64_t cpu_mask,
   MainPauseVcpus pause = PLUGVISOR__PLUGIN__MAIN_REQUEST__PAUSE_VCPUS__INIT;
   pause.cpu_mask = cpu_mask;
   pause.user = (uint64_t)(uintptr_t)user;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(PAUSE_VCPUS);
-  req.pause_vcpus = &pause;
-  return main_simple(self, &req, MRESP(PAUSE_VCPUS));
+  return main_simple(self, MAIN_REQUEST(PAUSE_VCPUS, pause_vcpus, &pause),
+                     MRESP(PAUSE_VCPUS));
 }
 
 API_EXPORT int crosvm_start(struct crosvm *self) {
   if (!self) return -EINVAL;
   MainStart start = PLUGVISOR__PLUGIN__MAIN_REQUEST__START__INIT;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(START);
-  req.start = &start;
-  return main_simple(self, &req, MRESP(START));
+  return main_simple(self, MAIN_REQUEST(START, start, &start), MRESP(START));
 }
 
 /* ------------------------------------------------------------------------ */
 /* Objects */
 
-/* Sends create{id, ...}; fds receive exactly want_fds descriptors. */
+/* A create request's kind, as MAIN_REQUEST pairs a request's member. */
+#define CREATE(name, field, member)                                          \
+  (&MESSAGE(MainCreate, plugvisor__plugin__main_request__create__descriptor, \
+            .kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_##name, \
+            .field = (member)))
+
+/*
+ * Sends `create` under a new object id (with `send_fd` attached when >= 0);
+ * fds receive exactly want_fds descriptors, *id the object's id.
+ */
 static int create_object(struct crosvm *self, MainCreate *create, int send_fd,
-                         int *fds, int want_fds) {
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(CREATE);
-  req.create = create;
-  MainResponse *resp;
-  int rc = main_call(self, &req, send_fd, MRESP(CREATE), &resp, fds, want_fds, NULL);
-  if (rc == 0) protobuf_c_message_free_unpacked(&resp->base, NULL);
+                         int *fds, int want_fds, uint32_t *id) {
+  create->id = new_object_id();
+  int rc = main_call(self, MAIN_REQUEST(CREATE, create, create), send_fd, MRESP(CREATE),
+                     NULL, fds, want_fds, NULL);
+  if (rc == 0) *id = create->id;
   return rc;
 }
 
 static int destroy_object(struct crosvm *self, uint32_t id) {
   MainDestroy destroy = PLUGVISOR__PLUGIN__MAIN_REQUEST__DESTROY__INIT;
   destroy.id = id;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(DESTROY);
-  req.destroy = &destroy;
-  return main_simple(self, &req, MRESP(DESTROY));
+  return main_simple(self, MAIN_REQUEST(DESTROY, destroy, &destroy), MRESP(DESTROY));
 }
 
 API_EXPORT int crosvm_create_io_event(struct crosvm *self, uint32_t space,
@@ -927,17 +861,12 @@ API_EXPORT int crosvm_create_io_event(struct crosvm *self, uint32_t space,
   ev.address = addr;
   ev.length = length;
   ev.datamatch = match;
-  MainCreate create = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__INIT;
-  create.id = new_object_id();
-  create.kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_IO_EVENT;
-  create.io_event = &ev;
   int fds[MAIN_MAX_FDS];
-  rc = create_object(self, &create, -1, fds, 1);
+  rc = create_object(self, CREATE(IO_EVENT, io_event, &ev), -1, fds, 1, &io->id);
   if (rc != 0) {
     free(io);
     return rc;
   }
-  io->id = create.id;
   io->fd = fds[0];
   *out = io;
   return 0;
@@ -973,17 +902,12 @@ API_EXPORT int crosvm_create_memory(struct crosvm *self, int fd,
   m.length = length;
   m.read_only = read_only;
   m.dirty_log = dirty_log;
-  MainCreate create = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__INIT;
-  create.id = new_object_id();
-  create.kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_MEMORY;
-  create.memory = &m;
   int fds[MAIN_MAX_FDS];
-  int rc = create_object(self, &create, fd, fds, 0);
+  int rc = create_object(self, CREATE(MEMORY, memory, &m), fd, fds, 0, &mem->id);
   if (rc != 0) {
     free(mem);
     return rc;
   }
-  mem->id = create.id;
   mem->length = length;
   *out = mem;
   return 0;
@@ -1005,12 +929,9 @@ API_EXPORT int crosvm_memory_get_dirty_log(struct crosvm *self,
   if (!self || !mem || !log) return -EINVAL;
   MainDirtyLog dl = PLUGVISOR__PLUGIN__MAIN_REQUEST__DIRTY_LOG__INIT;
   dl.id = mem->id;
-  MainRequest req = MAIN_REQUEST_INIT;
-  req.message_case = MREQ(DIRTY_LOG);
-  req.dirty_log = &dl;
   MainResponse *resp;
-  int fds[MAIN_MAX_FDS];
-  int rc = main_call(self, &req, -1, MRESP(DIRTY_LOG), &resp, fds, 0, NULL);
+  int rc = main_query(self, MAIN_REQUEST(DIRTY_LOG, dirty_log, &dl), MRESP(DIRTY_LOG),
+                      &resp);
   if (rc != 0) return rc;
   uint64_t pages = mem->length / PAGE_SIZE_ + (mem->length % PAGE_SIZE_ != 0);
   uint64_t size = pages / 8 + (pages % 8 != 0);
@@ -1033,17 +954,12 @@ API_EXPORT int crosvm_create_irq_event(struct crosvm *self, uint32_t irq_id,
   MainCreateIrqEvent ev = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__IRQ_EVENT__INIT;
   ev.irq_id = irq_id;
   ev.resample = true;
-  MainCreate create = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__INIT;
-  create.id = new_object_id();
-  create.kind_case = PLUGVISOR__PLUGIN__MAIN_REQUEST__CREATE__KIND_IRQ_EVENT;
-  create.irq_event = &ev;
   int fds[MAIN_MAX_FDS];
-  int rc = create_object(self, &create, -1, fds, 2);
+  int rc = create_object(self, CREATE(IRQ_EVENT, irq_event, &ev), -1, fds, 2, &irq->id);
   if (rc != 0) {
     free(irq);
     return rc;
   }
-  irq->id = create.id;
   irq->trigger_fd = fds[0];
   irq->resample_fd = fds[1];
   *out = irq;
@@ -1217,10 +1133,7 @@ API_EXPORT int crosvm_vcpu_wait(struct crosvm_vcpu *self,
   int rc;
   if (!self->wait_sent) {
     VcpuWait wait = PLUGVISOR__PLUGIN__VCPU_REQUEST__WAIT__INIT;
-    VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-    req.message_case = VREQ(WAIT);
-    req.wait = &wait;
-    rc = vcpu_send(self, &req);
+    rc = vcpu_send(self, VCPU_REQUEST(WAIT, wait, &wait));
     if (rc != 0) return rc;
     self->wait_sent = true;
   }
@@ -1342,10 +1255,7 @@ API_EXPORT int crosvm_vcpu_resume(struct crosvm_vcpu *self) {
     resume.debugregs.data = (uint8_t *)&self->debugregs;
     resume.debugregs.len = sizeof(self->debugregs);
   }
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(RESUME);
-  req.resume = &resume;
-  int rc = vcpu_send(self, &req);
+  int rc = vcpu_send(self, VCPU_REQUEST(RESUME, resume, &resume));
   if (rc != 0) return rc;
   self->io_read_pending = false;
   self->hcall_pending = false;
@@ -1363,16 +1273,11 @@ static int vcpu_get_state(struct crosvm_vcpu *vcpu,
   if (!vcpu || !out) return -EINVAL;
   VcpuGetState get = PLUGVISOR__PLUGIN__VCPU_REQUEST__GET_STATE__INIT;
   get.set = set;
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(GET_STATE);
-  req.get_state = &get;
   VcpuResponse *resp;
-  int rc = vcpu_call(vcpu, &req, VRESP(GET_STATE), &resp);
+  int rc = vcpu_call(vcpu, VCPU_REQUEST(GET_STATE, get_state, &get), VRESP(GET_STATE),
+                     &resp);
   if (rc != 0) return rc;
-  if (!resp->get_state || resp->get_state->state.len != size)
-    rc = -EPROTO;
-  else
-    memcpy(out, resp->get_state->state.data, size);
+  rc = copy_state_out(resp->get_state ? &resp->get_state->state : NULL, out, size);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
   return rc;
 }
@@ -1383,12 +1288,8 @@ static int vcpu_set_state(struct crosvm_vcpu *vcpu,
   if (!vcpu || !in) return -EINVAL;
   VcpuSetState st = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_STATE__INIT;
   st.set = set;
-  st.state.data = (uint8_t *)in;
-  st.state.len = size;
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(SET_STATE);
-  req.set_state = &st;
-  return vcpu_call(vcpu, &req, VRESP(SET_STATE), NULL);
+  st.state = state_bytes(in, size);
+  return vcpu_call(vcpu, VCPU_REQUEST(SET_STATE, set_state, &st), VRESP(SET_STATE), NULL);
 }
 
 /* Get of a cached register set: the cache if valid, else the host. */
@@ -1404,6 +1305,15 @@ static int cached_get(struct crosvm_vcpu *vcpu,
   return vcpu_get_state(vcpu, set, out, size);
 }
 
+/* Set of a cached register set: only the cache, sent with the next resume. */
+static int cached_set(struct reg_cache *cache, void *cached, const void *in,
+                      size_t size) {
+  if (!in) return -EINVAL;
+  memcpy(cached, in, size);
+  *cache = (struct reg_cache){true, true};
+  return 0;
+}
+
 API_EXPORT int crosvm_vcpu_get_regs(struct crosvm_vcpu *self,
                                     struct kvm_regs *regs) {
   if (!self) return -EINVAL;
@@ -1413,10 +1323,8 @@ API_EXPORT int crosvm_vcpu_get_regs(struct crosvm_vcpu *self,
 
 API_EXPORT int crosvm_vcpu_set_regs(struct crosvm_vcpu *self,
                                     const struct kvm_regs *regs) {
-  if (!self || !regs) return -EINVAL;
-  self->regs = *regs;
-  self->regs_cache = (struct reg_cache){true, true};
-  return 0;
+  if (!self) return -EINVAL;
+  return cached_set(&self->regs_cache, &self->regs, regs, sizeof(*regs));
 }
 
 API_EXPORT int crosvm_vcpu_get_sregs(struct crosvm_vcpu *self,
@@ -1428,10 +1336,8 @@ API_EXPORT int crosvm_vcpu_get_sregs(struct crosvm_vcpu *self,
 
 API_EXPORT int crosvm_vcpu_set_sregs(struct crosvm_vcpu *self,
                                      const struct kvm_sregs *sregs) {
-  if (!self || !sregs) return -EINVAL;
-  self->sregs = *sregs;
-  self->sregs_cache = (struct reg_cache){true, true};
-  return 0;
+  if (!self) return -EINVAL;
+  return cached_set(&self->sregs_cache, &self->sregs, sregs, sizeof(*sregs));
 }
 
 API_EXPORT int crosvm_vcpu_get_debugregs(struct crosvm_vcpu *self,
@@ -1443,10 +1349,8 @@ API_EXPORT int crosvm_vcpu_get_debugregs(struct crosvm_vcpu *self,
 
 API_EXPORT int crosvm_vcpu_set_debugregs(struct crosvm_vcpu *self,
                                          const struct kvm_debugregs *dregs) {
-  if (!self || !dregs) return -EINVAL;
-  self->debugregs = *dregs;
-  self->debugregs_cache = (struct reg_cache){true, true};
-  return 0;
+  if (!self) return -EINVAL;
+  return cached_set(&self->debugregs_cache, &self->debugregs, dregs, sizeof(*dregs));
 }
 
 #define VCPU_STATE_ACCESSORS(name, type, set)                                  \
@@ -1474,11 +1378,9 @@ API_EXPORT int crosvm_vcpu_get_msrs(struct crosvm_vcpu *self, uint32_t msr_count
   VcpuGetMsrs get = PLUGVISOR__PLUGIN__VCPU_REQUEST__GET_MSRS__INIT;
   get.n_entry_indices = msr_count;
   get.entry_indices = indices;
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(GET_MSRS);
-  req.get_msrs = &get;
   VcpuResponse *resp;
-  int rc = vcpu_call(self, &req, VRESP(GET_MSRS), &resp);
+  int rc = vcpu_call(self, VCPU_REQUEST(GET_MSRS, get_msrs, &get), VRESP(GET_MSRS),
+                     &resp);
   free(indices);
   if (rc != 0) return rc;
   size_t n = resp->get_msrs ? resp->get_msrs->n_entry_data : 0;
@@ -1495,32 +1397,18 @@ API_EXPORT int crosvm_vcpu_get_msrs(struct crosvm_vcpu *self, uint32_t msr_count
 API_EXPORT int crosvm_vcpu_set_msrs(struct crosvm_vcpu *self, uint32_t msr_count,
                                     const struct kvm_msr_entry *msr_entries) {
   if (!self || (msr_count && !msr_entries)) return -EINVAL;
-  VcpuMsrEntry *wire = calloc(msr_count ? msr_count : 1, sizeof(*wire));
-  VcpuMsrEntry **ptrs = calloc(msr_count ? msr_count : 1, sizeof(*ptrs));
-  int rc;
-  if (!wire || !ptrs) {
-    rc = -ENOMEM;
-    goto out;
-  }
+  VcpuMsrEntry **wire =
+      new_repeated(&plugvisor__plugin__vcpu_request__msr_entry__descriptor, msr_count);
+  if (!wire) return -ENOMEM;
   for (uint32_t i = 0; i < msr_count; i++) {
-    static const VcpuMsrEntry init = PLUGVISOR__PLUGIN__VCPU_REQUEST__MSR_ENTRY__INIT;
-    wire[i] = init;
-    wire[i].index = msr_entries[i].index;
-    wire[i].data = msr_entries[i].data;
-    ptrs[i] = &wire[i];
+    wire[i]->index = msr_entries[i].index;
+    wire[i]->data = msr_entries[i].data;
   }
-  {
-    VcpuSetMsrs set = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_MSRS__INIT;
-    set.n_entries = msr_count;
-    set.entries = ptrs;
-    VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-    req.message_case = VREQ(SET_MSRS);
-    req.set_msrs = &set;
-    rc = vcpu_call(self, &req, VRESP(SET_MSRS), NULL);
-  }
-out:
+  VcpuSetMsrs set = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_MSRS__INIT;
+  set.n_entries = msr_count;
+  set.entries = wire;
+  int rc = vcpu_call(self, VCPU_REQUEST(SET_MSRS, set_msrs, &set), VRESP(SET_MSRS), NULL);
   free(wire);
-  free(ptrs);
   return rc;
 }
 
@@ -1528,38 +1416,15 @@ API_EXPORT int crosvm_vcpu_set_cpuid(struct crosvm_vcpu *self,
                                      uint32_t cpuid_count,
                                      const struct kvm_cpuid_entry2 *cpuid_entries) {
   if (!self || (cpuid_count && !cpuid_entries)) return -EINVAL;
-  CpuidEntry *wire = calloc(cpuid_count ? cpuid_count : 1, sizeof(*wire));
-  CpuidEntry **ptrs = calloc(cpuid_count ? cpuid_count : 1, sizeof(*ptrs));
-  int rc;
-  if (!wire || !ptrs) {
-    rc = -ENOMEM;
-    goto out;
-  }
-  for (uint32_t i = 0; i < cpuid_count; i++) {
-    static const CpuidEntry init = CPUID_ENTRY_INIT;
-    const struct kvm_cpuid_entry2 *e = &cpuid_entries[i];
-    wire[i] = init;
-    wire[i].function = e->function;
-    wire[i].has_index = (e->flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0;
-    wire[i].index = e->index;
-    wire[i].eax = e->eax;
-    wire[i].ebx = e->ebx;
-    wire[i].ecx = e->ecx;
-    wire[i].edx = e->edx;
-    ptrs[i] = &wire[i];
-  }
-  {
-    VcpuSetCpuid set = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_CPUID__INIT;
-    set.n_entries = cpuid_count;
-    set.entries = ptrs;
-    VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-    req.message_case = VREQ(SET_CPUID);
-    req.set_cpuid = &set;
-    rc = vcpu_call(self, &req, VRESP(SET_CPUID), NULL);
-  }
-out:
-  free(wire);
-  free(ptrs);
+  VcpuSetCpuid set = PLUGVISOR__PLUGIN__VCPU_REQUEST__SET_CPUID__INIT;
+  set.n_entries = cpuid_count;
+  set.entries = new_repeated(&plugvisor__plugin__cpuid_entry__descriptor, cpuid_count);
+  if (!set.entries) return -ENOMEM;
+  for (uint32_t i = 0; i < cpuid_count; i++)
+    cpuid_entry_from_kvm(&cpuid_entries[i], set.entries[i]);
+  int rc = vcpu_call(self, VCPU_REQUEST(SET_CPUID, set_cpuid, &set), VRESP(SET_CPUID),
+                     NULL);
+  free(set.entries);
   return rc;
 }
 
@@ -1569,11 +1434,9 @@ API_EXPORT int crosvm_get_hyperv_cpuid(struct crosvm_vcpu *self,
                                        uint32_t *out_count) {
   if (!self || (entry_count && !entries)) return -EINVAL;
   CpuidRequest cpuid = CPUID_REQUEST_INIT;
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(GET_HYPERV_CPUID);
-  req.get_hyperv_cpuid = &cpuid;
   VcpuResponse *resp;
-  int rc = vcpu_call(self, &req, VRESP(GET_HYPERV_CPUID), &resp);
+  int rc = vcpu_call(self, VCPU_REQUEST(GET_HYPERV_CPUID, get_hyperv_cpuid, &cpuid),
+                     VRESP(GET_HYPERV_CPUID), &resp);
   if (rc != 0) return rc;
   rc = copy_cpuid_out(resp->get_hyperv_cpuid, entry_count, entries, out_count);
   protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -1590,8 +1453,6 @@ API_EXPORT int crosvm_vcpu_enable_capability(struct crosvm_vcpu *self,
       if (args[i] != 0) return -EINVAL;
   VcpuEnableCapability cap = PLUGVISOR__PLUGIN__VCPU_REQUEST__ENABLE_CAPABILITY__INIT;
   cap.capability = capability;
-  VcpuRequest req = PLUGVISOR__PLUGIN__VCPU_REQUEST__INIT;
-  req.message_case = VREQ(ENABLE_CAPABILITY);
-  req.enable_capability = &cap;
-  return vcpu_call(self, &req, VRESP(ENABLE_CAPABILITY), NULL);
+  return vcpu_call(self, VCPU_REQUEST(ENABLE_CAPABILITY, enable_capability, &cap),
+                   VRESP(ENABLE_CAPABILITY), NULL);
 }

@@ -1,10 +1,14 @@
 /*
  * Internal: short names for the protobuf-c types generated from
- * src/protocol/plugin.proto (generated into build/gen at build time).
+ * src/protocol/plugin.proto (generated into build/gen at build time). What
+ * the host's VCPU side uses too (VCPU oneof cases, VCPU_REQUEST, repeated
+ * fields, CPUID entries) is in native/protocol/messages.h.
  */
 #ifndef CROSVM_PLUGIN_WIRE_H_
 #define CROSVM_PLUGIN_WIRE_H_
 
+/* By its path from here, so that any build of crosvm.c finds it. */
+#include "../../../native/protocol/messages.h"
 #include "plugin.pb-c.h"
 
 typedef Plugvisor__Plugin__CpuidEntry CpuidEntry;
@@ -53,15 +57,19 @@ typedef Plugvisor__Plugin__VcpuResponse VcpuResponse;
 typedef Plugvisor__Plugin__VcpuResponse__Wait VcpuResponseWait;
 
 /* Initializers. */
-#define CPUID_ENTRY_INIT PLUGVISOR__PLUGIN__CPUID_ENTRY__INIT
 #define CPUID_REQUEST_INIT PLUGVISOR__PLUGIN__CPUID_REQUEST__INIT
-#define MAIN_REQUEST_INIT PLUGVISOR__PLUGIN__MAIN_REQUEST__INIT
 
 /* Oneof cases, main connection (request numbering). */
 #define MREQ(name) PLUGVISOR__PLUGIN__MAIN_REQUEST__MESSAGE_##name
 #define MRESP(name) PLUGVISOR__PLUGIN__MAIN_RESPONSE__MESSAGE_##name
-#define VREQ(name) PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE_##name
-#define VRESP(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__MESSAGE_##name
-#define VEXIT(name) PLUGVISOR__PLUGIN__VCPU_RESPONSE__WAIT__EXIT_##name
+
+/*
+ * A request carrying `member` in its oneof, as VCPU_REQUEST (messages.h):
+ * MAIN_REQUEST(SET_IRQ, set_irq, &set) is the MainRequest whose case is
+ * MREQ(SET_IRQ) and whose set_irq is &set.
+ */
+#define MAIN_REQUEST(name, field, member)                                \
+  (&MESSAGE(MainRequest, plugvisor__plugin__main_request__descriptor,   \
+            .message_case = MREQ(name), .field = (member)))
 
 #endif /* CROSVM_PLUGIN_WIRE_H_ */

@@ -293,6 +293,14 @@ static struct pb wait_of(int exit_field, const struct pb *exit_sub) {
   return w;
 }
 
+/* Pushes VcpuResponse{wait{exit{sub}}} and returns what crosvm_vcpu_wait makes of it. */
+static int push_and_wait(struct host_vcpu *v, int exit_field, const struct pb *exit_sub,
+                         struct crosvm_vcpu *vcpu, struct crosvm_vcpu_event *evt) {
+  struct pb w = wait_of(exit_field, exit_sub);
+  vcpu_push(v, 0, 2, &w);
+  return crosvm_vcpu_wait(vcpu, evt);
+}
+
 /* Reads one VcpuRequest (unframed, one per write) into req_buf. */
 static bool vcpu_read_request(struct host_vcpu *v) {
   ssize_t n = read(v->req_rd, req_buf, sizeof(req_buf));
@@ -686,15 +694,13 @@ static void test_main_connection(void) {
   struct kvm_ioapic_state ioapic;
   struct kvm_pit_state2 pit;
   struct kvm_clock_data clock;
-  memset(&ioapic, 0, sizeof(ioapic));
-  memset(&pit, 0, sizeof(pit));
-  memset(&clock, 0, sizeof(clock));
-  clock.clock = 123456789;
   struct {
     int set;
     void *data;
     size_t size;
   } vm_states[] = {{2, &ioapic, sizeof(ioapic)}, {3, &pit, sizeof(pit)}, {4, &clock, sizeof(clock)}};
+  for (int i = 0; i < 3; i++) memset(vm_states[i].data, 0, vm_states[i].size);
+  clock.clock = 123456789;
   for (int i = 0; i < 3; i++) {
     struct pb s = {.len = 0};
     pb_bytes(&s, 1, vm_states[i].data, vm_states[i].size);
@@ -982,9 +988,7 @@ static void test_vcpu(void) {
   pb_bytes(&rd, 5, zeros, 4);
   pb_bytes(&rd, 6, &regs, sizeof(regs));
   pb_bytes(&rd, 7, &sregs, sizeof(sregs));
-  w = wait_of(2, &rd);
-  vcpu_push(h, 0, 2, &w);
-  CHECK_RC(crosvm_vcpu_wait(vcpu, &evt), 0);
+  CHECK_RC(push_and_wait(h, 2, &rd, vcpu, &evt), 0);
   CHECK(evt.kind == CROSVM_VCPU_EVENT_KIND_IO_ACCESS &&
         evt.io_access.address_space == CROSVM_ADDRESS_SPACE_MMIO &&
         evt.io_access.is_write == 0 && evt.io_access.length == 4);
@@ -1033,16 +1037,12 @@ static void test_vcpu(void) {
   struct pb badrd = {.len = 0};
   pb_uint(&badrd, 2, 0x60);
   pb_bytes(&badrd, 6, &regs, sizeof(regs) - 8);
-  w = wait_of(2, &badrd);
-  vcpu_push(h, 0, 2, &w);
-  CHECK_RC(crosvm_vcpu_wait(vcpu, &evt), -EPROTO);
+  CHECK_RC(push_and_wait(h, 2, &badrd, vcpu, &evt), -EPROTO);
 
   /* PAUSED carries the user pointer; HCALL gives a result slot. */
   struct pb user = {.len = 0};
   pb_uint(&user, 1, 0xfeedbeefull);
-  w = wait_of(3, &user);
-  vcpu_push(h, 0, 2, &w);
-  CHECK_RC(crosvm_vcpu_wait(vcpu, &evt), 0);
+  CHECK_RC(push_and_wait(h, 3, &user, vcpu, &evt), 0);
   CHECK(evt.kind == CROSVM_VCPU_EVENT_KIND_PAUSED && evt.user == (void *)0xfeedbeefull);
   CHECK_RC(crosvm_vcpu_resume(vcpu), 0);
   CHECK(vcpu_read_request(h));
@@ -1051,9 +1051,7 @@ static void test_vcpu(void) {
   pb_uint(&hc, 1, 0x10001);
   pb_uint(&hc, 2, 0x22);
   pb_uint(&hc, 3, 0x33);
-  w = wait_of(4, &hc);
-  vcpu_push(h, 0, 2, &w);
-  CHECK_RC(crosvm_vcpu_wait(vcpu, &evt), 0);
+  CHECK_RC(push_and_wait(h, 4, &hc, vcpu, &evt), 0);
   CHECK(evt.kind == CROSVM_VCPU_EVENT_KIND_HYPERV_HCALL && evt.hyperv_call.input == 0x10001 &&
         evt.hyperv_call.params[0] == 0x22 && evt.hyperv_call.params[1] == 0x33 &&
         evt.hyperv_call.result != NULL);
@@ -1072,9 +1070,7 @@ static void test_vcpu(void) {
   pb_uint(&syn, 2, 1);
   pb_uint(&syn, 3, 0x2000);
   pb_uint(&syn, 4, 0x3000);
-  w = wait_of(5, &syn);
-  vcpu_push(h, 0, 2, &w);
-  CHECK_RC(crosvm_vcpu_wait(vcpu, &evt), 0);
+  CHECK_RC(push_and_wait(h, 5, &syn, vcpu, &evt), 0);
   CHECK(evt.kind == CROSVM_VCPU_EVENT_KIND_HYPERV_SYNIC && evt.hyperv_synic.msr == 0x40000080 &&
         evt.hyperv_synic.control == 1 && evt.hyperv_synic.evt_page == 0x2000 &&
         evt.hyperv_synic.msg_page == 0x3000);
@@ -1128,16 +1124,13 @@ static void test_vcpu(void) {
     struct kvm_lapic_state lapic;
     struct kvm_mp_state mp;
     struct kvm_vcpu_events events;
-    memset(&xcrs, 0, sizeof(xcrs));
-    memset(&lapic, 0, sizeof(lapic));
-    memset(&mp, 0, sizeof(mp));
-    memset(&events, 0, sizeof(events));
     struct {
       int set;
       void *p;
       size_t size;
     } sets[] = {{6, &xcrs, sizeof(xcrs)}, {4, &lapic, sizeof(lapic)},
                 {5, &mp, sizeof(mp)}, {7, &events, sizeof(events)}};
+    for (int i = 0; i < 4; i++) memset(sets[i].p, 0, sets[i].size);
     for (int i = 0; i < 4; i++) {
       struct pb s = {.len = 0};
       pb_bytes(&s, 1, sets[i].p, sets[i].size);

@@ -81,8 +81,7 @@ int main(void) {
   if (eventfd_wait(resample, 5000) != 1) FAIL("the resample eventfd did not fire after EOI");
 
   /* IRQ 3 through the irq line. */
-  OK(crosvm_set_irq(c, 3, true));
-  OK(crosvm_set_irq(c, 3, false));
+  pulse_irq(c, 3);
   expect_out(vcpu, REPORT_PORT, 1, 3);
 
   /* A new routing table: GSI 10 -> primary PIC pin 5, GSI 11 -> an MSI. */
@@ -97,8 +96,7 @@ int main(void) {
   routes[1].msi.address = 0xfee00000;
   routes[1].msi.data = 0x31;
   OK(crosvm_set_irq_routing(c, 2, routes));
-  OK(crosvm_set_irq(c, 10, true));
-  OK(crosvm_set_irq(c, 10, false));
+  pulse_irq(c, 10);
   expect_out_stop(vcpu, REPORT_PORT, 1, 5);
 
   routes[1].kind = 7; /* not a route kind */

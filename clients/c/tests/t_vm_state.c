@@ -85,8 +85,7 @@ int main(void) {
   struct crosvm_vcpu_event evt;
 
   wait_io(vcpu, &evt, CROSVM_ADDRESS_SPACE_IOPORT, READY_PORT, true, 1);
-  OK(crosvm_set_irq(c, 3, true));
-  OK(crosvm_set_irq(c, 3, false));
+  pulse_irq(c, 3);
   OK(crosvm_vcpu_resume(vcpu));
   expect_out_stop(vcpu, REPORT_PORT, 1, 0x43);
 

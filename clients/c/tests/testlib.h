@@ -245,6 +245,12 @@ static inline int finish_test(struct crosvm *c, struct guest_mem *low, const cha
   return 0;
 }
 
+/* An edge on an IRQ line, as the PIC's edge-triggered inputs take it: raised, then lowered. */
+static inline void pulse_irq(struct crosvm *c, uint32_t irq_id) {
+  OK(crosvm_set_irq(c, irq_id, true));
+  OK(crosvm_set_irq(c, irq_id, false));
+}
+
 /* Reads an eventfd's counter, waiting up to timeout_ms; 0 on timeout. */
 static inline uint64_t eventfd_wait(int fd, int timeout_ms) {
   struct pollfd p = {.fd = fd, .events = POLLIN};
