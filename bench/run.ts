@@ -22,6 +22,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PACKAGE_ROOT } from '../src/package-root.js';
+import { forEachArgument } from './args.js';
 
 // ---------------------------------------------------------------------------
 // paths
@@ -89,13 +90,7 @@ function parseOptions(argv: string[]): Options {
     markdown: false,
     timeoutSec: 180,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  forEachArgument(argv, (a, value) => {
     const positive = (v: string, integer: boolean): number => {
       const n = Number(v);
       if (!Number.isFinite(n) || n < 0 || (integer && !Number.isInteger(n))) throw new Error(`${a}: bad value ${v}`);
@@ -150,7 +145,7 @@ function parseOptions(argv: string[]): Options {
       default:
         throw new Error(`unknown option ${a}\n${USAGE}`);
     }
-  }
+  });
   return o;
 }
 
@@ -429,26 +424,27 @@ async function runC(bin: string, args: string[], ctx: RunContext): Promise<Json>
   return lastJsonLine(path.basename(bin), r.stdout);
 }
 
-function rawCase(id: string, title: string, exits: number, args: string[], baseline?: string): Case {
+/** The metrics of {@link cExitMetrics} that a C program's case shows. */
+const C_EXIT_METRICS: MetricSpec[] = [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')];
+
+/** A case of one of the C programs (raw_exit, pipe_baseline): `bin EXITS args...`. */
+function cCase(bin: string, id: string, title: string, exits: number, args: string[], baseline?: string): Case {
   return {
     id,
     title,
     baseline,
-    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
+    metrics: C_EXIT_METRICS,
     unavailable: needC,
-    run: async (ctx) => cExitMetrics(await runC(RAW_EXIT, [String(ctx.exits(exits)), ...args], ctx)),
+    run: async (ctx) => cExitMetrics(await runC(bin, [String(ctx.exits(exits)), ...args], ctx)),
   };
 }
 
+function rawCase(id: string, title: string, exits: number, args: string[], baseline?: string): Case {
+  return cCase(RAW_EXIT, id, title, exits, args, baseline);
+}
+
 function pipeCase(id: string, title: string, exits: number, args: string[], baseline: string): Case {
-  return {
-    id,
-    title,
-    baseline,
-    metrics: [lower('usPerExit', 'µs'), lower('cpuUsPerExit', 'µs'), higher('exitsPerSec', '/s')],
-    unavailable: needC,
-    run: async (ctx) => cExitMetrics(await runC(PIPE_BASELINE, [String(ctx.exits(exits)), ...args], ctx)),
-  };
+  return cCase(PIPE_BASELINE, id, title, exits, args, baseline);
 }
 
 function spinCase(spin: number, exits: number): Case {
@@ -456,13 +452,7 @@ function spinCase(spin: number, exits: number): Case {
     id: `pipe-spin${spin}.io.1cpu`,
     title: `pipe round trip, both sides spin up to ${spin} reads before poll`,
     baseline: 'raw.io.1cpu',
-    metrics: [
-      lower('usPerExit', 'µs'),
-      lower('cpuUsPerExit', 'µs'),
-      higher('exitsPerSec', '/s'),
-      lower('blockedPct', '%'),
-      lower('spinWindowUs', 'µs'),
-    ],
+    metrics: [...C_EXIT_METRICS, lower('blockedPct', '%'), lower('spinWindowUs', 'µs')],
     unavailable: needC,
     run: async (ctx) => {
       const j = await runC(PIPE_BASELINE, [String(ctx.exits(exits)), '--spin', String(spin)], ctx);

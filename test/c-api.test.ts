@@ -51,25 +51,23 @@ function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv): string {
   }
 }
 
+/** How a program links the built library (found again at run time through its rpath). */
+const LINK_LIBRARY = [`-L${libDir}`, `-Wl,-rpath,${libDir}`, '-lcrosvm_plugin'];
+
+/**
+ * Compiles `source` with `compiler` and `flags`, warnings as errors, against
+ * the built header, into binDir/NAME (linked to the library unless `link` is
+ * false); returns the program's path.
+ */
+function compile(compiler: 'cc' | 'c++', flags: string[], source: string, name: string, { link = true } = {}): string {
+  const out = path.join(binDir, name);
+  run(compiler, [...flags, '-Wall', '-Wextra', '-Werror', `-I${includeDir}`, source, ...(link ? LINK_LIBRARY : []), '-o', out]);
+  return out;
+}
+
 /** Builds a plugin exactly as crosvm's test harness built one. */
 function buildPlugin(source: string, name: string): string {
-  const out = path.join(binDir, name);
-  run('cc', [
-    '-O2',
-    '-g',
-    '-Wall',
-    '-Wextra',
-    '-Werror',
-    '-pthread',
-    `-I${includeDir}`,
-    source,
-    `-L${libDir}`,
-    `-Wl,-rpath,${libDir}`,
-    '-lcrosvm_plugin',
-    '-o',
-    out,
-  ]);
-  return out;
+  return compile('cc', ['-O2', '-g', '-pthread'], source, name);
 }
 
 /** The C test plugins: file under clients/c/tests, VCPUs, the line printed on success. */
@@ -155,37 +153,12 @@ describe('the C library and header', () => {
   });
 
   test('struct layouts, offsets, enum values and constants (C11, -pedantic)', () => {
-    const out = path.join(binDir, 'offsets');
-    run('cc', [
-      '-std=c11',
-      '-pedantic',
-      '-Wall',
-      '-Wextra',
-      '-Werror',
-      `-I${includeDir}`,
-      path.join(testsDir, 'offsets.c'),
-      '-o',
-      out,
-    ]);
+    const out = compile('cc', ['-std=c11', '-pedantic'], path.join(testsDir, 'offsets.c'), 'offsets', { link: false });
     assert.equal(run(out, []), 'offsets: ok\n');
   });
 
   test('the header works from C++ (extern "C", static_assert)', () => {
-    const out = path.join(binDir, 'header_cxx');
-    run('c++', [
-      '-std=c++11',
-      '-pedantic',
-      '-Wall',
-      '-Wextra',
-      '-Werror',
-      `-I${includeDir}`,
-      path.join(testsDir, 'header_cxx.cc'),
-      `-L${libDir}`,
-      `-Wl,-rpath,${libDir}`,
-      '-lcrosvm_plugin',
-      '-o',
-      out,
-    ]);
+    const out = compile('c++', ['-std=c++11', '-pedantic'], path.join(testsDir, 'header_cxx.cc'), 'header_cxx');
     assert.match(run(out, []), /^header_cxx: ok/);
   });
 

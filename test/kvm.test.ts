@@ -22,6 +22,7 @@ class TestVm {
   readonly mmapSize: number;
   private readonly mappings: { address: bigint; size: number }[] = [];
   private readonly vcpus: VcpuFd[] = [];
+  private readonly fds: number[] = [];
 
   constructor(opts: { irqchip?: boolean } = {}) {
     this.vm = this.kvm.createVm();
@@ -44,11 +45,18 @@ class TestVm {
     return new Uint8Array(native.arrayBufferAt(address, size));
   }
 
-  /** Slot 0: one page at ENTRY holding `code`. */
-  loadCode(source: string): Uint8Array {
+  /** Slot 0: one page at ENTRY holding the real-mode program `body` ({@link realModeCode}). */
+  loadCode(body: string): Uint8Array {
     const mem = this.addSlot(0, ENTRY, PAGE);
-    mem.set(assemble(source));
+    mem.set(realModeCode(body));
     return mem;
+  }
+
+  /** A non-blocking eventfd, closed with the VM. */
+  eventfd(): number {
+    const fd = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
+    this.fds.push(fd);
+    return fd;
   }
 
   /** A VCPU in real mode with cs = 0 and ip = ENTRY. */
@@ -64,7 +72,26 @@ class TestVm {
     this.vm.close();
     this.kvm.close();
     for (const m of this.mappings) native.munmap(m.address, m.size);
+    for (const fd of this.fds) native.close(fd);
   }
+}
+
+/** Runs `body` on a fresh {@link TestVm}, closed afterwards however `body` ends. */
+function withTestVm(body: (t: TestVm) => void): void;
+function withTestVm(opts: { irqchip?: boolean }, body: (t: TestVm) => void): void;
+function withTestVm(...args: [(t: TestVm) => void] | [{ irqchip?: boolean }, (t: TestVm) => void]): void {
+  const [opts, body] = args.length === 1 ? [{}, args[0]] : args;
+  const t = new TestVm(opts);
+  try {
+    body(t);
+  } finally {
+    t.close();
+  }
+}
+
+/** A 16-bit real-mode program of `body`, assembled to run at ENTRY (where {@link TestVm.loadCode} puts it). */
+function realModeCode(body: string): Uint8Array {
+  return assemble(`bits 16\norg ${ENTRY}\n${body}`);
 }
 
 function setRealMode(vcpu: VcpuFd): void {
@@ -222,10 +249,8 @@ test('opening a missing KVM device says what is missing and keeps the errno', ()
 
 describe('real-mode guests', needsKvm, () => {
   test('port IO out, then HLT', () => {
-    const t = new TestVm();
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm((t) => {
+      t.loadCode(`
         mov al, 0x42
         out 0x10, al
         hlt`);
@@ -244,16 +269,12 @@ describe('real-mode guests', needsKvm, () => {
         },
       );
       assert.equal(vcpu.run().kind, 'hlt');
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('port IO in: the value written into kvm_run reaches the guest', () => {
-    const t = new TestVm();
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm((t) => {
+      t.loadCode(`
         in ax, 0x60
         add ax, 1
         out 0x10, ax
@@ -270,16 +291,12 @@ describe('real-mode guests', needsKvm, () => {
       assert.equal(write.port, 0x10);
       assert.equal(littleEndian(write.data).getUint16(0, true), 0x1234);
       runTo(vcpu, 'hlt');
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('rep outsw: IO exits carry size * count bytes', () => {
-    const t = new TestVm();
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm((t) => {
+      t.loadCode(`
         mov si, words
         mov cx, 3
         mov dx, 0x10
@@ -299,16 +316,12 @@ describe('real-mode guests', needsKvm, () => {
       }
       assert.deepEqual(words, [0x1111, 0x2222, 0x3333]);
       runTo(vcpu, 'hlt');
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('MMIO write and read to unmapped addresses', () => {
-    const t = new TestVm();
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm((t) => {
+      t.loadCode(`
         mov word [0x8000], 0xbeef
         mov ax, [0x8002]
         out 0x10, ax
@@ -327,21 +340,17 @@ describe('real-mode guests', needsKvm, () => {
       littleEndian(read.data).setUint16(0, 0x5aa5, true);
       assert.equal(littleEndian(runTo(vcpu, 'io').data).getUint16(0, true), 0x5aa5);
       runTo(vcpu, 'hlt');
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('registers set before running are what the guest sees, and round-trip', () => {
-    const t = new TestVm();
-    try {
-      const source = `bits 16
-        org 0x1000
+    withTestVm((t) => {
+      const body = `
         out 0x10, al
         mov eax, ebx
         out 0x10, eax
         hlt`;
-      t.loadCode(source);
+      t.loadCode(body);
       const vcpu = t.realModeVcpu();
       const regs = new RegsView(vcpu.getRegs());
       regs.rax = 0x1122_3344_5566_7788n;
@@ -362,7 +371,7 @@ describe('real-mode guests', needsKvm, () => {
       runTo(vcpu, 'hlt');
       const after = new RegsView(vcpu.getRegs());
       assert.equal(after.rax & 0xffff_ffffn, 0xcafe_f00dn);
-      assert.equal(after.rip, BigInt(ENTRY + assemble(source).length)); // just past the hlt
+      assert.equal(after.rip, BigInt(ENTRY + realModeCode(body).length)); // just past the hlt
 
       const sregs = new SregsView(vcpu.getSregs());
       assert.equal(sregs.csBase, 0n);
@@ -395,14 +404,11 @@ describe('real-mode guests', needsKvm, () => {
         assert.equal(xcrs.length, C.SIZEOF_KVM_XCRS);
         vcpu.setXcrs(xcrs);
       }
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('setters refuse state of the wrong size with EINVAL', () => {
-    const t = new TestVm();
-    try {
+    withTestVm((t) => {
       const vcpu = t.realModeVcpu();
       assertErrno(() => vcpu.setRegs(new Uint8Array(C.SIZEOF_KVM_REGS - 1)), 'EINVAL', /KVM_SET_REGS/);
       assertErrno(() => vcpu.setSregs(new Uint8Array(C.SIZEOF_KVM_SREGS + 8)), 'EINVAL');
@@ -415,14 +421,11 @@ describe('real-mode guests', needsKvm, () => {
       assertErrno(() => t.vm.setPit2(new Uint8Array(3)), 'EINVAL');
       assertErrno(() => t.vm.setClock(new Uint8Array(3)), 'EINVAL');
       assert.throws(() => new RegsView(new Uint8Array(8)), /kvm_regs/);
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('MSRs round-trip, and an unreadable MSR is named', () => {
-    const t = new TestVm();
-    try {
+    withTestVm((t) => {
       const vcpu = t.realModeVcpu();
       const IA32_SYSENTER_CS = 0x174;
       const IA32_SYSENTER_ESP = 0x175;
@@ -438,26 +441,19 @@ describe('real-mode guests', needsKvm, () => {
       if (t.kvm.msrIndexList().includes(0xdeadbeef)) return;
       assertErrno(() => vcpu.getMsrs([IA32_SYSENTER_CS, 0xdeadbeef]), 'EINVAL', /0xdeadbeef/);
       assert.equal(vcpu.setMsrs([{ index: 0xdeadbeef, data: 1n }]), 0);
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('CPUID can be set from the supported list', () => {
-    const t = new TestVm();
-    try {
+    withTestVm((t) => {
       const vcpu = t.realModeVcpu();
       vcpu.setCpuid2(t.kvm.supportedCpuid());
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('dirty log of a slot whose page count is not a multiple of 64', () => {
-    const t = new TestVm();
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm((t) => {
+      t.loadCode(`
         mov ax, 0x1300      ; page 3 of the slot at 0x10000
         mov es, ax
         mov byte [es:0], 1
@@ -485,17 +481,13 @@ describe('real-mode guests', needsKvm, () => {
       assert.deepEqual(dirty, [3, 70, 99]);
       // Reading resets it.
       assert.ok(t.vm.getDirtyLog(1, PAGES).every((b) => b === 0));
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('a read-only slot reads as memory and turns writes into MMIO exits', () => {
-    const t = new TestVm();
-    try {
+    withTestVm((t) => {
       assert.ok(t.vm.checkExtension(C.KVM_CAP_READONLY_MEM) > 0);
-      t.loadCode(`bits 16
-        org 0x1000
+      t.loadCode(`
         mov ax, 0x2000
         mov es, ax
         mov al, [es:0]
@@ -513,18 +505,14 @@ describe('real-mode guests', needsKvm, () => {
       assert.equal(write.data[0], 0x5a);
       runTo(vcpu, 'hlt');
       assert.equal(rom[4], 0);
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('ioeventfd with datamatch counts only matching writes', () => {
-    const t = new TestVm({ irqchip: true });
-    const efd = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
-    const mmioFd = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
-    try {
-      t.loadCode(`bits 16
-        org 0x1000
+    withTestVm({ irqchip: true }, (t) => {
+      const efd = t.eventfd();
+      const mmioFd = t.eventfd();
+      t.loadCode(`
         mov dx, 0x500       ; a port no in-kernel device claims
         mov al, 7
         out dx, al
@@ -556,18 +544,13 @@ describe('real-mode guests', needsKvm, () => {
         'ENOENT',
         /KVM_IOEVENTFD/,
       );
-    } finally {
-      t.close();
-      native.close(efd);
-      native.close(mmioFd);
-    }
+    });
   });
 });
 
 describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
   test('irqchip, PIT and clock state round-trip', () => {
-    const t = new TestVm({ irqchip: true });
-    try {
+    withTestVm({ irqchip: true }, (t) => {
       t.vm.createPit2();
       const master = t.vm.getIrqchip(C.KVM_IRQCHIP_PIC_MASTER);
       const slave = t.vm.getIrqchip(C.KVM_IRQCHIP_PIC_SLAVE);
@@ -599,16 +582,13 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
       t.vm.setClock(clock);
 
       t.vm.setIdentityMapAddr(0xfffbc000n);
-    } finally {
-      t.close();
-    }
+    });
   });
 
   test('irq lines, irqfd with resample, GSI routing', () => {
-    const t = new TestVm({ irqchip: true });
-    const trigger = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
-    const resample = native.eventfd(0, C.EFD_CLOEXEC | C.EFD_NONBLOCK);
-    try {
+    withTestVm({ irqchip: true }, (t) => {
+      const trigger = t.eventfd();
+      const resample = t.eventfd();
       t.vm.setIrqLine(4, true);
       t.vm.setIrqLine(4, false);
       t.vm.irqfd({ fd: trigger, gsi: 5, resampleFd: resample });
@@ -624,16 +604,11 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
       t.vm.setIrqLine(1, false);
       assertErrno(() => t.vm.setGsiRouting([{ gsi: 2, kind: 'irqchip', irqchip: 99, pin: 0 }]), 'EINVAL', /KVM_SET_GSI_ROUTING/);
       t.vm.setGsiRouting([]);
-    } finally {
-      t.close();
-      native.close(trigger);
-      native.close(resample);
-    }
+    });
   });
 
   test('VCPU state that needs the irqchip: LAPIC, MP state, Hyper-V', () => {
-    const t = new TestVm({ irqchip: true });
-    try {
+    withTestVm({ irqchip: true }, (t) => {
       const vcpu = t.realModeVcpu();
       const lapic = vcpu.getLapic();
       assert.equal(lapic.length, C.SIZEOF_KVM_LAPIC_STATE);
@@ -652,9 +627,7 @@ describe('in-kernel irqchip, PIT and VM state', needsKvm, () => {
       }
       if (t.vm.checkExtension(C.KVM_CAP_HYPERV_SYNIC) > 0) vcpu.enableCap(C.KVM_CAP_HYPERV_SYNIC);
       assertErrno(() => vcpu.enableCap(C.KVM_CAP_HYPERV_SYNIC, 0, [1n, 2n, 3n, 4n, 5n]), 'EINVAL');
-    } finally {
-      t.close();
-    }
+    });
   });
 });
 
@@ -745,8 +718,7 @@ describe('kick', needsKvm, () => {
     // kick should get it out of KVM_RUN; the flag is the escape hatch that
     // ends the guest (with an IO exit to port 0x12) if kicks are broken, so
     // a failure cannot leave a thread stuck in the guest.
-    const mem = t.loadCode(`bits 16
-      org 0x1000
+    const mem = t.loadCode(`
       xor ebx, ebx
     spin:
       inc ebx               ; proof that the guest ran

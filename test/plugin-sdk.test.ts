@@ -35,7 +35,14 @@ import { examplePlugin, runPluginCli } from './support/run.js';
 // helpers
 
 /** A Vcpu wired to a fake host: `toPlugin` is the host's write end, `fromPlugin` its read end. */
-function fakeVcpu(id = 0): { vcpu: Vcpu; toPlugin: number; fromPlugin: number; close(): void } {
+interface FakeVcpu {
+  vcpu: Vcpu;
+  toPlugin: number;
+  fromPlugin: number;
+  close(): void;
+}
+
+function fakeVcpu(id = 0): FakeVcpu {
   const [requestRead, requestWrite] = native.pipe2(C.O_CLOEXEC);
   const [responseRead, responseWrite] = native.pipe2(C.O_CLOEXEC);
   const vcpu = new Vcpu(id, requestWrite, responseRead, spinBudgetUs());
@@ -49,6 +56,19 @@ function fakeVcpu(id = 0): { vcpu: Vcpu; toPlugin: number; fromPlugin: number; c
       native.close(responseWrite);
     },
   };
+}
+
+/** Runs `body` with a {@link fakeVcpu} (VCPU `id`, default 0), closed afterwards however `body` ends. */
+function withFakeVcpu(body: (f: FakeVcpu) => void): void;
+function withFakeVcpu(id: number, body: (f: FakeVcpu) => void): void;
+function withFakeVcpu(...args: [(f: FakeVcpu) => void] | [number, (f: FakeVcpu) => void]): void {
+  const [id, body] = args.length === 1 ? [0, args[0]] : args;
+  const f = fakeVcpu(id);
+  try {
+    body(f);
+  } finally {
+    f.close();
+  }
 }
 
 function hostSends(fd: number, ...responses: VcpuResponse[]): void {
@@ -145,8 +165,7 @@ describe('object ids', () => {
 
 describe('VCPU conversation (fake host on real pipes)', () => {
   test('first wait sends wait; several pushed responses in one read are delivered in order', () => {
-    const f = fakeVcpu(3);
-    try {
+    withFakeVcpu(3, (f) => {
       hostSends(f.toPlugin, waitInit());
       assert.deepEqual(f.vcpu.wait(), { kind: 'init' });
       assert.equal(hostReceives(f.fromPlugin).message?.$case, 'wait');
@@ -176,14 +195,11 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       assert.deepEqual([...r.resume.data], [0x34, 0x12]);
       assert.equal(r.resume.regs.length, 0);
       assert.ok(nothingPending(f.fromPlugin));
-    } finally {
-      f.close();
-    }
+    });
   });
 
   test('pushed waits arriving before an answer are queued, not confused with it', () => {
-    const f = fakeVcpu();
-    try {
+    withFakeVcpu((f) => {
       hostSends(f.toPlugin, waitInit());
       f.vcpu.wait();
       hostReceives(f.fromPlugin);
@@ -211,14 +227,11 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       const second = f.vcpu.wait();
       assert.ok(second.kind === 'io' && second.address === 0x91n);
       assert.ok(nothingPending(f.fromPlugin), 'queued waits are not asked for again');
-    } finally {
-      f.close();
-    }
+    });
   });
 
   test('host errors become PluginErrors; wrong answers are protocol errors', () => {
-    const f = fakeVcpu();
-    try {
+    withFakeVcpu((f) => {
       hostSends(f.toPlugin, { errnoValue: 71, message: { $case: 'getState', getState: { state: Buffer.alloc(0) } } });
       assert.throws(
         () => f.vcpu.getState(VcpuRequest_StateSet.FPU),
@@ -235,14 +248,11 @@ describe('VCPU conversation (fake host on real pipes)', () => {
         () => f.vcpu.getMsrs([0x10]),
         (e: unknown) => e instanceof PluginError && e.transport && e.code === 'EPROTO',
       );
-    } finally {
-      f.close();
-    }
+    });
   });
 
   test('regs: from the io event, deferred sets returned by get and sent with resume', () => {
-    const f = fakeVcpu();
-    try {
+    withFakeVcpu((f) => {
       hostSends(f.toPlugin, waitInit());
       f.vcpu.wait();
       hostReceives(f.fromPlugin);
@@ -286,14 +296,11 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       f.vcpu.resume();
       const plain = hostReceives(f.fromPlugin).message;
       assert.ok(plain?.$case === 'resume' && plain.resume.regs.length === 0 && plain.resume.data.length === 0);
-    } finally {
-      f.close();
-    }
+    });
   });
 
   test('hypercall result travels as 8 little-endian bytes; paused events carry user', () => {
-    const f = fakeVcpu();
-    try {
+    withFakeVcpu((f) => {
       hostSends(f.toPlugin, {
         errnoValue: 0,
         message: { $case: 'wait', wait: { exit: { $case: 'hypervCall', hypervCall: { input: 5n, params0: 6n, params1: 7n } } } },
@@ -313,9 +320,7 @@ describe('VCPU conversation (fake host on real pipes)', () => {
       });
       assert.deepEqual(f.vcpu.wait(), { kind: 'paused', user: 99n });
       assert.throws(() => f.vcpu.wait(), /resume\(\) first/);
-    } finally {
-      f.close();
-    }
+    });
   });
 
   test('host hang-up is a clear transport error', () => {

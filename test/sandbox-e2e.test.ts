@@ -112,6 +112,15 @@ function reports<T extends JailProbeReport | JailKillReport | JailPolicyReport>(
     .map((l) => JSON.parse(l) as Reported<T>);
 }
 
+/** What jail-probe's `policy` mode reports under the default policy: getpriority allowed, kcmp and sethostname refused. */
+const DEFAULT_POLICY_ANSWERS: Reported<JailPolicyReport> = { getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' };
+
+/** The probe's `policy` run exited 0, and its one report is `expected`. */
+function assertPolicyReport(run: CliResult, expected: Reported<JailPolicyReport>): void {
+  assert.equal(run.code, 0, describeRun(run));
+  assert.deepEqual(reports<JailPolicyReport>(run.stdout), [expected], describeRun(run));
+}
+
 /** Jailed Node must not complain about host state it cannot see (e.g. NODE_EXTRA_CA_CERTS). */
 function assertNoNodeWarnings(r: CliResult): void {
   assert.doesNotMatch(r.stderr, /Warning|Ignoring extra certs/i, describeRun(r));
@@ -259,12 +268,7 @@ describe("--seccomp-log-failures (crosvm's option)", () => {
 
   test('errno rules still hold', async () => {
     const run = await runCli(['run', '--seccomp-log-failures', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-    assert.equal(run.code, 0, describeRun(run));
-    assert.deepEqual(
-      reports<JailPolicyReport>(run.stdout),
-      [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
-      describeRun(run),
-    );
+    assertPolicyReport(run, DEFAULT_POLICY_ANSWERS);
   });
 });
 
@@ -272,23 +276,13 @@ test('--seccomp-policy replaces the default policy', async () => {
   const policy = path.join(tmp, 'custom.policy');
   fs.writeFileSync(policy, '# test policy: only getpriority is refused\ndefault allow\ngetpriority errno EACCES\n');
   const run = await runCli(['run', '--plugin', PROBE, '--seccomp-policy', policy, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-  assert.equal(run.code, 0, describeRun(run));
   // kcmp is allowed now; sethostname still fails, for want of CAP_SYS_ADMIN.
-  assert.deepEqual(
-    reports<JailPolicyReport>(run.stdout),
-    [{ getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' }],
-    describeRun(run),
-  );
+  assertPolicyReport(run, { getPriority: 'EACCES', kcmp: 'ok', sethostname: 'EPERM' });
   assert.match(run.stdout, /^guest done: ok$/m);
 
   // The same plugin under the default policy: getpriority works, kcmp is refused.
   const plain = await runCli(['run', '--plugin', PROBE, ...mounts(), '--', 'policy', ADDON_IN_JAIL]);
-  assert.equal(plain.code, 0, describeRun(plain));
-  assert.deepEqual(
-    reports<JailPolicyReport>(plain.stdout),
-    [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
-    describeRun(plain),
-  );
+  assertPolicyReport(plain, DEFAULT_POLICY_ANSWERS);
 });
 
 test('a --seccomp-policy that does not compile is a clear error', async () => {
@@ -340,12 +334,7 @@ describe('--plugin-root', () => {
   });
 
   test('a root prepared by the test, with the host system bound in, runs the plugin', () => {
-    assert.equal(run.code, 0, describeRun(run));
-    assert.deepEqual(
-      reports<JailPolicyReport>(run.stdout),
-      [{ getPriority: 'ok', kcmp: 'EPERM', sethostname: 'EPERM' }],
-      describeRun(run),
-    );
+    assertPolicyReport(run, DEFAULT_POLICY_ANSWERS);
     assert.match(run.stdout, /^guest done: ok$/m);
   });
 

@@ -69,6 +69,7 @@ import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { AddressSpace, Connection, GuestMemory, Vcpu, VcpuStateSet } from 'plugvisor/plugin';
+import { forEachArgument } from '../args.js';
 import { GUEST_MEM_BASE, GUEST_MEM_SIZE, MMIO_EXIT, PORT_COUNT, PORT_DONE, PORT_EXIT, writeGuest } from '../guest.js';
 
 /** KVM_MP_STATE_RUNNABLE, as a struct kvm_mp_state. */
@@ -89,13 +90,7 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { exits: 10000, warmupExits: 0, mmio: false, async: false, threads: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
-      return v;
-    };
+  forEachArgument(argv, (a, value) => {
     if (a === '--exits') o.exits = Number(value());
     else if (a === '--warmup-exits') o.warmupExits = Number(value());
     else if (a === '--mmio') o.mmio = true;
@@ -108,7 +103,7 @@ function parseArgs(argv: string[]): Options {
     } else if (a === '--out') o.out = value();
     else if (a === '--hold') o.hold = value();
     else throw new Error(`unknown argument ${a}`);
-  }
+  });
   if (!Number.isInteger(o.exits) || o.exits < 1 || o.exits > 0xffffffff) throw new Error('--exits must be 1..2^32-1');
   // At least one exit must be left for the steady window.
   if (!Number.isInteger(o.warmupExits) || o.warmupExits < 0 || o.warmupExits >= o.exits) {

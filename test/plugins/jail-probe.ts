@@ -21,6 +21,7 @@ import os from 'node:os';
 import { createRequire } from 'node:module';
 import { AddressSpace, Connection, GuestMemory, eventfdWrite } from '../../src/plugin/index.js';
 import type { Attempt, JailKillReport, JailPolicyReport, JailProbeReport } from '../support/reports.js';
+import { attempt, procPids, statusField } from '../support/jail-probes.js';
 import { CODE, printReport, setUpRealMode } from '../support/test-plugin.js';
 
 interface SyscallAddon {
@@ -33,16 +34,6 @@ const SYS = { mount: 165, sethostname: 170, kexec_load: 246, kcmp: 312, ptrace: 
 
 const errnoNames = new Map<number, string>(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
-function attempt(fn: () => unknown): Attempt {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException & { info?: { code?: string } };
-    return err.info?.code ?? err.code ?? String(e);
-  }
-}
-
 function loadAddon(file: string): SyscallAddon {
   return createRequire(import.meta.url)(file) as SyscallAddon;
 }
@@ -50,14 +41,6 @@ function loadAddon(file: string): SyscallAddon {
 function rawSyscall(addon: SyscallAddon, nr: number, ...args: number[]): Attempt {
   const rc = addon.syscall(nr, ...args);
   return rc >= 0 ? 'ok' : (errnoNames.get(-rc) ?? `errno ${-rc}`);
-}
-
-function statusField(name: string): string | undefined {
-  const line = fs
-    .readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(name + ':'));
-  return line?.slice(name.length + 1).trim();
 }
 
 // A real-mode guest at 0x1000: writes 0x2a to port 0x3f8, then 1 to 0x3f9 ("done").
@@ -116,11 +99,7 @@ switch (mode) {
       pid: process.pid,
       kvm: attempt(() => fs.closeSync(fs.openSync('/dev/kvm', 'r+'))),
       hostFile: attempt(() => fs.readFileSync(hostFile)),
-      procPids: fs
-        .readdirSync('/proc')
-        .filter((n) => /^[0-9]+$/.test(n))
-        .map(Number)
-        .sort((a, b) => a - b),
+      procPids: procPids(),
       hostPidInProc: fs.existsSync(`/proc/${hostPid}`),
       killHost: attempt(() => process.kill(hostPid, 0)),
       capEff: statusField('CapEff'),

@@ -18,6 +18,7 @@ import {
   nextIo,
   pluginMain,
   startVcpu0,
+  wireAnswer,
 } from '../support/test-plugin.js';
 import { AddressSpace, Connection, GuestMemory } from '../../src/plugin/index.js';
 
@@ -64,7 +65,7 @@ function dirty(conn: Connection): void {
   const raw = (id: number): ProtoMemoryDirtyReport['unknownId'] => {
     const { response } = conn.request({ message: { $case: 'dirtyLog', dirtyLog: { id } } });
     const bytes = response.message?.$case === 'dirtyLog' ? response.message.dirtyLog.bitmap.length : -1;
-    return { errno: response.errnoValue, member: response.message?.$case ?? null, bytes };
+    return { ...wireAnswer(response), bytes };
   };
   // Before the guest ran: nothing is dirty.
   const before = { a: hex(slotA.dirtyLog()), b: hex(slotB.dirtyLog()) };

@@ -6,7 +6,7 @@
  * on the wire. Prints one JSON line; the test asserts on it.
  */
 import type { ProtoQueriesReport } from '../support/reports.js';
-import { finish, pluginMain } from '../support/test-plugin.js';
+import { cpuidText, finish, pluginMain, wireAnswer } from '../support/test-plugin.js';
 import { Connection, kvmConstants, type CpuidEntry, type MainRequest } from '../../src/plugin/index.js';
 
 const C = kvmConstants();
@@ -15,18 +15,10 @@ pluginMain(() => {
   const conn = Connection.connect();
   const wire = (request: MainRequest): { errno: number; member: string | null; fds: number } => {
     const { response, fds } = conn.request(request);
-    return { errno: response.errnoValue, member: response.message?.$case ?? null, fds: fds.length };
+    return { ...wireAnswer(response), fds: fds.length };
   };
   const leaf = (entries: CpuidEntry[], fn: number): CpuidEntry | undefined =>
     entries.find((e) => e.function === fn && (!e.hasIndex || e.index === 0));
-  const text = (...regs: number[]): string =>
-    Buffer.concat(
-      regs.map((r) => {
-        const b = Buffer.alloc(4);
-        b.writeUInt32LE(r >>> 0);
-        return b;
-      }),
-    ).toString('latin1');
 
   const supported = conn.getSupportedCpuid();
   const leaf0 = leaf(supported, 0);
@@ -48,7 +40,7 @@ pluginMain(() => {
   const result: ProtoQueriesReport = {
     supported: {
       count: supported.length,
-      leaf0: leaf0 === undefined ? null : { maxLeaf: leaf0.eax, vendor: text(leaf0.ebx, leaf0.edx, leaf0.ecx) },
+      leaf0: leaf0 === undefined ? null : { maxLeaf: leaf0.eax, vendor: cpuidText(leaf0.ebx, leaf0.edx, leaf0.ecx) },
       // Leaf 1 EDX bit 0 (FPU) and bit 4 (TSC): every x86-64 host has them.
       leaf1Fpu: leaf1 === undefined ? null : (leaf1.edx & 1) !== 0,
       leaf1Tsc: leaf1 === undefined ? null : (leaf1.edx & 0x10) !== 0,

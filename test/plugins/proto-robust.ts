@@ -10,7 +10,7 @@
  */
 import { assemble } from '../support/asm.js';
 import type { ProtoRobustReport, WireAnswer } from '../support/reports.js';
-import { check, createCodeMemory, expectReport, finish, pluginMain, startVcpu0 } from '../support/test-plugin.js';
+import { check, createCodeMemory, expectReport, finish, pluginMain, startVcpu0, wireAnswer } from '../support/test-plugin.js';
 import { C, native } from '../../src/native/index.js';
 import { MainRequest as MainRequestCodec } from '../../src/protocol/gen/plugin.js';
 import { AddressSpace, Connection, type MainRequest } from '../../src/plugin/index.js';
@@ -25,7 +25,7 @@ pluginMain(() => {
 
   const send = (name: string, request: MainRequest, fds: number[] = []): number[] => {
     const { response, fds: received } = conn.request(request, fds);
-    results[name] = { errno: response.errnoValue, member: response.message?.$case ?? null };
+    results[name] = wireAnswer(response);
     return received;
   };
   const discard = (fds: number[]): void => fds.forEach((fd) => native.close(fd));
@@ -178,7 +178,7 @@ pluginMain(() => {
   check(bigBytes.length > 4096, `the oversized request is only ${bigBytes.length} bytes`);
   const oversizedSide = conn.newConnection();
   const { response: oversizedResponse } = oversizedSide.request(big);
-  const oversized = { errno: oversizedResponse.errnoValue, member: oversizedResponse.message?.$case ?? null };
+  const oversized = wireAnswer(oversizedResponse);
   const oversizedKeepsConnection = oversizedSide.checkExtension(C.KVM_CAP_IRQCHIP);
   oversizedSide.close();
   // Bytes over 4096 that start with no member's tag: malformed, dropped.

@@ -11,7 +11,7 @@
  */
 import { assemble } from '../support/asm.js';
 import type { ProtoVmStateReport, WireAnswer } from '../support/reports.js';
-import { createCodeMemory, expectReport, finish, pluginMain, startVcpu0 } from '../support/test-plugin.js';
+import { createCodeMemory, expectReport, finish, pluginMain, startVcpu0, wireAnswer } from '../support/test-plugin.js';
 import { AddressSpace, Connection, VmStateSet, kvmConstants, type MainRequest } from '../../src/plugin/index.js';
 
 const C = kvmConstants();
@@ -98,10 +98,7 @@ pluginMain(() => {
   });
   const clockAfter = view(clockAfterBytes).getBigUint64(CLOCK_VALUE, true);
 
-  const wire = (request: MainRequest): WireAnswer => {
-    const { response } = conn.request(request);
-    return { errno: response.errnoValue, member: response.message?.$case ?? null };
-  };
+  const wire = (request: MainRequest): WireAnswer => wireAnswer(conn.request(request).response);
   const setState = (set: VmStateSet, length: number): MainRequest => ({
     message: { $case: 'setState', setState: { set, state: Buffer.alloc(length) } },
   });

@@ -7,25 +7,9 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-// Types only: the probe imports nothing of plugvisor but the addon it tries below.
+// The probe imports nothing of plugvisor but the addon it tries below (../support/jail-probes.js uses only Node's modules).
+import { attempt, procPids, statusField } from '../support/jail-probes.js';
 import type { SandboxProbeReport } from '../support/reports.js';
-
-function errorCode(fn: () => unknown): string {
-  try {
-    fn();
-    return 'ok';
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? String(e);
-  }
-}
-
-function statusField(name: string): string | undefined {
-  const line = fs
-    .readFileSync('/proc/self/status', 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(name + ':'));
-  return line?.slice(name.length + 1).trim();
-}
 
 const hostPid = Number(process.argv[2]);
 const hostFiles = process.argv.slice(3);
@@ -63,20 +47,16 @@ const report: SandboxProbeReport = {
   noNewPrivs: statusField('NoNewPrivs'),
   seccomp: statusField('Seccomp'),
   dev: fs.readdirSync('/dev').sort(),
-  kvm: errorCode(() => fs.openSync('/dev/kvm', 'r+')),
-  hostFiles: Object.fromEntries(hostFiles.map((f) => [f, errorCode(() => fs.readFileSync(f))])),
-  procPids: fs
-    .readdirSync('/proc')
-    .filter((n) => /^[0-9]+$/.test(n))
-    .map(Number)
-    .sort((a, b) => a - b),
-  killHost: errorCode(() => process.kill(hostPid, 0)),
+  kvm: attempt(() => fs.openSync('/dev/kvm', 'r+')),
+  hostFiles: Object.fromEntries(hostFiles.map((f) => [f, attempt(() => fs.readFileSync(f))])),
+  procPids: procPids(),
+  killHost: attempt(() => process.kill(hostPid, 0)),
   nofile: limits?.trim().split(/\s+/).slice(3, 5),
   fd3,
-  writeRoot: errorCode(() => fs.writeFileSync('/probe-was-here', 'x')),
-  writeDev: errorCode(() => fs.writeFileSync('/dev/probe-was-here', 'x')),
-  devNull: errorCode(() => fs.writeFileSync('/dev/null', 'x')),
-  urandom: errorCode(() => fs.readSync(fs.openSync('/dev/urandom', 'r'), Buffer.alloc(8))),
+  writeRoot: attempt(() => fs.writeFileSync('/probe-was-here', 'x')),
+  writeDev: attempt(() => fs.writeFileSync('/dev/probe-was-here', 'x')),
+  devNull: attempt(() => fs.writeFileSync('/dev/null', 'x')),
+  urandom: attempt(() => fs.readSync(fs.openSync('/dev/urandom', 'r'), Buffer.alloc(8))),
   hostname: os.hostname(),
   netInterfaces: Object.keys(os.networkInterfaces()).sort(),
   uidMap: fs.readFileSync('/proc/self/uid_map', 'utf8').trim().split(/\s+/).map(Number),

@@ -6,16 +6,14 @@
  * never resumes while it collects the notifications: the guest must get to
  * its report on its own. Prints one JSON line.
  */
-import { AddressSpace, Connection } from '../../src/plugin/index.js';
 import type { VcpuAsyncReport } from '../support/reports.js';
 import {
-  createProgramMemory,
+  connectWithProgram,
   describeEvent,
   expectReport,
   finish,
   littleEndian,
   pluginMain,
-  realModeProgram,
   startVcpu0,
 } from '../support/test-plugin.js';
 
@@ -41,10 +39,7 @@ const BODY = `
 `;
 
 pluginMain(() => {
-  const conn = Connection.connect();
-  conn.reserveRange(AddressSpace.IOPORT, ASYNC, 1n, { asyncWrite: true });
-  conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  createProgramMemory(conn, realModeProgram(BODY));
+  const { conn } = connectWithProgram({ body: BODY }, [{ start: ASYNC, asyncWrite: true }, REPORT]);
   const vcpu = startVcpu0(conn);
 
   const values: number[] = [];

@@ -15,27 +15,52 @@ import { writeSync } from 'node:fs';
 import { Worker, isMainThread, workerData } from 'node:worker_threads';
 import { AddressSpace, Connection, PluginError, kvmConstants } from '../../src/plugin/index.js';
 import type { VcpuConnectionsReport } from '../support/reports.js';
-import {
-  createProgramMemory,
-  expectReport,
-  finish,
-  pluginMain,
-  realModeProgram,
-  startRealMode,
-  waitUntil,
-} from '../support/test-plugin.js';
+import { connectWithProgram, expectReport, finish, pluginMain, startRealMode, waitUntil } from '../support/test-plugin.js';
 
 const WORKERS = 3;
 const CLOSE_AFTER = 20;
 const MORE_AFTER_CLOSE = 30;
 const GUEST_PORT = 0xb00n;
-// Shared Int32Array: [stop, then per worker: rounds, failures, closed, done]
-const STOP = 0;
-const slot = (worker: number, field: number): number => 1 + worker * 4 + field;
-const ROUNDS = 0;
-const FAILURES = 1;
-const CLOSED = 2;
-const DONE = 3;
+/** What each worker counts in the shared state ({@link SharedState}). */
+const FIELDS = ['rounds', 'failures', 'closed', 'done'] as const;
+type Field = (typeof FIELDS)[number];
+
+/**
+ * What the threads share (the main thread never yields to its event loop):
+ * one Int32Array of a stop flag, then each worker's {@link FIELDS}.
+ */
+class SharedState {
+  private readonly words: Int32Array;
+
+  constructor(readonly buffer = new SharedArrayBuffer(4 * (1 + FIELDS.length * WORKERS))) {
+    this.words = new Int32Array(buffer);
+  }
+
+  get(worker: number, field: Field): number {
+    return Atomics.load(this.words, this.at(worker, field));
+  }
+
+  set(worker: number, field: Field, value: number): void {
+    Atomics.store(this.words, this.at(worker, field), value);
+  }
+
+  /** Adds 1 to a field; returns its new value. */
+  bump(worker: number, field: Field): number {
+    return Atomics.add(this.words, this.at(worker, field), 1) + 1;
+  }
+
+  get stopped(): boolean {
+    return Atomics.load(this.words, 0) !== 0;
+  }
+
+  stop(): void {
+    Atomics.store(this.words, 0, 1);
+  }
+
+  private at(worker: number, field: Field): number {
+    return 1 + worker * FIELDS.length + FIELDS.indexOf(field);
+  }
+}
 
 interface WorkerInput {
   index: number;
@@ -44,7 +69,7 @@ interface WorkerInput {
 }
 
 function workerMain(input: WorkerInput): void {
-  const state = new Int32Array(input.shared);
+  const state = new SharedState(input.shared);
   const conn = Connection.fromFd(input.fd);
   const port = 0xa00n + BigInt(input.index);
   const irqchip = kvmConstants().KVM_CAP_IRQCHIP;
@@ -59,10 +84,10 @@ function workerMain(input: WorkerInput): void {
   };
   const fail = (what: string): void => {
     writeSync(2, `worker ${input.index}: ${what}\n`);
-    Atomics.add(state, slot(input.index, FAILURES), 1);
+    state.bump(input.index, 'failures');
   };
   try {
-    while (Atomics.load(state, STOP) === 0) {
+    while (!state.stopped) {
       const got = [
         errnoOf(() => conn.reserveRange(AddressSpace.IOPORT, port, 1n)),
         errnoOf(() => conn.reserveRange(AddressSpace.IOPORT, port, 1n)),
@@ -72,18 +97,18 @@ function workerMain(input: WorkerInput): void {
       const expected = '0,1,0,2'; // ok, EPERM, ok, ENOENT
       if (got !== expected) fail(`round answers ${got}, expected ${expected}`);
       if (!conn.checkExtension(irqchip)) fail('check_extension(IRQCHIP) is false');
-      const rounds = Atomics.add(state, slot(input.index, ROUNDS), 1) + 1;
-      const othersBusy = [1, 2].every((w) => Atomics.load(state, slot(w, ROUNDS)) >= CLOSE_AFTER);
+      const rounds = state.bump(input.index, 'rounds');
+      const othersBusy = [1, 2].every((w) => state.get(w, 'rounds') >= CLOSE_AFTER);
       if (input.index === 0 && rounds >= CLOSE_AFTER && othersBusy) {
         conn.close();
-        Atomics.store(state, slot(0, CLOSED), 1);
+        state.set(0, 'closed', 1);
         break;
       }
     }
   } catch (e) {
     fail(String((e as Error)?.stack ?? e));
   }
-  Atomics.store(state, slot(input.index, DONE), 1);
+  state.set(input.index, 'done', 1);
 }
 
 const GUEST = `
@@ -99,14 +124,11 @@ if (!isMainThread) {
   workerMain(workerData as WorkerInput);
 } else {
   pluginMain(() => {
-    const conn = Connection.connect();
-    conn.reserveRange(AddressSpace.IOPORT, GUEST_PORT, 1n);
-    createProgramMemory(conn, realModeProgram(GUEST));
+    const { conn } = connectWithProgram({ body: GUEST }, [GUEST_PORT]);
     const vcpu = conn.getVcpu(0);
-    const shared = new SharedArrayBuffer(4 * (1 + 4 * WORKERS));
-    const state = new Int32Array(shared);
+    const state = new SharedState();
     for (let index = 0; index < WORKERS; index++) {
-      const input: WorkerInput = { index, fd: conn.newConnection().fd, shared };
+      const input: WorkerInput = { index, fd: conn.newConnection().fd, shared: state.buffer };
       new Worker(new URL(import.meta.url), { workerData: input });
     }
     conn.start();
@@ -124,23 +146,22 @@ if (!isMainThread) {
       if (value !== last + 1n) ordered = false;
       last = value;
       exits++;
-      if (exitsAtClose < 0 && Atomics.load(state, slot(0, CLOSED)) === 1) {
+      if (exitsAtClose < 0 && state.get(0, 'closed') === 1) {
         exitsAtClose = exits;
-        roundsAtClose = [1, 2].map((w) => Atomics.load(state, slot(w, ROUNDS)));
+        roundsAtClose = [1, 2].map((w) => state.get(w, 'rounds'));
       }
-      const enough =
-        exitsAtClose >= 0 && [1, 2].every((w, i) => Atomics.load(state, slot(w, ROUNDS)) >= roundsAtClose[i] + MORE_AFTER_CLOSE);
+      const enough = exitsAtClose >= 0 && [1, 2].every((w, i) => state.get(w, 'rounds') >= roundsAtClose[i] + MORE_AFTER_CLOSE);
       if (enough || Date.now() > deadline) break;
       vcpu.resume();
     }
     // The main connection still answers.
     const mainStillWorks = conn.checkExtension(kvmConstants().KVM_CAP_IRQCHIP);
-    Atomics.store(state, STOP, 1);
-    waitUntil('the workers to stop', () => [0, 1, 2].every((w) => Atomics.load(state, slot(w, DONE)) === 1));
+    state.stop();
+    waitUntil('the workers to stop', () => [0, 1, 2].every((w) => state.get(w, 'done') === 1));
     const workers = [0, 1, 2].map((w) => ({
-      rounds: Atomics.load(state, slot(w, ROUNDS)),
-      failures: Atomics.load(state, slot(w, FAILURES)),
-      closed: Atomics.load(state, slot(w, CLOSED)) === 1,
+      rounds: state.get(w, 'rounds'),
+      failures: state.get(w, 'failures'),
+      closed: state.get(w, 'closed') === 1,
     }));
     const report: VcpuConnectionsReport = { workers, roundsAtClose, exits, exitsAtClose, ordered, mainStillWorks };
     finish(report);

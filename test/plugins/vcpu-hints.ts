@@ -11,18 +11,17 @@
  *   6. after the plugin cleared the hint: writes 0x600 with rax = 0x1111 → none
  * Prints one JSON line: what each event carried.
  */
-import { AddressSpace, Connection, DebugregsView, RegsView, SregsView } from '../../src/plugin/index.js';
+import { AddressSpace, DebugregsView, RegsView, SregsView } from '../../src/plugin/index.js';
 import type { IoAccessEvent } from '../../src/plugin/index.js';
 import type { HintCarried, VcpuHintsReport } from '../support/reports.js';
 import {
-  createProgramMemory,
+  connectWithProgram,
   expectInit,
   expectIo,
   expectReport,
   finish,
   littleEndian,
   pluginMain,
-  realModeProgram,
   setUpRealMode,
 } from '../support/test-plugin.js';
 
@@ -66,17 +65,17 @@ function carried(event: IoAccessEvent): HintCarried {
 }
 
 pluginMain(() => {
-  const conn = Connection.connect();
-  conn.reserveRange(AddressSpace.IOPORT, HINTED, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, REPORT, 2n); // 0x601 and 0x602
-  conn.reserveRange(AddressSpace.MMIO, MMIO, 4n);
+  const { conn } = connectWithProgram({ body: BODY }, [
+    HINTED,
+    { start: REPORT, length: 2n }, // 0x601 and 0x602
+    { space: AddressSpace.MMIO, start: MMIO, length: 4n },
+  ]);
   conn.setCallHint({
     space: AddressSpace.IOPORT,
     address: HINTED,
     onWrite: true,
     details: [{ matchRax: true, rax: 0x1111n, sendSregs: true, sendDebugregs: true }],
   });
-  createProgramMemory(conn, realModeProgram(BODY));
   const vcpu = conn.getVcpu(0);
   conn.start();
   expectInit(vcpu);

@@ -6,17 +6,18 @@
  * which only an active SynIC turns into a `hyperv_synic` stop); enable_capability
  * with other capabilities (refused on the wire). Prints one JSON line.
  */
-import { AddressSpace, Connection, kvmConstants } from '../../src/plugin/index.js';
+import { kvmConstants } from '../../src/plugin/index.js';
 import type { VcpuHypervReport, WireAnswer } from '../support/reports.js';
 import {
-  createProgramMemory,
+  connectWithProgram,
+  cpuidText,
   describeEvent,
   expectInit,
   expectReport,
   finish,
   pluginMain,
-  realModeProgram,
   setUpRealMode,
+  wireAnswer,
 } from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
@@ -48,9 +49,7 @@ const BODY = `
 
 pluginMain(() => {
   const C = kvmConstants();
-  const conn = Connection.connect();
-  conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  createProgramMemory(conn, realModeProgram(BODY));
+  const { conn } = connectWithProgram({ body: BODY }, [REPORT]);
   const has = {
     hypervCpuid: conn.checkExtension(C.KVM_CAP_HYPERV_CPUID),
     synic: conn.checkExtension(C.KVM_CAP_HYPERV_SYNIC),
@@ -64,25 +63,15 @@ pluginMain(() => {
     const entries = vcpu.getHypervCpuid();
     const signature = entries.find((e) => e.function === 0x4000_0000);
     const interface_ = entries.find((e) => e.function === 0x4000_0001);
-    const text = (...words: number[]): string =>
-      Buffer.concat(
-        words.map((w) => {
-          const b = Buffer.alloc(4);
-          b.writeUInt32LE(w >>> 0);
-          return b;
-        }),
-      ).toString('latin1');
     hypervCpuid = {
       count: entries.length,
-      vendor: signature ? text(signature.ebx, signature.ecx, signature.edx) : null,
-      interface: interface_ ? text(interface_.eax) : null,
+      vendor: signature ? cpuidText(signature.ebx, signature.ecx, signature.edx) : null,
+      interface: interface_ ? cpuidText(interface_.eax) : null,
     };
   }
 
-  const enable = (capability: number): WireAnswer => {
-    const r = vcpu.request({ message: { $case: 'enableCapability', enableCapability: { capability } } });
-    return { errno: r.errnoValue, member: r.message?.$case ?? null };
-  };
+  const enable = (capability: number): WireAnswer =>
+    wireAnswer(vcpu.request({ message: { $case: 'enableCapability', enableCapability: { capability } } }));
   const refused = {
     hypervCpuid: enable(C.KVM_CAP_HYPERV_CPUID),
     irqchip: enable(C.KVM_CAP_IRQCHIP),
@@ -92,8 +81,7 @@ pluginMain(() => {
   const enableSynic = enable(C.KVM_CAP_HYPERV_SYNIC);
   let hypervCpuidRefused: WireAnswer | undefined;
   if (!has.hypervCpuid) {
-    const r = vcpu.request({ message: { $case: 'getHypervCpuid', getHypervCpuid: {} } });
-    hypervCpuidRefused = { errno: r.errnoValue, member: r.message?.$case ?? null };
+    hypervCpuidRefused = wireAnswer(vcpu.request({ message: { $case: 'getHypervCpuid', getHypervCpuid: {} } }));
   }
 
   setUpRealMode(vcpu, { registers: { rsi: has.synic ? 1n : 0n } });

@@ -9,17 +9,16 @@
  * guest reports what it read on port 0x510. Prints one JSON line: every event
  * the plugin saw, and the guest's reports.
  */
-import { AddressSpace, Connection } from '../../src/plugin/index.js';
+import { AddressSpace } from '../../src/plugin/index.js';
 import type { VcpuIoReport } from '../support/reports.js';
 import {
   FAULT_PORT,
-  createProgramMemory,
+  connectWithProgram,
   describeEvent,
   finish,
   littleEndian,
   littleEndianBytes,
   pluginMain,
-  realModeProgram,
   startVcpu0,
 } from '../support/test-plugin.js';
 
@@ -98,11 +97,7 @@ const BODY = `
 `;
 
 pluginMain(() => {
-  const conn = Connection.connect();
-  conn.reserveRange(AddressSpace.MMIO, MMIO, 0x20n);
-  conn.reserveRange(AddressSpace.IOPORT, PORT, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  createProgramMemory(conn, realModeProgram(BODY));
+  const { conn } = connectWithProgram({ body: BODY }, [{ space: AddressSpace.MMIO, start: MMIO, length: 0x20n }, PORT, REPORT]);
   const vcpu = startVcpu0(conn);
 
   const events: string[] = [];

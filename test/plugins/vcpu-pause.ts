@@ -9,18 +9,17 @@
  * 1's notifications up to its current count: none may be `paused`.
  * Prints one JSON line.
  */
-import { AddressSpace, Connection, RegsView } from '../../src/plugin/index.js';
+import { RegsView } from '../../src/plugin/index.js';
 import { assemble } from '../support/asm.js';
 import type { VcpuPauseReport } from '../support/reports.js';
 import {
   SCRATCH,
-  createProgramMemory,
+  connectWithProgram,
   describeEvent,
   expectReport,
   finish,
   littleEndian,
   pluginMain,
-  realModeProgram,
   startRealMode,
   waitUntil,
 } from '../support/test-plugin.js';
@@ -58,11 +57,8 @@ org 0x2000
 `;
 
 pluginMain(() => {
-  const conn = Connection.connect();
+  const { conn, memory } = connectWithProgram({ body: SPINNER }, [REPORT, { start: PROGRESS, asyncWrite: true }]);
   const other = conn.newConnection();
-  conn.reserveRange(AddressSpace.IOPORT, REPORT, 1n);
-  conn.reserveRange(AddressSpace.IOPORT, PROGRESS, 1n, { asyncWrite: true });
-  const memory = createProgramMemory(conn, realModeProgram(SPINNER));
   memory.bytes.set(assemble(COUNTER), 0x2000);
   const counters = new Uint32Array(memory.bytes.buffer, memory.bytes.byteOffset + SCRATCH, 3);
   const vcpus = conn.getVcpus();

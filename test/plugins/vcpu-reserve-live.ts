@@ -10,17 +10,16 @@
  *      stopped at while the requests ran); after it, only 0xc02.
  * Prints one JSON line.
  */
-import { AddressSpace, Connection } from '../../src/plugin/index.js';
+import { AddressSpace } from '../../src/plugin/index.js';
 import type { VcpuReserveLiveReport } from '../support/reports.js';
 import {
   SCRATCH,
-  createProgramMemory,
+  connectWithProgram,
   describeEvent,
   expectIo,
   finish,
   littleEndian,
   pluginMain,
-  realModeProgram,
   startVcpu0,
   waitUntil,
 } from '../support/test-plugin.js';
@@ -42,9 +41,8 @@ const BODY = `
 `;
 
 pluginMain(() => {
-  const conn = Connection.connect();
+  const { conn, memory } = connectWithProgram({ body: BODY });
   const other = conn.newConnection();
-  const memory = createProgramMemory(conn, realModeProgram(BODY));
   const count = (): number => new DataView(memory.bytes.buffer, memory.bytes.byteOffset + SCRATCH, 4).getUint32(0, true);
   const vcpu = startVcpu0(conn);
 

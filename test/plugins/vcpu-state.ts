@@ -12,8 +12,6 @@
  */
 import { Buffer } from 'node:buffer';
 import {
-  AddressSpace,
-  Connection,
   DebugregsView,
   RegsView,
   SregsView,
@@ -26,15 +24,15 @@ import type { VcpuRequest_StateSet } from '../../src/protocol/gen/plugin.js';
 import { assemble } from '../support/asm.js';
 import type { VcpuStateReport, WireAnswer } from '../support/reports.js';
 import {
-  createProgramMemory,
+  connectWithProgram,
   expectInit,
   expectReport,
   finish,
   mpState,
   pluginMain,
-  realModeProgram,
   routeVectorToHandler,
   setUpRealMode,
+  wireAnswer,
 } from '../support/test-plugin.js';
 
 const REPORT = 0x510n;
@@ -123,13 +121,11 @@ function u32At(bytes: Uint8Array, offset: number): number {
 }
 
 function setStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet, state: Uint8Array): WireAnswer {
-  const response = vcpu.request({ message: { $case: 'setState', setState: { set, state: Buffer.from(state) } } });
-  return { errno: response.errnoValue, member: response.message?.$case ?? null };
+  return wireAnswer(vcpu.request({ message: { $case: 'setState', setState: { set, state: Buffer.from(state) } } }));
 }
 
 function getStateRaw(vcpu: Vcpu, set: VcpuRequest_StateSet): WireAnswer {
-  const response = vcpu.request({ message: { $case: 'getState', getState: { set } } });
-  return { errno: response.errnoValue, member: response.message?.$case ?? null };
+  return wireAnswer(vcpu.request({ message: { $case: 'getState', getState: { set } } }));
 }
 
 /** The wire's answers to state requests that must be refused. */
@@ -183,9 +179,7 @@ function x87Integer(value: number): Uint8Array {
 
 function main(): void {
   const C = kvmConstants();
-  const conn = Connection.connect();
-  for (const port of [REPORT, HANDLER_REPORT, AP_REPORT]) conn.reserveRange(AddressSpace.IOPORT, port, 1n);
-  const memory = createProgramMemory(conn, realModeProgram(VCPU0_BODY, HANDLER));
+  const { conn, memory } = connectWithProgram({ body: VCPU0_BODY, handler: HANDLER }, [REPORT, HANDLER_REPORT, AP_REPORT]);
   memory.bytes.set(assemble(AP_CODE), 0x2000);
   routeVectorToHandler(memory, INJECTED_VECTOR);
   const supported = conn.getSupportedCpuid();

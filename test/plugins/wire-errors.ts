@@ -8,7 +8,7 @@ import { C, native } from '../../src/native/index.js';
 import { MainRequest, MainResponse, type MainRequest as Request } from '../../src/protocol/gen/plugin.js';
 import { AddressSpace, Connection, GuestMemory, PluginError, VcpuStateSet } from '../../src/plugin/index.js';
 import type { WireErrorsReport } from '../support/reports.js';
-import { finish } from '../support/test-plugin.js';
+import { finish, wireAnswer } from '../support/test-plugin.js';
 
 const conn = Connection.connect();
 const results: WireErrorsReport = {};
@@ -16,7 +16,7 @@ const results: WireErrorsReport = {};
 function raw(name: string, request: Request, fds: number[] = []): void {
   const { response, fds: received } = conn.request(request, fds);
   for (const fd of received) native.close(fd);
-  results[name] = { errno: response.errnoValue, member: response.message?.$case ?? null };
+  results[name] = wireAnswer(response);
 }
 
 function memfd(size: number, sealed: boolean): number {
@@ -68,7 +68,7 @@ native.sendmsg(conn.fd, unknownOnly, unknownOnly.length, []);
 const answer = Buffer.alloc(4096);
 const got = native.recvmsg(conn.fd, answer, 4);
 const decoded = MainResponse.decode(answer.subarray(0, got?.bytes ?? 0));
-results['unknownRequest'] = { errno: decoded.errnoValue, member: decoded.message?.$case ?? null };
+results['unknownRequest'] = wireAnswer(decoded);
 
 const mem = GuestMemory.create(0x1000);
 mem.bytes.set([0xf4], 0); // hlt

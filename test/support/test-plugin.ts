@@ -28,7 +28,7 @@ import {
   type VcpuEvent,
 } from '../../src/plugin/index.js';
 import { assemble } from './asm.js';
-import { jsonReplacer } from './reports.js';
+import { jsonReplacer, type WireAnswer } from './reports.js';
 
 // ---------------------------------------------------------------------------
 // A plugin's life: its main, its failures, its report
@@ -58,6 +58,22 @@ export function printReport<T>(report: T): void {
 export function finish<T>(report: T): never {
   printReport(report);
   process.exit(0);
+}
+
+/** A response (main or VCPU) as a report records it: its errno and the member it carried. */
+export function wireAnswer(response: { errnoValue: number; message?: { $case: string } }): WireAnswer {
+  return { errno: response.errnoValue, member: response.message?.$case ?? null };
+}
+
+/** CPUID register values as the text they spell (4 bytes each, little-endian), e.g. a vendor signature. */
+export function cpuidText(...registers: number[]): string {
+  return Buffer.concat(
+    registers.map((r) => {
+      const b = Buffer.alloc(4);
+      b.writeUInt32LE(r >>> 0);
+      return b;
+    }),
+  ).toString('latin1');
 }
 
 // ---------------------------------------------------------------------------
@@ -124,6 +140,27 @@ export function createProgramMemory(conn: Connection, program: Uint8Array): Gues
   loadProgram(memory, program);
   conn.createMemory(memory, { start: 0n });
   return memory;
+}
+
+/** A range to reserve: an IO port alone (1 byte), or a range in full (IO ports, 1 byte, unless it says otherwise). */
+export type Reservation = bigint | { start: bigint; length?: bigint; space?: AddressSpace; asyncWrite?: boolean };
+
+/**
+ * How a plugin that runs one {@link realModeProgram} begins: connects,
+ * reserves the ranges of `reserve` and loads the program of `body` (and
+ * `handler`) with {@link createProgramMemory}. Then it starts the VM, e.g.
+ * with {@link startVcpu0}.
+ */
+export function connectWithProgram(
+  program: { body: string; handler?: string },
+  reserve: readonly Reservation[] = [],
+): { conn: Connection; memory: GuestMemory } {
+  const conn = Connection.connect();
+  for (const reservation of reserve) {
+    const range = typeof reservation === 'bigint' ? { start: reservation } : reservation;
+    conn.reserveRange(range.space ?? AddressSpace.IOPORT, range.start, range.length ?? 1n, { asyncWrite: range.asyncWrite });
+  }
+  return { conn, memory: createProgramMemory(conn, realModeProgram(program.body, program.handler)) };
 }
 
 /** A slot of `size` bytes at 0 holding `code`, a whole program of the plugin's own (org 0x1000), at {@link CODE}. */
