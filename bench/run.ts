@@ -40,7 +40,7 @@ const KERNEL_GUEST = path.join(BUILD, 'kernel_guest.elf');
 const STARTUP_GUEST = path.join(BUILD, 'startup_guest.elf');
 const HOSTCALL_GUEST = path.join(BUILD, 'hostcall_guest.elf');
 /** The host CLI; --host replaces it (e.g. to compare with another build). */
-let HOST_CLI = path.join(ROOT, 'dist', 'bundle', 'plugvisor.js');
+let HOST_CLI = path.join(ROOT, 'dist', 'bundle', 'plugvisor.cjs');
 const SDK = path.join(ROOT, 'dist', 'bundle', 'plugin.js');
 const TS_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'exit-loop.js');
 const HOSTCALL_PLUGIN = path.join(ROOT, 'dist', 'bench', 'plugins', 'host-call.js');
@@ -75,7 +75,7 @@ const USAGE = `usage: npm run bench -- [options]
   --out FILE      results file (default bench/results/latest.json)
   --markdown      also print the table as Markdown (for bench/README.md)
   --timeout S     per-process time limit in seconds (default 180)
-  --host FILE     the host CLI to run (default dist/bundle/plugvisor.js)
+  --host FILE     the host CLI to run (default dist/bundle/plugvisor.cjs)
   --list          list the cases and whether they can run, then exit`;
 
 function parseOptions(argv: string[]): Options {

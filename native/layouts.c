@@ -83,6 +83,10 @@ static const layout_entry_t entries[] = {
   SIZE(kvm_pit_config),
   SAME(kvm_pit_config, flags),
 
+  SIZE(kvm_pic_state),
+  SAME(kvm_pic_state, imr), FIELD(kvm_pic_state, "irqBase", irq_base), FIELD(kvm_pic_state, "initState", init_state),
+  FIELD(kvm_pic_state, "autoEoi", auto_eoi), SAME(kvm_pic_state, init4),
+
   SIZE(kvm_segment),
   SAME(kvm_segment, base), SAME(kvm_segment, limit), SAME(kvm_segment, selector), SAME(kvm_segment, type),
   SAME(kvm_segment, present), SAME(kvm_segment, dpl), SAME(kvm_segment, db), SAME(kvm_segment, s),

@@ -2,7 +2,7 @@
 import { chmodSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
-const executables = ['dist/bundle/plugvisor.js', 'dist/bundle/exec-plugin.js'];
+const executables = ['dist/bundle/plugvisor.cjs', 'dist/bundle/exec-plugin.js'];
 for (const dir of ['dist/examples', 'dist/test/plugins', 'dist/bench/plugins']) {
   let names = [];
   try {

@@ -374,8 +374,8 @@ describe('real-mode guests', needsKvm, () => {
       assert.equal(after.rip, BigInt(ENTRY + realModeCode(body).length)); // just past the hlt
 
       const sregs = new SregsView(vcpu.getSregs());
-      assert.equal(sregs.csBase, 0n);
-      assert.equal(sregs.csSelector, 0);
+      assert.equal(sregs.cs.base, 0n);
+      assert.equal(sregs.cs.selector, 0);
       assert.equal(sregs.cr0 & 1n, 0n, 'not in real mode');
       sregs.segment('fs').base = 0x12340n;
       sregs.fs.selector = 0x1234;

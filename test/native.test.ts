@@ -216,6 +216,7 @@ test('layouts: the x86-64 layouts of <linux/kvm.h>, field by field', () => {
     kvm_enable_cap: { cap: 0, flags: 4, args: 8, pad: 40, size: 104 },
     kvm_irqchip: { chipId: 0, chip: 8, size: 520 },
     kvm_pit_config: { flags: 0, size: 64 },
+    kvm_pic_state: { imr: 2, irqBase: 5, initState: 9, autoEoi: 10, init4: 13, size: 16 },
     kvm_segment: {
       base: 0,
       limit: 8,

@@ -10,7 +10,7 @@
  *   cc -pthread -Iclients/c/build/include examples/c/adder.c \
  *      -Lclients/c/build/lib -Wl,-rpath,$PWD/clients/c/build/lib -lcrosvm_plugin
  * Run:
- *   node dist/bundle/plugvisor.js run --plugin ./a.out
+ *   node dist/bundle/plugvisor.cjs run --plugin ./a.out
  */
 #define _GNU_SOURCE
 #include <errno.h>

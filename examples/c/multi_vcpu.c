@@ -15,7 +15,7 @@
  * Each VCPU is served by its own thread with its own connection.
  *
  * Build: make -C clients/c (or see adder.c); run:
- *   node dist/bundle/plugvisor.js run --cpus 2 --plugin clients/c/build/examples/multi_vcpu
+ *   node dist/bundle/plugvisor.cjs run --cpus 2 --plugin clients/c/build/examples/multi_vcpu
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -179,4 +179,7 @@ program
   .addHelpText('after', '\nExample:\n  PKG_CONFIG_PATH=$(npx plugvisor pkg-config-path) pkg-config --cflags --libs crosvm_plugin')
   .action(printer(pkgConfigDir));
 
-await program.parseAsync(process.argv);
+// The CLI is bundled as CommonJS (scripts/bundle.js), which has no top-level
+// await; an error no action expects still ends the process, as an unhandled
+// rejection with its stack.
+void program.parseAsync(process.argv);

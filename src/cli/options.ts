@@ -63,6 +63,55 @@ function collectInOrder<T>(list: T[], parse: (value: string) => T[]) {
   };
 }
 
+/** A repeatable jail option with a twin that reads its values from a file. */
+interface ListOption<T> {
+  /** `plugin-mount` for --plugin-mount and --plugin-mount-file. */
+  name: string;
+  /** The value's syntax in --help. */
+  syntax: string;
+  help: string;
+  /** What the -file twin does, before "one … value a line". */
+  fileHelp: string;
+  parse: (value: string) => T;
+}
+
+const LIST_OPTIONS: readonly ListOption<unknown>[] = [
+  {
+    name: 'plugin-mount',
+    syntax: 'src[:dst[:writable]]',
+    help: 'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
+    fileHelp: 'bind every path the file lists',
+    parse: parseBindMount,
+  },
+  {
+    name: 'plugin-gid-map',
+    syntax: 'inner[:outer[:count]]',
+    help: 'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
+    fileHelp: 'map every group range the file lists',
+    parse: parseGidMap,
+  },
+];
+
+/**
+ * Adds `--name <syntax>` (repeatable) and `--name-file <file>` (the same
+ * values, one a line), both collected into one list in command-line order.
+ */
+function addListOption<T>(command: Command, option: ListOption<T>): void {
+  const list: T[] = [];
+  const fileOption = `--${option.name}-file`;
+  command
+    .option(
+      `--${option.name} <${option.syntax}>`,
+      option.help,
+      collectInOrder(list, (value) => [option.parse(value)]),
+    )
+    .option(
+      `${fileOption} <file>`,
+      `${option.fileHelp}, one --${option.name} value a line (# comments; repeatable)`,
+      collectInOrder(list, (file) => parseListFile(file, fileOption, option.parse)),
+    );
+}
+
 /** The file --seccomp-policy-dir names in its directory: the one crosvm read for plugins. */
 export const PLUGIN_POLICY_FILE = 'plugin.policy';
 
@@ -94,34 +143,14 @@ export interface SandboxFlags {
 
 /** Adds the jail's options: --disable-sandbox, --plugin-root, the binds, the gid maps and the seccomp policy. */
 export function addSandboxOptions(command: Command): Command {
-  const mounts: BindMount[] = [];
-  const gidMaps: GidMap[] = [];
-  return command
+  command
     .option('--disable-sandbox', 'run the plugin as a plain child process instead of in the jail')
     .option(
       '--plugin-root <dir>',
       "the plugin's / in the jail (default: an empty read-only root with the plugin and what it needs)",
-    )
-    .option(
-      '--plugin-mount <src[:dst[:writable]]>',
-      'bind a host path into the jail (repeatable; dst defaults to src, writable is true or false)',
-      collectInOrder(mounts, (spec) => [parseBindMount(spec)]),
-    )
-    .option(
-      '--plugin-mount-file <file>',
-      'bind every path the file lists, one --plugin-mount value a line (# comments; repeatable)',
-      collectInOrder(mounts, (file) => parseListFile(file, '--plugin-mount-file', parseBindMount)),
-    )
-    .option(
-      '--plugin-gid-map <inner[:outer[:count]]>',
-      'map host groups into the jail (repeatable; outer defaults to inner, count to 1)',
-      collectInOrder(gidMaps, (spec) => [parseGidMap(spec)]),
-    )
-    .option(
-      '--plugin-gid-map-file <file>',
-      'map every group range the file lists, one --plugin-gid-map value a line (# comments; repeatable)',
-      collectInOrder(gidMaps, (file) => parseListFile(file, '--plugin-gid-map-file', parseGidMap)),
-    )
+    );
+  for (const option of LIST_OPTIONS) addListOption(command, option);
+  return command
     .option('--seccomp-policy <file>', "the plugin's seccomp policy (default: the one shipped in src/sandbox)")
     .option('--seccomp-policy-dir <dir>', `take the plugin's seccomp policy from DIR/${PLUGIN_POLICY_FILE}, as crosvm did`)
     .option(

@@ -2,17 +2,11 @@
  * The two 8259 PICs as a program without a kernel finds them: initialised the
  * way a PC BIOS leaves them, through the VM state sets PIC0 and PIC1.
  */
+import { PIC_STATE } from '../kvm/structs.js';
 import { VmStateSet, type Connection } from '../plugin/index.js';
 
 /** The ISA interrupt vectors: the runner programs the PICs like a PC BIOS does, IRQ n → vector 0x20 + n. */
 export const PIC_VECTOR_BASE = 0x20;
-
-// struct kvm_pic_state: one byte per field.
-const PIC_IMR = 2;
-const PIC_IRQ_BASE = 5;
-const PIC_INIT_STATE = 9;
-const PIC_AUTO_EOI = 10;
-const PIC_INIT4 = 13;
 
 /**
  * Both PICs initialised (vectors 0x20 and 0x28, auto-EOI, every line masked
@@ -27,11 +21,11 @@ export function setUpPics(conn: Connection): void {
     [VmStateSet.PIC1, PIC_VECTOR_BASE + 8, 0xff],
   ] as const) {
     const state = new Uint8Array(conn.getVmState(set));
-    state[PIC_IMR] = mask;
-    state[PIC_IRQ_BASE] = base;
-    state[PIC_INIT_STATE] = 0;
-    state[PIC_AUTO_EOI] = 1;
-    state[PIC_INIT4] = 1;
+    state[PIC_STATE.imr] = mask;
+    state[PIC_STATE.irqBase] = base;
+    state[PIC_STATE.initState] = 0;
+    state[PIC_STATE.autoEoi] = 1;
+    state[PIC_STATE.init4] = 1;
     conn.setVmState(set, state);
   }
 }

@@ -16,13 +16,13 @@ const JOIN_POLL_MS = 5;
 
 interface VcpuPipes {
   /** Host reads plugin requests here (the native thread reads its own duplicate). */
-  requestRead: number;
+  readonly requestRead: number;
   /** The plugin writes requests here; kept to hand out with every get_vcpus. */
-  requestWrite: number;
+  readonly requestWrite: number;
   /** The plugin reads responses here; kept like requestWrite. */
-  responseRead: number;
+  readonly responseRead: number;
   /** Host writes responses here (the native thread writes its own duplicate). */
-  responseWrite: number;
+  readonly responseWrite: number;
 }
 
 export type VcpuExitHandler = (index: number, reason: string, failed: boolean) => void;

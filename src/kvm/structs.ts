@@ -65,6 +65,8 @@ export const ENABLE_CAP_ARGS = (ENABLE_CAP.pad - ENABLE_CAP.args) / 8;
 export const IRQCHIP = L.kvm_irqchip;
 /** struct kvm_pit_config (KVM_CREATE_PIT2). */
 export const PIT_CONFIG = L.kvm_pit_config;
+/** struct kvm_pic_state (one 8259 in struct kvm_irqchip's union): one byte per field. */
+export const PIC_STATE = L.kvm_pic_state;
 /** struct kvm_segment. */
 export const SEGMENT = L.kvm_segment;
 /** struct kvm_dtable (gdt / idt inside kvm_sregs). */
@@ -95,6 +97,12 @@ export function allocBytes(length: number): Uint8Array<ArrayBuffer> {
 /** A little-endian DataView over exactly `bytes`. */
 export function viewOf(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** A zeroed struct of `layout` and a DataView on it, for an ioctl argument filled field by field. */
+export function newStruct(layout: { readonly size: number }): { buf: Uint8Array<ArrayBuffer>; dv: DataView } {
+  const buf = allocBytes(layout.size);
+  return { buf, dv: viewOf(buf) };
 }
 
 // ---------------------------------------------------------------------------

@@ -6,16 +6,7 @@ import { errno, ErrnoError, isErrnoError } from '../errno.js';
 import { C, native } from '../native/index.js';
 import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
 import { defineStateMethods, ioctlBytes, queryCpuid2, rethrowWithContext } from './ioctl.js';
-import {
-  allocBytes,
-  decodeMsrData,
-  ENABLE_CAP,
-  ENABLE_CAP_ARGS,
-  encodeCpuid2,
-  encodeMsrs,
-  viewOf,
-  type CpuidEntry2,
-} from './structs.js';
+import { decodeMsrData, ENABLE_CAP, ENABLE_CAP_ARGS, encodeCpuid2, encodeMsrs, newStruct, type CpuidEntry2 } from './structs.js';
 
 /** The state structs of {@link VcpuFd}: `Regs` gives getRegs() and setRegs(). */
 const VCPU_STATE = {
@@ -176,8 +167,7 @@ export class VcpuFd {
         syscall: 'ioctl',
       });
     }
-    const buf = allocBytes(ENABLE_CAP.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(ENABLE_CAP);
     dv.setUint32(ENABLE_CAP.cap, cap >>> 0, true);
     dv.setUint32(ENABLE_CAP.flags, flags >>> 0, true);
     args.forEach((a, i) => dv.setBigUint64(ENABLE_CAP.args + i * 8, BigInt.asUintN(64, a), true));

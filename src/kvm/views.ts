@@ -75,17 +75,38 @@ export abstract class StructView {
   /** @internal Where the struct starts in them. */
   readonly at = 0;
 
-  /** @internal `bytes` must be exactly one struct `struct` (`size` bytes), else EINVAL naming `view`. */
-  protected constructor(bytes: Uint8Array, size: number, struct: string, view: string) {
-    expectSize(bytes, size, struct, view);
-    this.bytes = bytes;
-    this.dv = viewOf(bytes);
+  /**
+   * @internal `bytes` must be exactly one struct `struct` (of `layout`), else
+   * EINVAL naming `view`; without them the view makes zeroed ones.
+   */
+  protected constructor(bytes: Uint8Array | undefined, layout: { readonly size: number }, struct: string, view: string) {
+    this.bytes = bytes ?? allocBytes(layout.size);
+    expectSize(this.bytes, layout.size, struct, view);
+    this.dv = viewOf(this.bytes);
   }
 }
 
 // ---------------------------------------------------------------------------
 
 /** Typed access to struct kvm_regs bytes (e.g. from `Vcpu.getRegs()`); writes go to the bytes. */
+export class RegsView extends StructView {
+  /** `bytes` must be exactly one struct kvm_regs; omit it for a zeroed one. */
+  constructor(bytes?: Uint8Array) {
+    super(bytes, REGS, 'kvm_regs', 'RegsView');
+  }
+
+  /** The register called `name`. */
+  get(name: RegName): bigint {
+    return this.dv.getBigUint64(REGS[name], true);
+  }
+  /** Sets the register called `name` (to `value` modulo 2^64). */
+  set(name: RegName, value: bigint): void {
+    this.dv.setBigUint64(REGS[name], value, true);
+  }
+}
+defineFields(RegsView, REGS, Object.fromEntries(REG_NAMES.map((name) => [name, 'u64'])) as Record<RegName, 'u64'>);
+
+/** The fields of {@link RegsView}, made above: their types and docs. */
 export interface RegsView {
   /** The RAX register. */
   rax: bigint;
@@ -125,28 +146,32 @@ export interface RegsView {
   rflags: bigint;
 }
 
-/** Typed access to struct kvm_regs bytes (e.g. from `Vcpu.getRegs()`); writes go to the bytes. */
-export class RegsView extends StructView {
-  /** The size of struct kvm_regs in bytes. */
-  static readonly SIZE = REGS.size;
-
-  /** `bytes` must be exactly one struct kvm_regs; omit it for a zeroed one. */
-  constructor(bytes: Uint8Array = allocBytes(REGS.size)) {
-    super(bytes, REGS.size, 'kvm_regs', 'RegsView');
-  }
-
-  /** The register called `name`. */
-  get(name: RegName): bigint {
-    return this.dv.getBigUint64(REGS[name], true);
-  }
-  /** Sets the register called `name` (to `value` modulo 2^64). */
-  set(name: RegName, value: bigint): void {
-    this.dv.setBigUint64(REGS[name], value, true);
-  }
-}
-defineFields(RegsView, REGS, Object.fromEntries(REG_NAMES.map((name) => [name, 'u64'])) as Record<RegName, 'u64'>);
-
 /** One struct kvm_segment inside a struct kvm_sregs; writes go to the bytes. */
+export class SegmentView {
+  /** The segment at byte `at` of the struct that `dv` views (see {@link SregsView.segment}). */
+  constructor(
+    /** @internal The bytes of the struct this one is in. */
+    readonly dv: DataView,
+    /** @internal Where this one starts in them. */
+    readonly at: number,
+  ) {}
+}
+defineFields(SegmentView, SEGMENT, {
+  base: 'u64',
+  limit: 'u32',
+  selector: 'u16',
+  type: 'u8',
+  present: 'u8',
+  dpl: 'u8',
+  db: 'u8',
+  s: 'u8',
+  l: 'u8',
+  g: 'u8',
+  avl: 'u8',
+  unusable: 'u8',
+});
+
+/** The fields of {@link SegmentView}, made above: their types and docs. */
 export interface SegmentView {
   /** The segment's base address. */
   base: bigint;
@@ -174,39 +199,6 @@ export interface SegmentView {
   unusable: number;
 }
 
-/** One struct kvm_segment inside a struct kvm_sregs; writes go to the bytes. */
-export class SegmentView {
-  /** The segment at byte `at` of the struct that `dv` views (see {@link SregsView.segment}). */
-  constructor(
-    /** @internal The bytes of the struct this one is in. */
-    readonly dv: DataView,
-    /** @internal Where this one starts in them. */
-    readonly at: number,
-  ) {}
-}
-defineFields(SegmentView, SEGMENT, {
-  base: 'u64',
-  limit: 'u32',
-  selector: 'u16',
-  type: 'u8',
-  present: 'u8',
-  dpl: 'u8',
-  db: 'u8',
-  s: 'u8',
-  l: 'u8',
-  g: 'u8',
-  avl: 'u8',
-  unusable: 'u8',
-});
-
-/** A struct kvm_dtable (gdt / idt) inside a struct kvm_sregs. */
-export interface DtableView {
-  /** The table's linear base address. */
-  base: bigint;
-  /** The table's limit (its size in bytes, minus 1). */
-  limit: number;
-}
-
 /** A struct kvm_dtable (gdt / idt) inside a struct kvm_sregs. */
 export class DtableView {
   /** The table register at byte `at` of the struct that `dv` views. */
@@ -219,10 +211,60 @@ export class DtableView {
 }
 defineFields(DtableView, DTABLE, { base: 'u64', limit: 'u16' });
 
+/** The fields of {@link DtableView}, made above: their types and docs. */
+export interface DtableView {
+  /** The table's linear base address. */
+  base: bigint;
+  /** The table's limit (its size in bytes, minus 1). */
+  limit: number;
+}
+
+/** The segment registers of struct kvm_sregs, in header order. */
+export const SEGMENT_NAMES = ['cs', 'ds', 'es', 'fs', 'gs', 'ss', 'tr', 'ldt'] as const;
 /** The segment registers of struct kvm_sregs. */
-export type SegmentName = 'cs' | 'ds' | 'es' | 'fs' | 'gs' | 'ss' | 'tr' | 'ldt';
+export type SegmentName = (typeof SEGMENT_NAMES)[number];
 
 /** Typed access to struct kvm_sregs bytes (e.g. from `Vcpu.getSregs()`); writes go to the bytes. */
+export class SregsView extends StructView {
+  /** `bytes` must be exactly one struct kvm_sregs; omit it for a zeroed one. */
+  constructor(bytes?: Uint8Array) {
+    super(bytes, SREGS, 'kvm_sregs', 'SregsView');
+  }
+
+  /** The segment register called `name`. */
+  segment(name: SegmentName): SegmentView {
+    return new SegmentView(this.dv, SREGS[name]);
+  }
+  /** The global descriptor table register. */
+  get gdt(): DtableView {
+    return new DtableView(this.dv, SREGS.gdt);
+  }
+  /** The interrupt descriptor table register. */
+  get idt(): DtableView {
+    return new DtableView(this.dv, SREGS.idt);
+  }
+}
+// cs, ds, ... ldt: one getter each, like segment(name).
+for (const name of SEGMENT_NAMES) {
+  Object.defineProperty(SregsView.prototype, name, {
+    get(this: SregsView) {
+      return this.segment(name);
+    },
+    enumerable: false,
+    configurable: false,
+  });
+}
+defineFields(SregsView, SREGS, {
+  cr0: 'u64',
+  cr2: 'u64',
+  cr3: 'u64',
+  cr4: 'u64',
+  cr8: 'u64',
+  efer: 'u64',
+  apicBase: 'u64',
+});
+
+/** The fields of {@link SregsView}, made above: their types and docs. */
 export interface SregsView {
   /** Control register CR0. */
   cr0: bigint;
@@ -238,107 +280,29 @@ export interface SregsView {
   efer: bigint;
   /** The APIC base MSR. */
   apicBase: bigint;
-}
-
-/** Typed access to struct kvm_sregs bytes (e.g. from `Vcpu.getSregs()`); writes go to the bytes. */
-export class SregsView extends StructView {
-  /** The size of struct kvm_sregs in bytes. */
-  static readonly SIZE = SREGS.size;
-
-  /** `bytes` must be exactly one struct kvm_sregs; omit it for a zeroed one. */
-  constructor(bytes: Uint8Array = allocBytes(SREGS.size)) {
-    super(bytes, SREGS.size, 'kvm_sregs', 'SregsView');
-  }
-
-  /** The segment register called `name`. */
-  segment(name: SegmentName): SegmentView {
-    return new SegmentView(this.dv, SREGS[name]);
-  }
   /** The code segment. */
-  get cs(): SegmentView {
-    return this.segment('cs');
-  }
+  readonly cs: SegmentView;
   /** The data segment. */
-  get ds(): SegmentView {
-    return this.segment('ds');
-  }
+  readonly ds: SegmentView;
   /** The ES segment. */
-  get es(): SegmentView {
-    return this.segment('es');
-  }
+  readonly es: SegmentView;
   /** The FS segment. */
-  get fs(): SegmentView {
-    return this.segment('fs');
-  }
+  readonly fs: SegmentView;
   /** The GS segment. */
-  get gs(): SegmentView {
-    return this.segment('gs');
-  }
+  readonly gs: SegmentView;
   /** The stack segment. */
-  get ss(): SegmentView {
-    return this.segment('ss');
-  }
+  readonly ss: SegmentView;
   /** The task register. */
-  get tr(): SegmentView {
-    return this.segment('tr');
-  }
+  readonly tr: SegmentView;
   /** The local descriptor table register. */
-  get ldt(): SegmentView {
-    return this.segment('ldt');
-  }
-
-  /** Shorthand for `cs.base`. */
-  get csBase(): bigint {
-    return this.cs.base;
-  }
-  set csBase(v: bigint) {
-    this.cs.base = v;
-  }
-  /** Shorthand for `cs.selector`. */
-  get csSelector(): number {
-    return this.cs.selector;
-  }
-  set csSelector(v: number) {
-    this.cs.selector = v;
-  }
-
-  /** The global descriptor table register. */
-  get gdt(): DtableView {
-    return new DtableView(this.dv, SREGS.gdt);
-  }
-  /** The interrupt descriptor table register. */
-  get idt(): DtableView {
-    return new DtableView(this.dv, SREGS.idt);
-  }
-}
-defineFields(SregsView, SREGS, {
-  cr0: 'u64',
-  cr2: 'u64',
-  cr3: 'u64',
-  cr4: 'u64',
-  cr8: 'u64',
-  efer: 'u64',
-  apicBase: 'u64',
-});
-
-/** Typed access to struct kvm_debugregs bytes; writes go to the bytes. */
-export interface DebugregsView {
-  /** DR6, the debug status. */
-  dr6: bigint;
-  /** DR7, the debug control. */
-  dr7: bigint;
-  /** The struct's flags field. */
-  flags: bigint;
+  readonly ldt: SegmentView;
 }
 
 /** Typed access to struct kvm_debugregs bytes; writes go to the bytes. */
 export class DebugregsView extends StructView {
-  /** The size of struct kvm_debugregs in bytes. */
-  static readonly SIZE = DEBUGREGS.size;
-
   /** `bytes` must be exactly one struct kvm_debugregs; omit it for a zeroed one. */
-  constructor(bytes: Uint8Array = allocBytes(DEBUGREGS.size)) {
-    super(bytes, DEBUGREGS.size, 'kvm_debugregs', 'DebugregsView');
+  constructor(bytes?: Uint8Array) {
+    super(bytes, DEBUGREGS, 'kvm_debugregs', 'DebugregsView');
   }
 
   /** Debug address register DR`i` (`i` from 0 to 3). */
@@ -351,6 +315,16 @@ export class DebugregsView extends StructView {
   }
 }
 defineFields(DebugregsView, DEBUGREGS, { dr6: 'u64', dr7: 'u64', flags: 'u64' });
+
+/** The fields of {@link DebugregsView}, made above: their types and docs. */
+export interface DebugregsView {
+  /** DR6, the debug status. */
+  dr6: bigint;
+  /** DR7, the debug control. */
+  dr7: bigint;
+  /** The struct's flags field. */
+  flags: bigint;
+}
 
 function checkDr(i: number): number {
   if (!Number.isInteger(i) || i < 0 || i > 3) throw new RangeError(`debug register index ${i} is not 0..3`);

@@ -15,6 +15,7 @@ import {
   IRQ_ROUTING_ENTRY,
   IRQCHIP,
   IRQFD,
+  newStruct,
   PIT_CONFIG,
   USERSPACE_MEMORY_REGION,
   viewOf,
@@ -139,8 +140,8 @@ export class VmFd {
 
   /** KVM_CREATE_PIT2 with struct kvm_pit_config{flags}. Needs the irqchip first. */
   createPit2(flags = 0): void {
-    const buf = allocBytes(PIT_CONFIG.size);
-    viewOf(buf).setUint32(PIT_CONFIG.flags, flags >>> 0, true);
+    const { buf, dv } = newStruct(PIT_CONFIG);
+    dv.setUint32(PIT_CONFIG.flags, flags >>> 0, true);
     ioctlBytes(this.fd, C.KVM_CREATE_PIT2, 'KVM_CREATE_PIT2', buf);
   }
 
@@ -159,8 +160,7 @@ export class VmFd {
   /** KVM_SET_USER_MEMORY_REGION: creates, moves, changes flags of, or (size 0) deletes a slot. */
   setUserMemoryRegion(region: UserMemoryRegion): void {
     const L = USERSPACE_MEMORY_REGION;
-    const buf = allocBytes(L.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(L);
     dv.setUint32(L.slot, region.slot >>> 0, true);
     dv.setUint32(L.flags, region.flags >>> 0, true);
     dv.setBigUint64(L.guestPhysAddr, BigInt.asUintN(64, region.guestPhysAddr), true);
@@ -172,8 +172,7 @@ export class VmFd {
   /** KVM_IOEVENTFD: signal an eventfd on a guest write instead of exiting (or remove that). */
   ioeventfd(e: IoEventFd): void {
     const L = IOEVENTFD;
-    const buf = allocBytes(L.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(L);
     let flags = 0;
     if (e.datamatch !== undefined) flags |= C.KVM_IOEVENTFD_FLAG_DATAMATCH;
     if (e.pio) flags |= C.KVM_IOEVENTFD_FLAG_PIO;
@@ -189,8 +188,7 @@ export class VmFd {
   /** KVM_IRQFD: raise `gsi` when an eventfd is signalled (or remove that). */
   irqfd(e: IrqFd): void {
     const L = IRQFD;
-    const buf = allocBytes(L.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(L);
     let flags = 0;
     if (e.deassign) flags |= C.KVM_IRQFD_FLAG_DEASSIGN;
     if (e.resampleFd !== undefined) flags |= C.KVM_IRQFD_FLAG_RESAMPLE;
@@ -203,8 +201,7 @@ export class VmFd {
 
   /** KVM_IRQ_LINE: sets the level of an interrupt line (a GSI) of the in-kernel irqchip. */
   setIrqLine(irq: number, level: boolean): void {
-    const buf = allocBytes(IRQ_LEVEL.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(IRQ_LEVEL);
     dv.setUint32(IRQ_LEVEL.irq, irq >>> 0, true);
     dv.setUint32(IRQ_LEVEL.level, level ? 1 : 0, true);
     ioctlBytes(this.fd, C.KVM_IRQ_LINE, 'KVM_IRQ_LINE', buf);
@@ -241,8 +238,8 @@ export class VmFd {
    */
   getIrqchip(chipId: number): Uint8Array<ArrayBuffer> {
     const size = irqchipStateSize(chipId, 'KVM_GET_IRQCHIP');
-    const buf = allocBytes(IRQCHIP.size);
-    viewOf(buf).setUint32(IRQCHIP.chipId, chipId >>> 0, true);
+    const { buf, dv } = newStruct(IRQCHIP);
+    dv.setUint32(IRQCHIP.chipId, chipId >>> 0, true);
     ioctlBytes(this.fd, C.KVM_GET_IRQCHIP, 'KVM_GET_IRQCHIP', buf);
     return buf.slice(IRQCHIP.chip, IRQCHIP.chip + size);
   }
@@ -251,8 +248,8 @@ export class VmFd {
   setIrqchip(chipId: number, state: Uint8Array): void {
     const size = irqchipStateSize(chipId, 'KVM_SET_IRQCHIP');
     expectSize(state, size, chipId === C.KVM_IRQCHIP_IOAPIC ? 'kvm_ioapic_state' : 'kvm_pic_state', 'KVM_SET_IRQCHIP');
-    const buf = allocBytes(IRQCHIP.size);
-    viewOf(buf).setUint32(IRQCHIP.chipId, chipId >>> 0, true);
+    const { buf, dv } = newStruct(IRQCHIP);
+    dv.setUint32(IRQCHIP.chipId, chipId >>> 0, true);
     buf.set(state, IRQCHIP.chip);
     ioctlBytes(this.fd, C.KVM_SET_IRQCHIP, 'KVM_SET_IRQCHIP', buf);
   }
@@ -269,8 +266,7 @@ export class VmFd {
     }
     const words = Math.max(1, Math.ceil(pages / 64));
     const bitmap = allocBytes(words * 8);
-    const buf = allocBytes(DIRTY_LOG.size);
-    const dv = viewOf(buf);
+    const { buf, dv } = newStruct(DIRTY_LOG);
     dv.setUint32(DIRTY_LOG.slot, slot >>> 0, true);
     dv.setBigUint64(DIRTY_LOG.dirtyBitmap, native.addressOf(bitmap), true);
     ioctlBytes(this.fd, C.KVM_GET_DIRTY_LOG, 'KVM_GET_DIRTY_LOG', buf);

@@ -20,6 +20,7 @@ export const LAYOUT_FIELDS = {
   kvm_enable_cap: ['cap', 'flags', 'args', 'pad'],
   kvm_irqchip: ['chipId', 'chip'],
   kvm_pit_config: ['flags'],
+  kvm_pic_state: ['imr', 'irqBase', 'initState', 'autoEoi', 'init4'],
   kvm_segment: ['base', 'limit', 'selector', 'type', 'present', 'dpl', 'db', 's', 'l', 'g', 'avl', 'unusable'],
   kvm_dtable: ['base', 'limit'],
   kvm_sregs: [

@@ -70,7 +70,7 @@ export type MainRequest = GeneratedMainRequest;
 export type MainResponse = GeneratedMainResponse;
 
 // Typed views over raw register bytes (getRegs()/setRegs() etc. take and give raw bytes).
-export { DebugregsView, DtableView, RegsView, SegmentView, SregsView, type SegmentName } from '../kvm/views.js';
+export { DebugregsView, DtableView, RegsView, SEGMENT_NAMES, SegmentView, SregsView, type SegmentName } from '../kvm/views.js';
 export { REG_NAMES, type RegName } from '../kvm/structs.js';
 
 /** Kernel constants (capability numbers, struct sizes, ...) computed by the addon from <linux/kvm.h>. */

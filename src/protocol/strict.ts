@@ -33,10 +33,11 @@ export class MalformedMessageError extends Error {
   override name = 'MalformedMessageError';
 }
 
-const VARINT = 0;
-const I64 = 1;
-const LEN = 2;
-const I32 = 5;
+// The wire types this checker accepts (3 and 4, the deprecated groups, are malformed).
+const VARINT = 0; // the (u/s)int32 and 64 types, bool, enums
+const I64 = 1; // fixed64, sfixed64, double
+const LEN = 2; // bytes, strings, messages, packed repeated scalars
+const I32 = 5; // fixed32, sfixed32, float
 
 /** The schema's messages nest at most a few deep; this only bounds a corrupt descriptor. */
 const MAX_DEPTH = 32;

@@ -17,7 +17,7 @@ import type { Reported } from './reports.js';
 const root = PACKAGE_ROOT;
 
 /** The compiled CLI. */
-export const CLI = path.join(root, 'dist/bundle/plugvisor.js');
+export const CLI = path.join(root, 'dist/bundle/plugvisor.cjs');
 
 /** The compiled test plugin `name` (test/plugins/NAME.ts). */
 export function testPlugin(name: string): string {
