@@ -8,18 +8,6 @@ import { ExitDecoder, INTERRUPTED, type VcpuExit } from './exit.js';
 import { defineStateMethods, ioctlBytes, queryCpuid2, rethrowWithContext } from './ioctl.js';
 import { decodeMsrData, ENABLE_CAP, ENABLE_CAP_ARGS, encodeCpuid2, encodeMsrs, newStruct, type CpuidEntry2 } from './structs.js';
 
-/** The state structs of {@link VcpuFd}: `Regs` gives getRegs() and setRegs(). */
-const VCPU_STATE = {
-  Regs: { ioctl: 'REGS', struct: 'kvm_regs' },
-  Sregs: { ioctl: 'SREGS', struct: 'kvm_sregs' },
-  Fpu: { ioctl: 'FPU', struct: 'kvm_fpu' },
-  Debugregs: { ioctl: 'DEBUGREGS', struct: 'kvm_debugregs' },
-  Lapic: { ioctl: 'LAPIC', struct: 'kvm_lapic_state' },
-  MpState: { ioctl: 'MP_STATE', struct: 'kvm_mp_state' },
-  Xcrs: { ioctl: 'XCRS', struct: 'kvm_xcrs' },
-  VcpuEvents: { ioctl: 'VCPU_EVENTS', struct: 'kvm_vcpu_events' },
-} as const;
-
 /**
  * The state structs of a VCPU, read and written as raw kernel bytes: one
  * `getX()` (KVM_GET_*: a fresh struct) and `setX(bytes)` (KVM_SET_*: exactly
@@ -28,34 +16,34 @@ const VCPU_STATE = {
 export interface VcpuFd {
   /** KVM_GET_REGS: struct kvm_regs. */
   getRegs(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
-  setRegs(bytes: Uint8Array): void;
   /** KVM_GET_SREGS: struct kvm_sregs. */
   getSregs(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
-  setSregs(bytes: Uint8Array): void;
   /** KVM_GET_FPU: struct kvm_fpu. */
   getFpu(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
-  setFpu(bytes: Uint8Array): void;
   /** KVM_GET_DEBUGREGS: struct kvm_debugregs. */
   getDebugregs(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
-  setDebugregs(bytes: Uint8Array): void;
   /** KVM_GET_LAPIC: struct kvm_lapic_state (needs the in-kernel irqchip). */
   getLapic(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
-  setLapic(bytes: Uint8Array): void;
   /** KVM_GET_MP_STATE: struct kvm_mp_state. */
   getMpState(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
-  setMpState(bytes: Uint8Array): void;
   /** KVM_GET_XCRS: struct kvm_xcrs (needs KVM_CAP_XCRS). */
   getXcrs(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
-  setXcrs(bytes: Uint8Array): void;
   /** KVM_GET_VCPU_EVENTS: struct kvm_vcpu_events. */
   getVcpuEvents(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_REGS: exactly one struct kvm_regs, else EINVAL. */
+  setRegs(bytes: Uint8Array): void;
+  /** KVM_SET_SREGS: exactly one struct kvm_sregs, else EINVAL. */
+  setSregs(bytes: Uint8Array): void;
+  /** KVM_SET_FPU: exactly one struct kvm_fpu, else EINVAL. */
+  setFpu(bytes: Uint8Array): void;
+  /** KVM_SET_DEBUGREGS: exactly one struct kvm_debugregs, else EINVAL. */
+  setDebugregs(bytes: Uint8Array): void;
+  /** KVM_SET_LAPIC: exactly one struct kvm_lapic_state, else EINVAL. */
+  setLapic(bytes: Uint8Array): void;
+  /** KVM_SET_MP_STATE: exactly one struct kvm_mp_state, else EINVAL. */
+  setMpState(bytes: Uint8Array): void;
+  /** KVM_SET_XCRS: exactly one struct kvm_xcrs, else EINVAL. */
+  setXcrs(bytes: Uint8Array): void;
   /** KVM_SET_VCPU_EVENTS: exactly one struct kvm_vcpu_events, else EINVAL. */
   setVcpuEvents(bytes: Uint8Array): void;
 }
@@ -194,4 +182,16 @@ export class VcpuFd {
     native.close(this.fd);
   }
 }
+
+/** The state structs of {@link VcpuFd}: `Regs` gives getRegs() and setRegs(). */
+const VCPU_STATE = {
+  Regs: { ioctl: 'REGS', struct: 'kvm_regs' },
+  Sregs: { ioctl: 'SREGS', struct: 'kvm_sregs' },
+  Fpu: { ioctl: 'FPU', struct: 'kvm_fpu' },
+  Debugregs: { ioctl: 'DEBUGREGS', struct: 'kvm_debugregs' },
+  Lapic: { ioctl: 'LAPIC', struct: 'kvm_lapic_state' },
+  MpState: { ioctl: 'MP_STATE', struct: 'kvm_mp_state' },
+  Xcrs: { ioctl: 'XCRS', struct: 'kvm_xcrs' },
+  VcpuEvents: { ioctl: 'VCPU_EVENTS', struct: 'kvm_vcpu_events' },
+} as const;
 defineStateMethods(VcpuFd, VCPU_STATE);

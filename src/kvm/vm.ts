@@ -99,20 +99,14 @@ function irqchipStateSize(chipId: number, ioctl: string): number {
   }
 }
 
-/** The state structs of {@link VmFd} that one pair of ioctls reads and writes whole (the irqchip's take a chip id). */
-const VM_STATE = {
-  Pit2: { ioctl: 'PIT2', struct: 'kvm_pit_state2' },
-  Clock: { ioctl: 'CLOCK', struct: 'kvm_clock_data' },
-} as const;
-
 /** The VM's state structs read and written whole, made from the table VM_STATE. */
 export interface VmFd {
   /** KVM_GET_PIT2: struct kvm_pit_state2. */
   getPit2(): Uint8Array<ArrayBuffer>;
-  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
-  setPit2(bytes: Uint8Array): void;
   /** KVM_GET_CLOCK: struct kvm_clock_data. */
   getClock(): Uint8Array<ArrayBuffer>;
+  /** KVM_SET_PIT2: exactly one struct kvm_pit_state2, else EINVAL. */
+  setPit2(bytes: Uint8Array): void;
   /** KVM_SET_CLOCK: exactly one struct kvm_clock_data, else EINVAL. */
   setClock(bytes: Uint8Array): void;
 }
@@ -285,4 +279,10 @@ export class VmFd {
     native.close(this.fd);
   }
 }
+
+/** The state structs of {@link VmFd} that one pair of ioctls reads and writes whole (the irqchip's take a chip id). */
+const VM_STATE = {
+  Pit2: { ioctl: 'PIT2', struct: 'kvm_pit_state2' },
+  Clock: { ioctl: 'CLOCK', struct: 'kvm_clock_data' },
+} as const;
 defineStateMethods(VmFd, VM_STATE);
