@@ -13,6 +13,8 @@
 //
 // Source maps (with the TypeScript sources inlined, see tsconfig.json) go
 // beside each bundle: `node --enable-source-maps` then reports src/ lines.
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
 import { build } from 'esbuild';
 
 const common = {
@@ -42,9 +44,31 @@ const commonJs = {
 await build({
   ...common,
   ...commonJs,
-  entryPoints: { plugvisor: 'dist/src/cli/main.js' },
+  entryPoints: { host: 'dist/src/cli/main.js' },
   minify: true,
 });
+
+// The `plugvisor` command itself: a few lines that run host.cjs through a V8
+// code cache (src/cli/launch.ts says why). The caches of the bundle just
+// replaced are stale: remove them.
+await build({
+  ...common,
+  ...commonJs,
+  entryPoints: { plugvisor: 'dist/src/cli/launch.js' },
+});
+for (const name of readdirSync('dist/bundle')) {
+  if (/^host\.cjs\..*\.cache/.test(name)) rmSync(path.join('dist/bundle', name));
+}
+// launch.ts reads the bundle as latin1, which is only right for ASCII.
+if (readFileSync('dist/bundle/host.cjs').some((byte) => byte > 0x7f)) {
+  throw new Error('dist/bundle/host.cjs is not ASCII: src/cli/launch.ts reads it as latin1');
+}
+
+// commander and node-gyp-build are CommonJS: in an ES module their require()
+// calls need a real `require`.
+const esmRequire = {
+  js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);",
+};
 
 await build({
   ...common,
@@ -53,11 +77,7 @@ await build({
     'exec-plugin': 'dist/src/cli/exec-plugin.js',
   },
   format: 'esm',
-  // commander and node-gyp-build are CommonJS: their require() calls need a
-  // real `require` in an ES module.
-  banner: {
-    js: "import { createRequire as plugvisorCreateRequire } from 'node:module'; const require = plugvisorCreateRequire(import.meta.url);",
-  },
+  banner: esmRequire,
 });
 
 await build({
@@ -73,6 +93,7 @@ await build({
   ...common,
   entryPoints: { guest: 'dist/src/guest/index.js' },
   format: 'esm',
+  banner: esmRequire,
   plugins: [
     {
       name: 'sdk-from-plugin-bundle',

@@ -6,7 +6,7 @@
  * from a fixed number of `..` above the running file.
  */
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 interface Package {
@@ -15,18 +15,18 @@ interface Package {
 }
 
 function findPackage(start: string): Package {
-  for (let dir = start; ; dir = path.dirname(dir)) {
+  for (let dir = start; ; dir = dirname(dir)) {
     try {
-      const pkg = JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: unknown; version?: unknown };
       if (pkg.name === 'plugvisor') return { root: dir, version: String(pkg.version) };
     } catch {
       /* no readable package.json here: keep looking */
     }
-    if (path.dirname(dir) === dir) throw new Error(`cannot find the plugvisor package root above ${start}`);
+    if (dirname(dir) === dir) throw new Error(`cannot find the plugvisor package root above ${start}`);
   }
 }
 
-const found = findPackage(path.dirname(fileURLToPath(import.meta.url)));
+const found = findPackage(dirname(fileURLToPath(import.meta.url)));
 export const PACKAGE_ROOT: string = found.root;
 /** plugvisor's version, from the same package.json. */
 export const PACKAGE_VERSION: string = found.version;

@@ -5,12 +5,12 @@
  * without pkg-config get them from `plugvisor c-flags`.
  */
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
+import { dirname, join, normalize } from 'node:path';
 import { cLibraryPrefix } from '../native/locate.js';
 
 /** The directory holding crosvm_plugin.pc, for PKG_CONFIG_PATH. */
 export function pkgConfigDir(): string {
-  return path.join(cLibraryPrefix(), 'lib', 'pkgconfig');
+  return join(cLibraryPrefix(), 'lib', 'pkgconfig');
 }
 
 /**
@@ -19,8 +19,8 @@ export function pkgConfigDir(): string {
  * variables, `${name}` references and the built-in `${pcfiledir}`.
  */
 export function cLibraryFlags(): string {
-  const pcFile = path.join(pkgConfigDir(), 'crosvm_plugin.pc');
-  const variables = new Map<string, string>([['pcfiledir', path.dirname(pcFile)]]);
+  const pcFile = join(pkgConfigDir(), 'crosvm_plugin.pc');
+  const variables = new Map<string, string>([['pcfiledir', dirname(pcFile)]]);
   const fields = new Map<string, string>();
   const expand = (text: string): string =>
     text.replace(/\$\{(\w+)\}/g, (_, name: string) => {
@@ -35,7 +35,7 @@ export function cLibraryFlags(): string {
     // Paths like ${pcfiledir}/../.. are normalized, so the flags read well.
     const expanded = expand(value).replace(
       /(^|\s|-[IL]|-Wl,-rpath,)(\/\S*)/g,
-      (_, lead: string, p: string) => lead + path.normalize(p),
+      (_, lead: string, p: string) => lead + normalize(p),
     );
     if (kind === '=') variables.set(key, expanded);
     else fields.set(key, expanded);

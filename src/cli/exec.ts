@@ -6,7 +6,7 @@
  * exists, so a program that cannot run is a one-line error.
  */
 import { readFileSync, realpathSync, statSync } from 'node:fs';
-import path from 'node:path';
+import { join } from 'node:path';
 import { Command, Option } from 'commander';
 // Only the pure parts of plugvisor/guest: the CLI does not load the plugin SDK.
 import { parseElf } from '../guest/elf.js';
@@ -18,7 +18,7 @@ import { PACKAGE_ROOT } from '../package-root.js';
 import { UsageError, addSandboxOptions, integerIn, sandboxFrom, stopOnSignals, type SandboxFlags } from './options.js';
 
 /** The bundled plugin that runs the program. */
-export const EXEC_PLUGIN = path.join(PACKAGE_ROOT, 'dist', 'bundle', 'exec-plugin.js');
+export const EXEC_PLUGIN = join(PACKAGE_ROOT, 'dist', 'bundle', 'exec-plugin.js');
 
 /** timeout(1)'s status for a command that ran out of time. */
 export const TIMEOUT_STATUS = 124;

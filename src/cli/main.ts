@@ -1,4 +1,3 @@
-#!/usr/bin/env node
 /**
  * The `plugvisor` command line. `plugvisor run` starts a VM driven by a
  * plugin; everything it does is `runPlugin` from the library. `plugvisor

@@ -5,7 +5,7 @@
  * host or the native addon.
  */
 import { existsSync } from 'node:fs';
-import path from 'node:path';
+import { join } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { createLog, type LogSink } from '../host/log.js';
 import { parseBindMount, parseGidMap, type BindMount, type GidMap, type SandboxConfig } from '../sandbox/options.js';
@@ -183,7 +183,7 @@ export function sandboxFrom(
   }
   let seccompPolicyFile = flags.seccompPolicy;
   if (flags.seccompPolicyDir !== undefined) {
-    seccompPolicyFile = path.join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
+    seccompPolicyFile = join(flags.seccompPolicyDir, PLUGIN_POLICY_FILE);
     if (!existsSync(seccompPolicyFile)) {
       throw new UsageError(
         `--seccomp-policy-dir ${flags.seccompPolicyDir} has no ${PLUGIN_POLICY_FILE} ` +

@@ -10,7 +10,6 @@
  * computed by the C compiler from <linux/kvm.h>, so TypeScript never
  * hard-codes them.
  */
-import { createRequire } from 'node:module';
 import { ErrnoError } from '../errno.js';
 import { addonPath, NATIVE_FIX, NativePartsError } from './locate.js';
 import type { Layouts } from './layouts.js';
@@ -163,15 +162,19 @@ export interface Native {
 
 function loadAddon(): Native {
   const file = addonPath();
-  let addon: Native;
+  // process.dlopen is what require() does for a .node file, without
+  // resolving the path again and looking for its package.json: ~1.5 ms of
+  // the CLI's start-up (bench/README.md, "Profile: where start-up goes").
+  const module = { exports: {} as Native };
   try {
-    addon = createRequire(import.meta.url)(file) as Native;
+    process.dlopen(module, file);
   } catch (e) {
     // dlopen's reason (a wrong ELF class, an undefined symbol, a missing
     // library) is the first line of the message.
     const reason = (e instanceof Error ? e.message : String(e)).split('\n')[0];
     throw new NativePartsError(`plugvisor's native addon ${file} cannot be loaded (${reason}): ${NATIVE_FIX}`);
   }
+  const addon = module.exports;
   addon.setErrnoErrorClass(ErrnoError);
   return addon;
 }

@@ -9,18 +9,13 @@
  * Nothing here loads the addon, so the CLI can answer --version, --help and
  * `c-flags` however broken the addon is.
  */
-import { createRequire } from 'node:module';
-import fs from 'node:fs';
-import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+// A static import, so that the CLI's bundle carries node-gyp-build inside it:
+// resolving and loading it from node_modules at run time was ~3 ms of the
+// CLI's start-up (bench/README.md, "Profile: where start-up goes").
+import nodeGypBuild from 'node-gyp-build';
 import { PACKAGE_ROOT } from '../package-root.js';
-
-interface NodeGypBuild {
-  /** The addon file for this platform and runtime; throws when there is none. */
-  path(dir: string): string;
-}
-
-const require = createRequire(import.meta.url);
-const nodeGypBuild = require('node-gyp-build') as NodeGypBuild;
 
 /** What a build from source needs on Debian/Ubuntu (scripts/install.js says the same). */
 export const BUILD_DEPENDENCIES = 'build-essential python3 protobuf-c-compiler libprotobuf-c-dev libseccomp-dev';
@@ -52,13 +47,13 @@ export function addonPath(): string {
 
 /** The directory that holds every native part (build/Release or prebuilds/<platform>-<arch>). */
 export function nativeDir(): string {
-  return path.dirname(addonPath());
+  return dirname(addonPath());
 }
 
 /** A file of the native set, e.g. `lib/libcrosvm_plugin.so`; throws a NativePartsError when it is not there. */
 export function nativePart(relative: string, what: string): string {
-  const file = path.join(nativeDir(), relative);
-  if (!fs.existsSync(file)) throw new NativePartsError(`${what} is missing: there is no ${file}; ${NATIVE_FIX}`);
+  const file = join(nativeDir(), relative);
+  if (!existsSync(file)) throw new NativePartsError(`${what} is missing: there is no ${file}; ${NATIVE_FIX}`);
   return file;
 }
 

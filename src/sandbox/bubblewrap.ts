@@ -14,7 +14,7 @@
  * missing piece throws an Error that names it: there is no silent fallback to
  * an unsandboxed plugin. See README.md beside this file for the threat model.
  */
-import fs from 'node:fs';
+import { closeSync } from 'node:fs';
 import type { LaunchPlan } from '../host/process.js';
 import { formatIdMap, jailGidMap, jailIdentity } from './identity.js';
 import { layoutJail } from './layout.js';
@@ -63,7 +63,7 @@ export function planSandboxedLaunch(config: SandboxConfig, pluginPath: string, p
     disposed = true;
     for (const fd of fds) {
       try {
-        fs.closeSync(fd);
+        closeSync(fd);
       } catch {
         /* already closed */
       }

@@ -3,13 +3,13 @@
  * the kernel settings that forbid the user namespaces it needs.
  */
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { jailIdentity, type JailIdentity } from './identity.js';
 import { findOnPath } from './tools.js';
 
 function readSysctl(file: string): string | undefined {
   try {
-    return fs.readFileSync(file, 'utf8').trim();
+    return readFileSync(file, 'utf8').trim();
   } catch {
     return undefined;
   }
@@ -30,7 +30,7 @@ export function userNamespaceHints(): string[] {
       );
     }
   }
-  if (!fs.existsSync('/proc/self/ns/user')) hints.push('this kernel has no user namespace support (CONFIG_USER_NS)');
+  if (!existsSync('/proc/self/ns/user')) hints.push('this kernel has no user namespace support (CONFIG_USER_NS)');
   return hints;
 }
 

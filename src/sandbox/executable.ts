@@ -4,7 +4,7 @@
  * the shared libraries the system loader lists for it.
  */
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
+import { closeSync, openSync, readSync, realpathSync } from 'node:fs';
 
 /** An ELF executable (and its PT_INTERP, if any), or a `#!` script (its interpreter and the line's one argument). */
 export type ExecutableKind =
@@ -12,10 +12,10 @@ export type ExecutableKind =
 
 /** Reads the start of a file: ELF header and program headers, or a #! line; throws for anything else. */
 export function inspectExecutable(file: string): ExecutableKind {
-  const fd = fs.openSync(file, 'r');
+  const fd = openSync(file, 'r');
   try {
     const head = Buffer.alloc(4096);
-    const n = fs.readSync(fd, head, 0, head.length, 0);
+    const n = readSync(fd, head, 0, head.length, 0);
     if (n >= 2 && head[0] === 0x23 && head[1] === 0x21) {
       // "#!"
       const end = head.indexOf(0x0a, 2);
@@ -39,20 +39,20 @@ export function inspectExecutable(file: string): ExecutableKind {
     const phentsize = head.readUInt16LE(54);
     const phnum = head.readUInt16LE(56);
     const table = Buffer.alloc(phentsize * phnum);
-    fs.readSync(fd, table, 0, table.length, phoff);
+    readSync(fd, table, 0, table.length, phoff);
     for (let i = 0; i < phnum; i++) {
       const ph = table.subarray(i * phentsize, (i + 1) * phentsize);
       if (ph.readUInt32LE(0) !== 3) continue; // PT_INTERP
       const offset = Number(ph.readBigUInt64LE(8));
       const size = Number(ph.readBigUInt64LE(32));
       const buf = Buffer.alloc(Math.min(size, 4096));
-      fs.readSync(fd, buf, 0, buf.length, offset);
+      readSync(fd, buf, 0, buf.length, offset);
       const nul = buf.indexOf(0);
       return { kind: 'elf', interpreter: buf.subarray(0, nul < 0 ? buf.length : nul).toString('utf8') };
     }
     return { kind: 'elf', interpreter: undefined };
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }
 
@@ -60,7 +60,7 @@ let trustedLoaderCache: string | undefined;
 /** The system's dynamic loader: the one this Node binary uses. */
 function trustedLoader(): string {
   if (trustedLoaderCache === undefined) {
-    const kind = inspectExecutable(fs.realpathSync(process.execPath));
+    const kind = inspectExecutable(realpathSync(process.execPath));
     trustedLoaderCache = kind.kind === 'elf' && kind.interpreter !== undefined ? kind.interpreter : '/lib64/ld-linux-x86-64.so.2';
   }
   return trustedLoaderCache;
@@ -103,13 +103,13 @@ export function sharedLibraries(elf: string): string[] {
 }
 
 function isSharedObject(file: string): boolean {
-  const fd = fs.openSync(file, 'r');
+  const fd = openSync(file, 'r');
   try {
     const head = Buffer.alloc(18);
-    fs.readSync(fd, head, 0, 18, 0);
+    readSync(fd, head, 0, 18, 0);
     return head.readUInt16LE(16) === 3; // ET_DYN
   } finally {
-    fs.closeSync(fd);
+    closeSync(fd);
   }
 }
 

@@ -4,8 +4,8 @@
  * on an empty root, or the user's --plugin-root; and the checks on both, and
  * on --plugin-mount, that can be made before anything is spawned.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, posix, relative } from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { addonPath } from '../native/locate.js';
 import { envCommand, inspectExecutable, sharedLibraries } from './executable.js';
@@ -36,11 +36,11 @@ export function layoutJail(config: SandboxConfig, pluginPath: string, pluginArgs
     layout = layoutInRoot(config.pluginRoot, mounts, pluginPath, pluginArgs);
   } else {
     layout = layoutPlugin(pluginPath, pluginArgs);
-    if (fs.existsSync('/etc/ld.so.cache')) addReadOnly(layout.binds, '/etc/ld.so.cache');
+    if (existsSync('/etc/ld.so.cache')) addReadOnly(layout.binds, '/etc/ld.so.cache');
   }
   for (const m of mounts) {
     try {
-      fs.realpathSync(m.source);
+      realpathSync(m.source);
     } catch (e) {
       throw new Error(`--plugin-mount source ${m.source} does not exist (${(e as NodeJS.ErrnoException).code})`);
     }
@@ -55,24 +55,24 @@ export function layoutJail(config: SandboxConfig, pluginPath: string, pluginArgs
 function layoutInRoot(pluginRoot: string, mounts: readonly BindMount[], pluginPath: string, pluginArgs: string[]): JailLayout {
   let root: string;
   try {
-    root = fs.realpathSync(pluginRoot);
+    root = realpathSync(pluginRoot);
   } catch (e) {
     throw new Error(`--plugin-root ${pluginRoot} does not exist (${(e as NodeJS.ErrnoException).code})`);
   }
-  if (!fs.statSync(root).isDirectory()) throw new Error(`--plugin-root ${pluginRoot} is not a directory`);
-  if (!path.isAbsolute(pluginPath)) {
+  if (!statSync(root).isDirectory()) throw new Error(`--plugin-root ${pluginRoot} is not a directory`);
+  if (!isAbsolute(pluginPath)) {
     throw new Error(`with --plugin-root the plugin path must be absolute, as seen inside the root (got ${pluginPath})`);
   }
   // The plugin may come from the root itself or from a --plugin-mount covering its path.
-  const jailPlugin = path.posix.normalize(pluginPath);
-  const inRoot = path.join(root, jailPlugin);
+  const jailPlugin = posix.normalize(pluginPath);
+  const inRoot = join(root, jailPlugin);
   const viaMount = [...mounts].reverse().find((m) => isWithin(jailPlugin, m.target));
-  const inMount = viaMount !== undefined ? path.join(viaMount.source, path.relative(viaMount.target, jailPlugin)) : undefined;
-  if (!fs.existsSync(inRoot) && (inMount === undefined || !fs.existsSync(inMount))) {
+  const inMount = viaMount !== undefined ? join(viaMount.source, relative(viaMount.target, jailPlugin)) : undefined;
+  if (!existsSync(inRoot) && (inMount === undefined || !existsSync(inMount))) {
     throw new Error(`plugin ${pluginPath} does not exist inside --plugin-root ${root} (${inRoot}); bind it with --plugin-mount`);
   }
   for (const dir of ['/proc', '/dev', ...mounts.map((m) => m.target)]) {
-    if (!fs.existsSync(path.join(root, dir))) {
+    if (!existsSync(join(root, dir))) {
       throw new Error(
         `--plugin-root ${root} has no ${dir}: the root is read-only, so every mount point must already exist in it`,
       );
@@ -86,7 +86,7 @@ function layoutInRoot(pluginRoot: string, mounts: readonly BindMount[], pluginPa
 function layoutPlugin(pluginPath: string, pluginArgs: string[]): JailLayout {
   const real = realFile(pluginPath, 'plugin');
   try {
-    fs.accessSync(real, fs.constants.X_OK);
+    accessSync(real, fsConstants.X_OK);
   } catch {
     throw new Error(`plugin ${pluginPath} is not executable`);
   }
@@ -100,7 +100,7 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): JailLayout {
   // A #! script: run its interpreter directly, so the jail needs no /usr/bin/env and no PATH.
   let interpreter = kind.interpreter;
   const interpArgs: string[] = [];
-  if (path.basename(interpreter) === 'env') {
+  if (basename(interpreter) === 'env') {
     const [name, ...args] = envCommand(pluginPath, kind.interpreter, kind.argument);
     const found = findOnPath(name);
     if (found === undefined) throw new Error(`plugin ${pluginPath} wants '${name}', which is not on PATH`);
@@ -120,12 +120,12 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): JailLayout {
     // Extra CA certificates are a host file, and the jail has no network to use them on.
     unsetEnv.push('NODE_EXTRA_CA_CERTS');
     addPlugvisorRuntime(binds);
-    const pkgRoot = nearestPackageRoot(path.dirname(real));
-    const ownRoot = fs.realpathSync(PACKAGE_ROOT);
+    const pkgRoot = nearestPackageRoot(dirname(real));
+    const ownRoot = realpathSync(PACKAGE_ROOT);
     if (pkgRoot !== undefined && pkgRoot !== '/' && !isWithin(pkgRoot, ownRoot)) {
       addReadOnly(binds, pkgRoot); // the plugin's own package: its modules and node_modules
     } else if (pkgRoot === undefined) {
-      addReadOnly(binds, path.dirname(real)); // modules beside the script
+      addReadOnly(binds, dirname(real)); // modules beside the script
     }
   }
   return { root: undefined, command: [interpReal, ...interpArgs, real, ...pluginArgs], binds, unsetEnv };
@@ -135,26 +135,26 @@ function layoutPlugin(pluginPath: string, pluginArgs: string[]): JailLayout {
 function realFile(file: string, what: string): string {
   let real: string;
   try {
-    real = fs.realpathSync(file);
+    real = realpathSync(file);
   } catch (e) {
     throw new Error(`${what} ${file} not found (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  if (!fs.statSync(real).isFile()) throw new Error(`${what} ${file} is not a regular file`);
+  if (!statSync(real).isFile()) throw new Error(`${what} ${file} is not a regular file`);
   return real;
 }
 
 /** The nearest directory at or above `dir` that holds a package.json. */
 function nearestPackageRoot(dir: string): string | undefined {
-  for (let d = dir; ; d = path.dirname(d)) {
-    if (fs.existsSync(path.join(d, 'package.json'))) return d;
-    if (path.dirname(d) === d) return undefined;
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, 'package.json'))) return d;
+    if (dirname(d) === d) return undefined;
   }
 }
 
 function isNodeBinary(real: string): boolean {
-  if (/^node(js)?$/.test(path.basename(real))) return true;
+  if (/^node(js)?$/.test(basename(real))) return true;
   try {
-    return fs.realpathSync(process.execPath) === real;
+    return realpathSync(process.execPath) === real;
   } catch {
     return false;
   }
@@ -171,18 +171,18 @@ function addReadOnly(binds: BindMount[], hostPath: string, jailPath: string = ho
 
 function addElfWithLibraries(binds: BindMount[], elfReal: string): void {
   addReadOnly(binds, elfReal);
-  for (const lib of sharedLibraries(elfReal)) addReadOnly(binds, fs.realpathSync(lib), lib);
+  for (const lib of sharedLibraries(elfReal)) addReadOnly(binds, realpathSync(lib), lib);
 }
 
 /** The plugvisor runtime a Node plugin loads: the SDK (dist/), its dependencies and the native addon. */
 function addPlugvisorRuntime(binds: BindMount[]): void {
-  const root = fs.realpathSync(PACKAGE_ROOT);
+  const root = realpathSync(PACKAGE_ROOT);
   for (const name of ['package.json', 'dist', 'node_modules']) {
-    const p = path.join(root, name);
-    if (fs.existsSync(p)) addReadOnly(binds, p);
+    const p = join(root, name);
+    if (existsSync(p)) addReadOnly(binds, p);
   }
   // Where node-gyp-build finds it in the jail too: the same path as here.
-  addElfWithLibraries(binds, fs.realpathSync(addonPath()));
+  addElfWithLibraries(binds, realpathSync(addonPath()));
 }
 
 /** Drops binds already covered by a read-only bind of an ancestor directory; sorts parents first. */
@@ -192,10 +192,7 @@ function simplifyBinds(binds: BindMount[]): BindMount[] {
   for (const b of sorted) {
     const covered = kept.some(
       (k) =>
-        !k.writable &&
-        !b.writable &&
-        isWithin(b.target, k.target) &&
-        path.join(k.source, path.relative(k.target, b.target)) === b.source,
+        !k.writable && !b.writable && isWithin(b.target, k.target) && join(k.source, relative(k.target, b.target)) === b.source,
     );
     if (!covered) kept.push(b);
   }

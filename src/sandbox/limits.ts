@@ -2,7 +2,7 @@
  * Open-file limits: this process's RLIMIT_NOFILE, and the one the jail gives
  * the plugin.
  */
-import fs from 'node:fs';
+import { readFileSync } from 'node:fs';
 
 /** RLIMIT_NOFILE (soft and hard) inside the jail, as crosvm gave its plugins (see pluginNofileLimit). */
 export const PLUGIN_NOFILE_LIMIT = 32768;
@@ -11,7 +11,7 @@ export const PLUGIN_NOFILE_LIMIT = 32768;
 export function openFileLimit(which: 'soft' | 'hard'): number {
   let limits = '';
   try {
-    limits = fs.readFileSync('/proc/self/limits', 'utf8');
+    limits = readFileSync('/proc/self/limits', 'utf8');
   } catch {
     /* no /proc: no known limit */
   }

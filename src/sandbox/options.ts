@@ -2,7 +2,7 @@
  * The sandbox's options: what `RunOptions.sandbox` holds, and the parsers of
  * the command-line forms crosvm gave them (--plugin-mount, --plugin-gid-map).
  */
-import path from 'node:path';
+import { isAbsolute, normalize, posix } from 'node:path';
 
 /** A host path bound into the jail (`--plugin-mount SRC:DST[:WRITABLE]`). */
 export interface BindMount {
@@ -49,10 +49,10 @@ export function parseBindMount(spec: string): BindMount {
   }
   const [source, targetText, writableText] = parts as [string, string | undefined, string | undefined];
   const target = targetText === undefined || targetText === '' ? source : targetText;
-  if (!path.isAbsolute(source)) throw new Error(`bad --plugin-mount '${spec}': the source '${source}' must be an absolute path`);
-  if (!path.isAbsolute(target)) throw new Error(`bad --plugin-mount '${spec}': the target '${target}' must be an absolute path`);
+  if (!isAbsolute(source)) throw new Error(`bad --plugin-mount '${spec}': the source '${source}' must be an absolute path`);
+  if (!isAbsolute(target)) throw new Error(`bad --plugin-mount '${spec}': the target '${target}' must be an absolute path`);
   if (target.split('/').includes('..')) throw new Error(`bad --plugin-mount '${spec}': the target must not contain '..'`);
-  const normalTarget = path.posix.normalize(target).replace(/\/+$/, '');
+  const normalTarget = posix.normalize(target).replace(/\/+$/, '');
   if (normalTarget === '') throw new Error(`bad --plugin-mount '${spec}': the target cannot be '/' (use --plugin-root)`);
   let writable = false;
   if (writableText !== undefined) {
@@ -61,7 +61,7 @@ export function parseBindMount(spec: string): BindMount {
       throw new Error(`bad --plugin-mount '${spec}': WRITABLE must be 'true' or 'false', not '${writableText}'`);
     }
   }
-  return { source: path.normalize(source), target: normalTarget, writable };
+  return { source: normalize(source), target: normalTarget, writable };
 }
 
 function parseId(text: string, what: string, spec: string): number {

@@ -4,14 +4,14 @@
  * --seccomp reads from an fd.
  */
 import { spawnSync } from 'node:child_process';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { accessSync, constants as fsConstants, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { findHelper } from './tools.js';
 
 /** The policy the jail uses unless `SandboxConfig.seccompPolicyFile` names another. */
-export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PACKAGE_ROOT, 'src', 'sandbox', 'plugin-seccomp.policy');
+export const DEFAULT_SECCOMP_POLICY_PATH: string = join(PACKAGE_ROOT, 'src', 'sandbox', 'plugin-seccomp.policy');
 
 /**
  * Compiles a policy file to a raw BPF program (bwrap's --seccomp format).
@@ -19,7 +19,7 @@ export const DEFAULT_SECCOMP_POLICY_PATH: string = path.join(PACKAGE_ROOT, 'src'
  */
 export function compileSeccompPolicy(policyFile: string, logFailures = false): Buffer {
   try {
-    fs.accessSync(policyFile, fs.constants.R_OK);
+    accessSync(policyFile, fsConstants.R_OK);
   } catch (e) {
     throw new Error(`cannot sandbox the plugin: the seccomp policy ${policyFile} is not readable (${(e as Error).message})`);
   }
@@ -47,12 +47,12 @@ export function seccompProgramFd(policyFile: string, logFailures: boolean): numb
 
 /** An fd (close-on-exec in this process) reading `data`, backed by an already-unlinked temporary file. */
 function anonymousFileFd(data: Buffer, name: string): number {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'plugvisor-sandbox-'));
-  const file = path.join(dir, name);
+  const dir = mkdtempSync(join(tmpdir(), 'plugvisor-sandbox-'));
+  const file = join(dir, name);
   try {
-    fs.writeFileSync(file, data, { mode: 0o600 });
-    return fs.openSync(file, 'r');
+    writeFileSync(file, data, { mode: 0o600 });
+    return openSync(file, 'r');
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 }

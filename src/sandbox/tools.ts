@@ -3,18 +3,18 @@
  * tools on PATH, and plugvisor's own sandbox helpers (native/seccomp).
  * A missing one is an Error that names it and how to get it.
  */
-import fs from 'node:fs';
-import path from 'node:path';
+import { accessSync, constants as fsConstants, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { nativeDir, NATIVE_FIX } from '../native/locate.js';
 
 /** The first executable file called `name` on PATH (or on `searchPath`, a list in PATH's form). */
 export function findOnPath(name: string, searchPath: string = process.env.PATH ?? ''): string | undefined {
   for (const dir of searchPath.split(':')) {
     if (dir === '') continue;
-    const candidate = path.join(dir, name);
+    const candidate = join(dir, name);
     try {
-      fs.accessSync(candidate, fs.constants.X_OK);
-      if (fs.statSync(candidate).isFile()) return candidate;
+      accessSync(candidate, fsConstants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
     } catch {
       /* not here */
     }
@@ -40,8 +40,8 @@ export type HelperName = 'plugvisor-seccomp-compile' | 'plugvisor-jail-exec';
 /** Where a helper may be, most specific first: $PLUGVISOR_HELPER_DIR, then beside the addon. */
 export function helperCandidates(name: HelperName): string[] {
   const list: string[] = [];
-  if (process.env.PLUGVISOR_HELPER_DIR) list.push(path.join(process.env.PLUGVISOR_HELPER_DIR, name));
-  list.push(path.join(nativeDir(), name));
+  if (process.env.PLUGVISOR_HELPER_DIR) list.push(join(process.env.PLUGVISOR_HELPER_DIR, name));
+  list.push(join(nativeDir(), name));
   return list;
 }
 
@@ -49,7 +49,7 @@ export function helperCandidates(name: HelperName): string[] {
 export function findHelper(name: HelperName): string {
   for (const candidate of helperCandidates(name)) {
     try {
-      fs.accessSync(candidate, fs.constants.X_OK);
+      accessSync(candidate, fsConstants.X_OK);
       return candidate;
     } catch {
       /* next */

@@ -3,7 +3,7 @@
  * handed to bwrap as an fd (--userns).
  */
 import { spawn } from 'node:child_process';
-import fs from 'node:fs';
+import { openSync, readlinkSync, writeFileSync } from 'node:fs';
 import { userNamespaceHints } from './diagnosis.js';
 import { requireTool } from './tools.js';
 
@@ -26,13 +26,13 @@ export function prepareUserNamespace(uidMap: string, gidMap: string): number {
   holder.unref();
   try {
     if (holder.pid === undefined) throw new Error(`cannot start ${unshare}`);
-    const ours = fs.readlinkSync('/proc/self/ns/user');
+    const ours = readlinkSync('/proc/self/ns/user');
     const nsLink = `/proc/${holder.pid}/ns/user`;
     const deadline = Date.now() + 5000;
     for (;;) {
       let theirs: string;
       try {
-        theirs = fs.readlinkSync(nsLink);
+        theirs = readlinkSync(nsLink);
       } catch {
         throw new Error(
           '`unshare --user` failed: cannot create a user namespace for --plugin-gid-map' +
@@ -44,18 +44,18 @@ export function prepareUserNamespace(uidMap: string, gidMap: string): number {
       sleepMs(2);
     }
     try {
-      fs.writeFileSync(`/proc/${holder.pid}/uid_map`, uidMap);
+      writeFileSync(`/proc/${holder.pid}/uid_map`, uidMap);
     } catch (e) {
       throw new Error(`writing the plugin's uid_map failed: ${(e as Error).message}`);
     }
     try {
-      fs.writeFileSync(`/proc/${holder.pid}/gid_map`, gidMap);
+      writeFileSync(`/proc/${holder.pid}/gid_map`, gidMap);
     } catch (e) {
       throw new Error(
         `writing the plugin's gid_map (--plugin-gid-map) failed: ${(e as Error).message}; map: ${JSON.stringify(gidMap)}`,
       );
     }
-    return fs.openSync(nsLink, 'r');
+    return openSync(nsLink, 'r');
   } finally {
     try {
       holder.kill('SIGKILL');
