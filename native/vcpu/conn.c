@@ -40,46 +40,12 @@
 /* Requests decode into this much of the VCPU's own memory (then malloc): a resume needs a few hundred bytes. */
 #define ARENA_SIZE 16384
 
-/*
- * protobuf-c's allocator for decoding requests: a bump allocator over the
- * VCPU's arena, malloc past its end. One request is decoded at a time and
- * freed before the next is read (vcpu_conn_free_request), which empties the
- * arena, so the exit path does not call malloc.
- */
-#if defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ARENA_OFF 1 /* AddressSanitizer checks each malloc'ed block, not blocks carved out of one */
-#endif
-#endif
-#ifndef ARENA_OFF
-#define ARENA_OFF 0
-#endif
-
-static void *arena_alloc(void *data, size_t size) {
-  struct vcpu *v = data;
-  size_t rounded = (size + 15) & ~(size_t)15;
-  if (!ARENA_OFF && rounded >= size && rounded <= ARENA_SIZE - v->arena_used) {
-    void *p = v->arena + v->arena_used;
-    v->arena_used += rounded;
-    return p;
-  }
-  return malloc(size);
-}
-
-static void arena_free(void *data, void *p) {
-  struct vcpu *v = data;
-  if ((uint8_t *)p >= v->arena && (uint8_t *)p < v->arena + ARENA_SIZE) return; /* emptied with the request */
-  free(p);
-}
-
 int vcpu_conn_init(struct vcpu *v) {
   v->request_buf = malloc(VCPU_REQUEST_MAX);
   v->response_capacity = WAIT_MAX;
   v->response_buf = malloc(v->response_capacity);
-  v->arena = malloc(ARENA_SIZE);
-  v->arena_used = 0;
-  v->allocator = (ProtobufCAllocator){.alloc = arena_alloc, .free = arena_free, .allocator_data = v};
-  if (!v->request_buf || !v->response_buf || !v->arena) {
+  int arena = message_arena_init(&v->arena, ARENA_SIZE);
+  if (!v->request_buf || !v->response_buf || arena != 0) {
     vcpu_conn_destroy(v);
     return ENOMEM;
   }
@@ -89,15 +55,12 @@ int vcpu_conn_init(struct vcpu *v) {
 void vcpu_conn_destroy(struct vcpu *v) {
   free(v->request_buf);
   free(v->response_buf);
-  free(v->arena);
-  v->request_buf = v->response_buf = v->arena = NULL;
+  message_arena_destroy(&v->arena);
+  v->request_buf = v->response_buf = NULL;
   v->response_capacity = 0;
 }
 
-void vcpu_conn_free_request(struct vcpu *v, VcpuRequest *request) {
-  plugvisor__plugin__vcpu_request__free_unpacked(request, &v->allocator);
-  v->arena_used = 0;
-}
+void vcpu_conn_free_request(struct vcpu *v, VcpuRequest *request) { message_arena_free(&v->arena, &request->base); }
 
 static enum vcpu_serve fail(struct vcpu *v, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static enum vcpu_serve fail(struct vcpu *v, const char *format, ...) {
@@ -438,8 +401,9 @@ static enum vcpu_serve enable_capability(struct vcpu *v, const Plugvisor__Plugin
 
 /* Every VcpuRequest, in one place. */
 enum vcpu_serve vcpu_conn_handle(struct vcpu *v, const uint8_t *bytes, size_t length, VcpuRequest **resume) {
-  VcpuRequest *request = plugvisor__plugin__vcpu_request__unpack(&v->allocator, length, bytes);
+  VcpuRequest *request = plugvisor__plugin__vcpu_request__unpack(&v->arena.allocator, length, bytes);
   if (!request) {
+    message_arena_free(&v->arena, NULL);
     vcpu_log(v, VCPU_LOG_WARN, "malformed VCPU request (%zu bytes); answered EINVAL", length);
     return send_errno(v, EINVAL, PLUGVISOR__PLUGIN__VCPU_REQUEST__MESSAGE__NOT_SET);
   }

@@ -21,6 +21,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "../protocol/messages.h"
 #include "config.h"
 
 struct kvm_run;
@@ -67,9 +68,7 @@ struct vcpu {
   uint8_t *request_buf;   /* VCPU_REQUEST_MAX bytes */
   uint8_t *response_buf;
   size_t response_capacity;
-  uint8_t *arena;     /* where a request decodes (conn.c) */
-  size_t arena_used;
-  ProtobufCAllocator allocator;
+  struct message_arena arena; /* where a request decodes (conn.c) */
   char failure[VCPU_MESSAGE_MAX]; /* why the conversation failed (VCPU_SERVE_FAILED) */
 };
 

@@ -41,6 +41,8 @@
 /* Initial VCPU read buffer; grows for larger messages, up to the cap. */
 #define VCPU_RECV_SIZE (64 * 1024)
 #define VCPU_MAX_MESSAGE (64 * 1024 * 1024)
+/* A `wait` decodes into this much (then malloc): its data (at most a page) and a call hint's three register sets. */
+#define WAIT_ARENA_SIZE 8192
 /* Largest plausible errno value on the wire. */
 #define MAX_ERRNO 4095
 /* Bytes of dirty bitmap per guest page. */
@@ -78,6 +80,9 @@ struct crosvm_vcpu {
   struct kvm_sregs sregs;
   struct kvm_debugregs debugregs;
   struct reg_cache regs_cache, sregs_cache, debugregs_cache;
+
+  /* Where crosvm_vcpu_wait decodes (messages.h); set up by its first call. */
+  struct message_arena wait_arena;
 };
 
 /* The VCPUs, shared by every connection made from one crosvm_connect. */
@@ -272,6 +277,7 @@ static void vcpu_release(struct crosvm_vcpu *vcpu) {
   if (vcpu->resp_fd >= 0) close(vcpu->resp_fd);
   free(vcpu->recv_buf);
   free(vcpu->io_data);
+  message_arena_destroy(&vcpu->wait_arena);
 }
 
 static void vcpu_set_unref(struct vcpu_set *set) {
@@ -999,13 +1005,18 @@ API_EXPORT int crosvm_get_vcpu(struct crosvm *self, uint32_t cpu_id,
 /* ------------------------------------------------------------------------ */
 /* VCPU connection */
 
-static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req) {
+/*
+ * Sends a request. `bound`, if not 0, is at least its packed size: a request
+ * that fits the stack buffer by it is packed without being sized first
+ * (that walks the message once more, and a resume is sent on every exit).
+ */
+static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req, size_t bound) {
   /* The usual request (a resume after an exit) fits on the stack: no malloc on the exit path. */
   uint8_t small[1024];
-  size_t len = protobuf_c_message_get_packed_size(&req->base);
+  size_t len = bound != 0 && bound <= sizeof small ? bound : protobuf_c_message_get_packed_size(&req->base);
   uint8_t *buf = len <= sizeof small ? small : malloc(len);
   if (!buf) return -ENOMEM;
-  protobuf_c_message_pack(&req->base, buf);
+  len = protobuf_c_message_pack(&req->base, buf);
   size_t done = 0;
   int rc = 0;
   while (done < len) {
@@ -1023,10 +1034,11 @@ static int vcpu_send(struct crosvm_vcpu *vcpu, const VcpuRequest *req) {
 
 
 /*
- * Reads the next length-delimited VcpuResponse. Several may have arrived in
- * one read; the rest stay buffered for the next call.
+ * Reads the next length-delimited VcpuResponse, decoded with `allocator`
+ * (NULL: malloc). Several may have arrived in one read; the rest stay
+ * buffered for the next call.
  */
-static int vcpu_recv(struct crosvm_vcpu *vcpu, VcpuResponse **out) {
+static int vcpu_recv(struct crosvm_vcpu *vcpu, ProtobufCAllocator *allocator, VcpuResponse **out) {
   for (;;) {
     size_t avail = vcpu->recv_end - vcpu->recv_start;
     const uint8_t *p = vcpu->recv_buf + vcpu->recv_start;
@@ -1046,7 +1058,7 @@ static int vcpu_recv(struct crosvm_vcpu *vcpu, VcpuResponse **out) {
     if (have_len && msg_len > VCPU_MAX_MESSAGE) return -EPROTO;
     if (have_len && avail - hdr >= msg_len) {
       VcpuResponse *resp = (VcpuResponse *)protobuf_c_message_unpack(
-          &plugvisor__plugin__vcpu_response__descriptor, NULL, (size_t)msg_len,
+          &plugvisor__plugin__vcpu_response__descriptor, allocator, (size_t)msg_len,
           p + hdr);
       vcpu->recv_start += hdr + (size_t)msg_len;
       if (vcpu->recv_start == vcpu->recv_end) vcpu->recv_start = vcpu->recv_end = 0;
@@ -1084,10 +1096,10 @@ static int vcpu_recv(struct crosvm_vcpu *vcpu, VcpuResponse **out) {
 /* Sends a request and reads its answer, which must carry member `expect`. */
 static int vcpu_call(struct crosvm_vcpu *vcpu, const VcpuRequest *req,
                      int expect, VcpuResponse **out) {
-  int rc = vcpu_send(vcpu, req);
+  int rc = vcpu_send(vcpu, req, 0);
   if (rc != 0) return rc;
   VcpuResponse *resp;
-  rc = vcpu_recv(vcpu, &resp);
+  rc = vcpu_recv(vcpu, NULL, &resp);
   if (rc != 0) return rc;
   if (resp->errno_value != 0)
     rc = wire_errno(resp->errno_value);
@@ -1133,7 +1145,7 @@ API_EXPORT int crosvm_vcpu_wait(struct crosvm_vcpu *self,
   int rc;
   if (!self->wait_sent) {
     VcpuWait wait = PLUGVISOR__PLUGIN__VCPU_REQUEST__WAIT__INIT;
-    rc = vcpu_send(self, VCPU_REQUEST(WAIT, wait, &wait));
+    rc = vcpu_send(self, VCPU_REQUEST(WAIT, wait, &wait), 0);
     if (rc != 0) return rc;
     self->wait_sent = true;
   }
@@ -1146,9 +1158,14 @@ API_EXPORT int crosvm_vcpu_wait(struct crosvm_vcpu *self,
   self->hcall_pending = false;
   self->io_len = 0;
 
+  /* Without its block (out of memory) the arena still decodes, with malloc. */
+  if (!self->wait_arena.allocator.alloc) message_arena_init(&self->wait_arena, WAIT_ARENA_SIZE);
   VcpuResponse *resp;
-  rc = vcpu_recv(self, &resp);
-  if (rc != 0) return rc;
+  rc = vcpu_recv(self, &self->wait_arena.allocator, &resp);
+  if (rc != 0) {
+    message_arena_free(&self->wait_arena, NULL);
+    return rc;
+  }
   if (resp->errno_value != 0) {
     rc = wire_errno(resp->errno_value);
     goto out;
@@ -1227,7 +1244,7 @@ API_EXPORT int crosvm_vcpu_wait(struct crosvm_vcpu *self,
       break;
   }
 out:
-  protobuf_c_message_free_unpacked(&resp->base, NULL);
+  message_arena_free(&self->wait_arena, &resp->base);
   return rc;
 }
 
@@ -1255,7 +1272,9 @@ API_EXPORT int crosvm_vcpu_resume(struct crosvm_vcpu *self) {
     resume.debugregs.data = (uint8_t *)&self->debugregs;
     resume.debugregs.len = sizeof(self->debugregs);
   }
-  int rc = vcpu_send(self, VCPU_REQUEST(RESUME, resume, &resume));
+  /* Each field costs its bytes and at most a tag and a length of 5 bytes each; so does the member. */
+  size_t bound = 10 * 5 + resume.data.len + resume.regs.len + resume.sregs.len + resume.debugregs.len;
+  int rc = vcpu_send(self, VCPU_REQUEST(RESUME, resume, &resume), bound);
   if (rc != 0) return rc;
   self->io_read_pending = false;
   self->hcall_pending = false;
