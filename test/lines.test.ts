@@ -1,29 +1,45 @@
 /**
  * forEachLine (src/host/lines.ts), which cuts the plugin's stderr into the
- * host's log lines: pure logic, fed through a PassThrough stream; and the
- * bounds on what the host holds for a slow stderr (its backpressure, and the
- * host log's limit in src/host/log.ts).
+ * host's log lines, fed through a real pipe as the plugin's stderr is; and
+ * the bounds on what the host holds for a slow stderr (its backpressure, and
+ * the host log's limit in src/host/log.ts).
  */
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PassThrough, Writable } from 'node:stream';
+import { Writable } from 'node:stream';
 import { setImmediate as tick } from 'node:timers/promises';
+import { C, isErrnoError, native } from '../src/native/index.js';
 import { MAX_LINE_CHARS, forEachLine, writeWithBackpressure } from '../src/host/lines.js';
 import { MAX_PENDING_LOG_BYTES, stderrSink } from '../src/host/log.js';
 
-/** The lines forEachLine makes of `chunks`, written one by one. */
-function linesOf(...chunks: (string | Buffer)[]): Promise<string[]> {
-  const input = new PassThrough();
+/** A pipe as the host makes for a plugin's stderr: [non-blocking read end, write end]. */
+function stderrPipe(): [number, number] {
+  const [read, write] = native.pipe2(C.O_CLOEXEC);
+  native.fcntl(read, C.F_SETFL, C.O_NONBLOCK);
+  return [read, write];
+}
+
+function writeAll(fd: number, chunk: string | Buffer): void {
+  const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+  assert.equal(native.write(fd, bytes, 0, bytes.length), bytes.length);
+}
+
+/** The lines forEachLine makes of `chunks`, written one by one, each after the previous was read. */
+async function linesOf(...chunks: (string | Buffer)[]): Promise<string[]> {
+  const [read, write] = stderrPipe();
   const lines: string[] = [];
   const ended = new Promise<string[]>((resolve) =>
     forEachLine(
-      input,
+      read,
       (line) => void lines.push(line),
       () => resolve(lines),
     ),
   );
-  for (const chunk of chunks) input.write(chunk);
-  input.end();
+  for (const chunk of chunks) {
+    writeAll(write, chunk);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+  native.close(write);
   return ended;
 }
 
@@ -39,8 +55,8 @@ describe('forEachLine', () => {
 
   test('a line longer than MAX_LINE_CHARS comes in pieces of that size, in order', async () => {
     const long = 'a'.repeat(MAX_LINE_CHARS) + 'b'.repeat(MAX_LINE_CHARS) + 'c'.repeat(7);
-    // In small chunks, so that the bound applies while the line is still open.
-    const chunks = long.match(/.{1,1000}/gs)!;
+    // In chunks, so that the bound applies while the line is still open.
+    const chunks = long.match(/.{1,20000}/gs)!;
     const lines = await linesOf(...chunks, '\nnext\n');
     assert.deepEqual(
       lines.map((l) => l.length),
@@ -54,30 +70,59 @@ describe('forEachLine', () => {
     assert.deepEqual(await linesOf(), []);
   });
 
-  test('while the sink returns a pending promise nothing more is read, and the writer sees backpressure', async () => {
-    const input = new PassThrough({ highWaterMark: 1024 });
+  test('while the sink returns a pending promise nothing more is read, and the writer is blocked', async () => {
+    const [read, write] = stderrPipe();
+    native.fcntl(write, C.F_SETFL, C.O_NONBLOCK); // so that a full pipe shows as a refused write
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     const lines: string[] = [];
+    let ended = false;
     forEachLine(
-      input,
+      read,
       (line) => {
         lines.push(line);
         return lines.length === 1 ? held : undefined;
       },
-      () => {},
+      () => (ended = true),
     );
-    input.write('first\nsecond\n');
-    await tick();
-    assert.deepEqual(lines, ['first', 'second'], 'the chunk under way is handed on whole');
-    let refused = false;
-    for (let i = 0; i < 1000; i++) refused = !input.write('more\n') || refused;
-    await tick();
+    writeAll(write, 'first\nsecond\n');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.deepEqual(lines, ['first', 'second'], 'the read under way is handed on whole');
+    const more = Buffer.from('more\n');
+    let written = 0;
+    while (native.write(write, more, 0, more.length) === more.length) written++;
+    await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal(lines.length, 2, 'nothing is read while the sink is full');
-    assert.equal(refused, true, 'the writer is told to wait (as the plugin blocks on its pipe)');
+    assert.ok(written > 0, 'the pipe took nothing');
     release();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(lines.length, 1002);
+    native.close(write);
+    const deadline = Date.now() + 5_000;
+    while (!ended && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    assert.equal(ended, true, 'the end of the pipe was not reported');
+    assert.equal(lines.length, 2 + written, 'every line written while the pipe was full is read afterwards');
+  });
+
+  test('stop: what was read is handed on, the end is reported once, and the pipe is closed', async () => {
+    const [read, write] = stderrPipe();
+    const lines: string[] = [];
+    let ends = 0;
+    const stop = forEachLine(
+      read,
+      (line) => void lines.push(line),
+      () => ends++,
+    );
+    writeAll(write, 'whole\nhalf');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    stop();
+    stop();
+    assert.deepEqual(lines, ['whole', 'half']);
+    assert.equal(ends, 1);
+    // The read end is gone: writing to the pipe now breaks it (EPIPE; node ignores SIGPIPE).
+    assert.throws(
+      () => native.write(write, Buffer.from('x'), 0, 1),
+      (e: unknown) => isErrnoError(e) && e.code === 'EPIPE',
+    );
+    native.close(write);
   });
 });
 

@@ -28,6 +28,9 @@ import { vmStateAccess } from './vm-state.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import type { Tap, TapConfig } from './net.js';
 
+/** The plugin's stderr pipe's capacity (F_SETPIPE_SZ; at most /proc/sys/fs/pipe-max-size, 1 MiB by default). */
+const STDERR_PIPE_BYTES = 256 * 1024;
+
 /** How to start the plugin (planned by the sandbox, or a plain command line without it). */
 export interface LaunchPlan {
   file: string;
@@ -76,6 +79,8 @@ export class PluginProcess {
   private readonly killEventFd: number;
   private readonly stderrDone: Promise<void>;
   private stderrClosed: () => void = () => {};
+  /** Stops reading the plugin's stderr (forEachLine). */
+  private stopStderr: () => void = () => {};
   private closed = false;
 
   constructor(
@@ -101,9 +106,18 @@ export class PluginProcess {
   /** Spawns the plugin with the main connection as fd 3 (CROSVM_SOCKET=3). */
   spawn(plan: LaunchPlan): void {
     const [hostEnd, pluginEnd] = native.seqpacketPair(true);
+    let stderrRead = -1;
+    let stderrWrite = -1;
     try {
+      // The plugin's stderr: a pipe whose read end only the host makes
+      // non-blocking. As large as the socket node's own stdio pipes are (or
+      // larger), so that a plugin that writes a burst and exits at once
+      // (node queues what a full pipe does not take) loses none of it.
+      [stderrRead, stderrWrite] = native.pipe2(C.O_CLOEXEC);
+      native.fcntl(stderrRead, C.F_SETFL, C.O_NONBLOCK);
+      native.fcntl(stderrWrite, C.F_SETPIPE_SZ, STDERR_PIPE_BYTES);
       const child = spawn(plan.file, plan.args, {
-        stdio: ['inherit', 'inherit', 'pipe', pluginEnd, ...plan.extraFds],
+        stdio: ['inherit', 'inherit', stderrWrite, pluginEnd, ...plan.extraFds],
         env: { ...process.env, CROSVM_SOCKET: '3' },
         // Its own process group, so that anything it leaves behind can be killed with it.
         detached: true,
@@ -119,20 +133,20 @@ export class PluginProcess {
         this.status = signal ? { state: 'signaled', signal } : { state: 'exited', code: code ?? 0 };
         this.events.onPluginExit(this.status);
       });
-      // Without fds left (EMFILE), node makes no stdio pipes and reports the
-      // failure through 'error' only.
-      if (child.stderr)
-        forEachLine(
-          child.stderr,
-          (line) => this.pluginLog(line),
-          () => this.stderrClosed(),
-        );
+      this.stopStderr = forEachLine(
+        stderrRead,
+        (line) => this.pluginLog(line),
+        () => this.stderrClosed(),
+      );
+      stderrRead = -1; // forEachLine's now
       this.addConnection(hostEnd);
     } catch (e) {
       native.close(hostEnd);
+      if (stderrRead >= 0) native.close(stderrRead);
       throw e;
     } finally {
       native.close(pluginEnd);
+      if (stderrWrite >= 0) native.close(stderrWrite);
     }
   }
 
@@ -187,7 +201,7 @@ export class PluginProcess {
     native.close(this.killEventFd);
     // Not read to its end when the sink held it up, or when something the
     // plugin left behind still holds the pipe: its fd goes now.
-    this.child?.stderr?.destroy();
+    this.stopStderr();
     forgetAtHostExit(this);
   }
 
