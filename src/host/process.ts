@@ -115,7 +115,11 @@ export class PluginProcess {
       // (node queues what a full pipe does not take) loses none of it.
       [stderrRead, stderrWrite] = native.pipe2(C.O_CLOEXEC);
       native.fcntl(stderrRead, C.F_SETFL, C.O_NONBLOCK);
-      native.fcntl(stderrWrite, C.F_SETPIPE_SZ, STDERR_PIPE_BYTES);
+      try {
+        native.fcntl(stderrWrite, C.F_SETPIPE_SZ, STDERR_PIPE_BYTES);
+      } catch (e) {
+        this.log.warn(`the plugin's stderr pipe keeps its default size: ${String(e)}`); // as the VCPU pipes do
+      }
       const child = spawn(plan.file, plan.args, {
         stdio: ['inherit', 'inherit', stderrWrite, pluginEnd, ...plan.extraFds],
         env: { ...process.env, CROSVM_SOCKET: '3' },
