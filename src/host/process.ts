@@ -26,10 +26,8 @@ import { ReservedRanges, type KnownAddressSpace } from './ranges.js';
 import { encodeVcpuConfig } from './vcpu-config.js';
 import { vmStateAccess } from './vm-state.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
+import { openPipe } from './pipes.js';
 import type { Tap, TapConfig } from './net.js';
-
-/** The plugin's stderr pipe's capacity (F_SETPIPE_SZ; at most /proc/sys/fs/pipe-max-size, 1 MiB by default). */
-const STDERR_PIPE_BYTES = 256 * 1024;
 
 /** How to start the plugin (planned by the sandbox, or a plain command line without it). */
 export interface LaunchPlan {
@@ -113,13 +111,8 @@ export class PluginProcess {
       // non-blocking. As large as the socket node's own stdio pipes are (or
       // larger), so that a plugin that writes a burst and exits at once
       // (node queues what a full pipe does not take) loses none of it.
-      [stderrRead, stderrWrite] = native.pipe2(C.O_CLOEXEC);
+      [stderrRead, stderrWrite] = openPipe(this.log, "the plugin's stderr pipe");
       native.fcntl(stderrRead, C.F_SETFL, C.O_NONBLOCK);
-      try {
-        native.fcntl(stderrWrite, C.F_SETPIPE_SZ, STDERR_PIPE_BYTES);
-      } catch (e) {
-        this.log.warn(`the plugin's stderr pipe keeps its default size: ${String(e)}`); // as the VCPU pipes do
-      }
       const child = spawn(plan.file, plan.args, {
         stdio: ['inherit', 'inherit', stderrWrite, pluginEnd, ...plan.extraFds],
         env: { ...process.env, CROSVM_SOCKET: '3' },

@@ -4,13 +4,12 @@
  * (native/vcpu/, through {@link VcpuSet}): what they are told (the dispatch
  * configuration, pauses, shutdown) and what they report (logs, their end).
  */
-import { C, native, type VcpuEventKind, type VcpuSet as NativeVcpuSet } from '../native/index.js';
+import { native, type VcpuEventKind, type VcpuSet as NativeVcpuSet } from '../native/index.js';
 import type { VmFd } from '../kvm/index.js';
 import { spinBudgetForVcpus } from '../protocol/pipe-reader.js';
 import type { Log } from './log.js';
+import { openPipe } from './pipes.js';
 
-/** The protocol's pipe size for VCPU connections. */
-const PIPE_SIZE = 0x40000;
 /** How often {@link VcpuSet.join} kicks and reaps threads that have not ended yet. */
 const JOIN_POLL_MS = 5;
 
@@ -136,22 +135,15 @@ export class VcpuSet {
 }
 
 function makePipes(log: Log): VcpuPipes {
-  const [requestRead, requestWrite] = native.pipe2(C.O_CLOEXEC);
+  const [requestRead, requestWrite] = openPipe(log, 'a VCPU pipe');
   let response: [number, number];
   try {
-    response = native.pipe2(C.O_CLOEXEC);
+    response = openPipe(log, 'a VCPU pipe');
   } catch (e) {
     native.close(requestRead);
     native.close(requestWrite);
     throw e;
   }
   const [responseRead, responseWrite] = response;
-  for (const fd of [requestWrite, responseWrite]) {
-    try {
-      native.fcntl(fd, C.F_SETPIPE_SZ, PIPE_SIZE);
-    } catch (e) {
-      log.warn(`could not enlarge a VCPU pipe to ${PIPE_SIZE} bytes: ${String(e)}`);
-    }
-  }
   return { requestRead, requestWrite, responseRead, responseWrite };
 }
