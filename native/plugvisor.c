@@ -17,6 +17,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -625,6 +627,210 @@ static napi_value js_poll(napi_env env, napi_callback_info info) {
 }
 
 /* ------------------------------------------------------------------------ */
+/* Processes                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static void free_string_array(char **strings) {
+  if (!strings) return;
+  for (char **s = strings; *s; s++) free(*s);
+  free(strings);
+}
+
+/* A NULL-terminated, malloc'ed copy of a JS array of strings; free_string_array() it. */
+static char **get_string_array(napi_env env, napi_value value, const char *name) {
+  bool is_array = false;
+  uint32_t count;
+  if (napi_is_array(env, value, &is_array) != napi_ok) return napi_failed(env, "napi_is_array"), NULL;
+  if (!is_array) return type_error(env, name, "an array of strings"), NULL;
+  if (napi_get_array_length(env, value, &count) != napi_ok) return napi_failed(env, "napi_get_array_length"), NULL;
+  char **strings = calloc((size_t)count + 1, sizeof *strings);
+  if (!strings) return throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    if (napi_get_element(env, value, i, &element) != napi_ok) {
+      free_string_array(strings);
+      return napi_failed(env, "napi_get_element"), NULL;
+    }
+    strings[i] = get_string(env, element, name);
+    if (!strings[i]) {
+      free_string_array(strings);
+      return NULL;
+    }
+  }
+  return strings;
+}
+
+/*
+ * spawn(file, argv, envp, fds, newSession): posix_spawnp(3). fd i of the
+ * child is fds[i] of this process, passed with dup2 even when fds[i] is i
+ * (node makes its own 0, 1 and 2 close-on-exec); every other descriptor of
+ * this process is close-on-exec. Returns
+ * { pid, pidfd }: pidfd_open(2) of the child, which polls readable once it
+ * has ended (close-on-exec, as every pidfd). glibc's posix_spawn shares the
+ * caller's memory until the exec (no copy of the page tables, as fork makes)
+ * and reports a failed exec as its result.
+ */
+static napi_value js_spawn(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  bool new_session = false;
+  uint32_t nfds = 0;
+  if (!get_args(env, info, 5, argv, NULL)) return NULL;
+  bool is_array = false;
+  CHECK(napi_is_array(env, argv[3], &is_array));
+  if (!is_array) return type_error(env, "fds", "an array of descriptors"), NULL;
+  CHECK(napi_get_array_length(env, argv[3], &nfds));
+  if (nfds > 1024) return range_error(env, "fds", "at most 1024 descriptors"), NULL;
+  napi_valuetype type;
+  CHECK(napi_typeof(env, argv[4], &type));
+  if (type != napi_boolean) return type_error(env, "newSession", "a boolean"), NULL;
+  CHECK(napi_get_value_bool(env, argv[4], &new_session));
+
+  napi_value result = NULL;
+  char *file = NULL;
+  char **args = NULL, **envp = NULL;
+  int *copies = NULL;
+  bool actions_made = false, attr_made = false;
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+
+  if (!(file = get_string(env, argv[0], "file")) || !(args = get_string_array(env, argv[1], "argv")) ||
+      !(envp = get_string_array(env, argv[2], "envp")))
+    goto out;
+  if (!(copies = malloc((nfds ? nfds : 1) * sizeof *copies))) {
+    throw_errno(env, ENOMEM, "malloc", NULL);
+    goto out;
+  }
+  for (uint32_t i = 0; i < nfds; i++) copies[i] = -1;
+  int err = posix_spawn_file_actions_init(&actions);
+  if (err) {
+    throw_errno(env, err, "posix_spawn_file_actions_init", NULL);
+    goto out;
+  }
+  actions_made = true;
+  for (uint32_t i = 0; i < nfds; i++) {
+    napi_value element;
+    double value;
+    if (napi_get_element(env, argv[3], i, &element) != napi_ok) {
+      napi_failed(env, "napi_get_element");
+      goto out;
+    }
+    if (!get_integer(env, element, "fds[i]", 0, INT32_MAX, &value)) goto out;
+    /*
+     * The child's dup2 reads from a close-on-exec copy numbered above every
+     * target, so that no target overwrites a source still to be read and
+     * no source is its own target (dup2 onto itself would keep the flag).
+     */
+    copies[i] = fcntl((int)value, F_DUPFD_CLOEXEC, (int)nfds);
+    if (copies[i] < 0) {
+      throw_errno(env, errno, "fcntl", "(F_DUPFD_CLOEXEC)");
+      goto out;
+    }
+    err = posix_spawn_file_actions_adddup2(&actions, copies[i], (int)i);
+    if (err) {
+      throw_errno(env, err, "posix_spawn_file_actions_adddup2", NULL);
+      goto out;
+    }
+  }
+  err = posix_spawnattr_init(&attr);
+  if (err) {
+    throw_errno(env, err, "posix_spawnattr_init", NULL);
+    goto out;
+  }
+  attr_made = true;
+  /*
+   * What a fresh process expects: every signal at its default action (node
+   * ignores SIGPIPE, and an ignored signal stays ignored across exec) and
+   * none blocked. Every bit of the set, not sigfillset(): that leaves out
+   * glibc's two internal signals, which glibc's posix_spawn would then set
+   * to SIG_IGN in the child, and so in the program it runs (as fork + exec
+   * does not).
+   */
+  sigset_t all, none;
+  memset(&all, 0xff, sizeof all);
+  sigemptyset(&none);
+  short flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK | (new_session ? POSIX_SPAWN_SETSID : 0);
+  if ((err = posix_spawnattr_setsigdefault(&attr, &all)) || (err = posix_spawnattr_setsigmask(&attr, &none)) ||
+      (err = posix_spawnattr_setflags(&attr, flags))) {
+    throw_errno(env, err, "posix_spawnattr", NULL);
+    goto out;
+  }
+  pid_t pid;
+  err = posix_spawnp(&pid, file, &actions, &attr, args, envp);
+  if (err) {
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "cannot execute %s", file);
+    throw_errno_prefixed(env, err, "posix_spawnp", prefix);
+    goto out;
+  }
+  /*
+   * A pidfd at once, while the child cannot have been reaped (by anyone:
+   * only its parent can) and its pid cannot be another process's.
+   */
+  int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pidfd < 0) {
+    int open_err = errno;
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    throw_errno(env, open_err, "pidfd_open", "(for the process just started, now killed)");
+    goto out;
+  }
+  napi_value pid_value, pidfd_value;
+  if (napi_create_object(env, &result) != napi_ok || napi_create_int32(env, pid, &pid_value) != napi_ok ||
+      napi_create_int32(env, pidfd, &pidfd_value) != napi_ok ||
+      napi_set_named_property(env, result, "pid", pid_value) != napi_ok ||
+      napi_set_named_property(env, result, "pidfd", pidfd_value) != napi_ok) {
+    /* The caller never learns of the child: do not leave it running. */
+    close(pidfd);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    result = napi_failed(env, "building the spawn result");
+  }
+
+out:
+  if (copies)
+    for (uint32_t i = 0; i < nfds; i++)
+      if (copies[i] >= 0) close(copies[i]);
+  free(copies);
+  if (attr_made) posix_spawnattr_destroy(&attr);
+  if (actions_made) posix_spawn_file_actions_destroy(&actions);
+  free_string_array(envp);
+  free_string_array(args);
+  free(file);
+  return result;
+}
+
+/*
+ * waitpid(pid, WNOHANG): null while child `pid` runs, else { code } (it
+ * exited) or { signal } (the number of the signal that killed it).
+ */
+static napi_value js_waitpid(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int pid;
+  if (!get_args(env, info, 1, argv, NULL) || !get_int(env, argv[0], "pid", &pid)) return NULL;
+  int status;
+  pid_t r;
+  do r = waitpid((pid_t)pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) return throw_errno(env, errno, "waitpid", NULL);
+  napi_value result, value;
+  if (r == 0) {
+    CHECK(napi_get_null(env, &result));
+    return result;
+  }
+  CHECK(napi_create_object(env, &result));
+  if (WIFSIGNALED(status)) {
+    CHECK(napi_create_int32(env, WTERMSIG(status), &value));
+    CHECK(napi_set_named_property(env, result, "signal", value));
+  } else {
+    CHECK(napi_create_int32(env, WEXITSTATUS(status), &value));
+    CHECK(napi_set_named_property(env, result, "code", value));
+  }
+  return result;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Network interfaces (tap devices)                                          */
 /* ------------------------------------------------------------------------ */
 
@@ -980,6 +1186,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"sendmsg", js_sendmsg},
     {"recvmsg", js_recvmsg},
     {"poll", js_poll},
+    {"spawn", js_spawn},
+    {"waitpid", js_waitpid},
     {"createFdWatcher", js_create_fd_watcher},
     {"installKickHandler", js_install_kick_handler},
     {"setKickTarget", js_set_kick_target},

@@ -41,11 +41,40 @@ const commonJs = {
 // (bench/README.md, memory); the source map still names src/ lines. The SDK
 // a user's plugin loads is not minified, so that a plugin's own stack traces
 // read plainly.
+//
+// node:child_process is loaded at its first use, not when the bundle starts:
+// a plain run spawns its plugin through the addon (src/host/child.ts) and
+// never needs it, and loading it (with net and stream, which it brings) was
+// ~2 ms of every start. commander requires it at load for executable
+// subcommands, which the CLI has none of; the sandbox's helpers call
+// spawnSync. An import of any other name from it fails the build here.
+const lazyChildProcess = {
+  name: 'lazy-child-process',
+  setup(b) {
+    b.onResolve({ filter: /^(node:)?child_process$/ }, (args) =>
+      args.namespace === 'lazy-child-process'
+        ? { path: 'node:child_process', external: true }
+        : { path: 'child_process', namespace: 'lazy-child-process' },
+    );
+    b.onLoad({ filter: /.*/, namespace: 'lazy-child-process' }, () => ({
+      contents: [
+        'let loaded;',
+        "const load = () => (loaded ??= require('node:child_process'));",
+        'export const spawn = (...args) => load().spawn(...args);',
+        'export const spawnSync = (...args) => load().spawnSync(...args);',
+      ].join('\n'),
+      loader: 'js',
+      resolveDir: '.',
+    }));
+  },
+};
+
 await build({
   ...common,
   ...commonJs,
   entryPoints: { host: 'dist/src/cli/main.js' },
   minify: true,
+  plugins: [lazyChildProcess],
 });
 
 // The `plugvisor` command itself: a few lines that run host.cjs through a V8

@@ -7,8 +7,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
-import { constants } from 'node:os';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { constants, tmpdir } from 'node:os';
 import path from 'node:path';
 import { PACKAGE_ROOT } from '../src/package-root.js';
 import { runPlugin, type RunOutcome } from '../src/host/run.js';
@@ -391,6 +391,51 @@ describe('the CLI', () => {
     const result = await runCli(['run', '--plugin', new URL(import.meta.url).pathname, '--disable-sandbox']);
     assert.equal(result.code, 1);
     assert.match(result.stderr, /plugin is not executable: .*chmod \+x/);
+  });
+
+  test('a plugin the system cannot execute is a clear error, leaving no fd behind', needsKvm, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'plugvisor-exec-'));
+    try {
+      const plugin = path.join(dir, 'plugin');
+      writeFileSync(plugin, '#!/nonexistent/interpreter\n', { mode: 0o755 });
+      const result = await runCli(['run', '--plugin', plugin, '--disable-sandbox']);
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /could not start the plugin: cannot execute .*plugin: No such file or directory/);
+
+      const fds = (): number => readdirSync('/proc/self/fd').length;
+      const before = fds();
+      const run = (): Promise<RunOutcome> => runPlugin({ plugin, sandbox: false, pluginStderr: () => {}, log: () => {} });
+      await assert.rejects(run(), /could not start the plugin: cannot execute/);
+      assert.equal(fds(), before, 'fds after the failed start, against before it');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("a run that logs nothing loads neither node's child_process nor its net and stream (start-up)", needsKvm, async () => {
+    // Each was ~2 ms of the CLI's start-up (bench/README.md, start-up
+    // profile): the plugin is spawned through the addon, and process.stdout
+    // and process.stderr are only made when written to.
+    const dir = mkdtempSync(path.join(tmpdir(), 'plugvisor-modules-'));
+    try {
+      const probe = path.join(dir, 'probe.cjs');
+      const list = path.join(dir, 'modules.txt');
+      writeFileSync(
+        probe,
+        `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));`,
+      );
+      const env = { ...process.env, NODE_OPTIONS: `--require ${probe}` };
+      const result = await runCli(['run', '--disable-sandbox', '--plugin', examplePlugin('adder')], { env });
+      assert.equal(result.code, 0, result.stderr);
+      assert.match(result.stdout, /guest computed 2 \+ 7 = 9/);
+      const loaded = readFileSync(list, 'utf8').split('\n');
+      assert.ok(loaded.includes('NativeModule fs'), 'the probe saw the modules node loaded');
+      for (const module of ['child_process', 'net', 'stream']) {
+        assert.equal(loaded.includes(`NativeModule ${module}`), false, `node:${module} was loaded`);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('bad --cpus is refused', async () => {

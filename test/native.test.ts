@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
+import { readdirSync } from 'node:fs';
 
 import {
   C,
@@ -474,6 +475,84 @@ test('fd watcher fires on readable on the main thread, then closes', async () =>
   }
   assert.throws(() => watcher.start(C.POLLIN), /closed/);
   native.close(r);
+});
+
+/** Everything readable from `fd` until EOF (blocking reads). */
+function readAll(fd: number): string {
+  const chunks: Buffer[] = [];
+  const buf = new Uint8Array(4096);
+  for (let n; (n = native.read(fd, buf, 0, buf.length)) > 0;) chunks.push(Buffer.from(buf.subarray(0, n)));
+  return Buffer.concat(chunks).toString();
+}
+
+/** Waits for a spawned child to end (its pidfd polls readable) and reaps it. */
+function reap(child: { pid: number; pidfd: number }): ReturnType<typeof native.waitpid> {
+  assert.equal(native.poll(child.pidfd, C.POLLIN, 10_000), C.POLLIN, 'the pidfd says the child ended');
+  native.close(child.pidfd);
+  return native.waitpid(child.pid);
+}
+
+test('spawn: each source lands on its target, even one that sits on another target or on its own (close-on-exec) number', () => {
+  // Three pipes whose write ends trade places in the child (every source is
+  // also the number of another target, the case the addon's copies are
+  // for), and a fourth whose write end keeps its number: all close-on-exec.
+  const pipes = [0, 1, 2, 3].map(() => native.pipe2(C.O_CLOEXEC));
+  const writeEnds = pipes.map(([, w]) => w);
+  const fds = Array.from({ length: Math.max(...writeEnds) + 1 }, (_, i) => i);
+  const targetOf = (i: number): number => (i === 3 ? writeEnds[3] : writeEnds[(i + 1) % 3]);
+  for (let i = 0; i < 4; i++) fds[targetOf(i)] = writeEnds[i];
+  const script = writeEnds.map((fd) => `require('node:fs').writeSync(${fd}, 'to ${fd}');`).join('');
+  const child = native.spawn(process.execPath, [process.execPath, '-e', script], [], fds, false);
+  for (const [, w] of pipes) native.close(w);
+  assert.deepEqual(reap(child), { code: 0 });
+  for (let i = 0; i < 4; i++) {
+    assert.equal(readAll(pipes[i][0]), `to ${targetOf(i)}`, `pipe ${i} got what the child wrote to its target`);
+    native.close(pipes[i][0]);
+  }
+});
+
+test('spawn: default signal actions, nothing blocked, a new session on request, PATH lookup, the environment given', () => {
+  for (const newSession of [true, false]) {
+    const [r, w] = native.pipe2(C.O_CLOEXEC);
+    // cat itself is the child (no shell between), so /proc/self is the spawned process.
+    const child = native.spawn(
+      'cat',
+      ['cat', '/proc/self/stat', '/proc/self/status', '/proc/self/environ'],
+      ['ONLY=this'],
+      [0, w],
+      newSession,
+    );
+    native.close(w);
+    assert.deepEqual(reap(child), { code: 0 });
+    const out = readAll(r);
+    native.close(r);
+    // node ignores SIGPIPE, and an ignored signal would stay ignored across the exec.
+    assert.match(out, /^SigIgn:\s+0+$/m);
+    assert.match(out, /^SigBlk:\s+0+$/m);
+    const stat = out.slice(0, out.indexOf('\n'));
+    const session = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[3]); // field 6, after pid (comm) state ppid pgrp
+    if (newSession) assert.equal(session, child.pid, 'the child leads its own session');
+    else assert.notEqual(session, child.pid);
+    assert.ok(out.endsWith('ONLY=this\0'), 'the environment is exactly envp');
+  }
+});
+
+test('spawn: a failed exec throws with the errno; waitpid says running, exited or signaled; no fd is left', () => {
+  const before = readdirSync('/proc/self/fd').length;
+  const error = expectErrno(() => native.spawn('/nonexistent/plugin', ['x'], [], [], false), 'ENOENT', 2, 'posix_spawnp');
+  assert.match(error.message, /cannot execute \/nonexistent\/plugin: No such file or directory/);
+  assert.throws(() => native.spawn('sleep', ['sleep', 1 as unknown as string], [], [], false), /argv must be a string/);
+  assert.throws(() => native.spawn('sleep', ['sleep'], [], [1.5], false), /fds\[i\] must be an integer/);
+  assert.throws(() => native.spawn('sleep', ['sleep'], [], [-1], false), /fds\[i\] must be an integer in \[0, /);
+  assert.throws(() => native.spawn('sleep', ['sleep'], ['A=\0'], [], false), /envp must be a string without NUL/);
+
+  const sleeper = native.spawn('sleep', ['sleep', '30'], [], [], false);
+  assert.equal(native.waitpid(sleeper.pid), null, 'still running');
+  process.kill(sleeper.pid, 'SIGKILL');
+  assert.deepEqual(reap(sleeper), { signal: 9 });
+  assert.deepEqual(reap(native.spawn('sh', ['sh', '-c', 'exit 7'], [], [], false)), { code: 7 });
+  expectErrno(() => native.waitpid(sleeper.pid), 'ECHILD', 10, 'waitpid');
+  assert.equal(readdirSync('/proc/self/fd').length, before);
 });
 
 test('fd watcher: an active watcher keeps the loop alive, a stopped one does not', () => {

@@ -211,10 +211,35 @@ export function stopOnSignals(abort: AbortController): () => void {
   const stop = (): void => abort.abort();
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  process.stdout.on('error', stop);
-  process.stderr.on('error', stop);
+  onceMade('stdout', (stream) => stream.on('error', stop));
+  onceMade('stderr', (stream) => stream.on('error', stop));
   return () => {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   };
+}
+
+/**
+ * Calls `use` with process.stdout or process.stderr once something makes it.
+ * node makes each at its first use, through a getter on `process`; making
+ * one loads node's net and stream modules (~2 ms of start-up), which a run
+ * that writes nothing to it need not pay. Node's getter is put back at the
+ * first use, so that it is wrapped only until then.
+ */
+function onceMade(name: 'stdout' | 'stderr', use: (stream: NodeJS.WriteStream) => void): void {
+  const made = Object.getOwnPropertyDescriptor(process, name);
+  if (made?.get === undefined || made.configurable !== true) {
+    use(process[name]);
+    return;
+  }
+  Object.defineProperty(process, name, {
+    configurable: true,
+    enumerable: made.enumerable ?? true,
+    get() {
+      Object.defineProperty(process, name, made);
+      const stream = process[name];
+      use(stream);
+      return stream;
+    },
+  });
 }

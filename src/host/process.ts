@@ -4,7 +4,6 @@
  * {@link PluginProcess.handleRequest}; main-connection.ts carries them). The
  * main loop (run.ts) drives it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { C, native, isErrnoError } from '../native/index.js';
 import type { CpuidEntry2, Kvm, VmFd } from '../kvm/index.js';
 import {
@@ -27,6 +26,7 @@ import { encodeVcpuConfig } from './vcpu-config.js';
 import { vmStateAccess } from './vm-state.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import { openPipe } from './pipes.js';
+import { Child, type ChildStatus } from './child.js';
 import type { Tap, TapConfig } from './net.js';
 
 /** How to start the plugin (planned by the sandbox, or a plain command line without it). */
@@ -39,36 +39,19 @@ export interface LaunchPlan {
   dispose(): void;
 }
 
-/** How the plugin process ended, as `tryWait` reports it. */
-export type PluginStatus =
-  | {
-      /** Still running (or never started). */
-      state: 'running';
-    }
-  | {
-      /** Exited by itself. */
-      state: 'exited';
-      /** Its exit status. */
-      code: number;
-    }
-  | {
-      /** Killed by a signal. */
-      state: 'signaled';
-      /** The signal's name. */
-      signal: NodeJS.Signals;
-    };
+/** How the plugin process ended, as `tryWait` reports it (`running`: still running, or never started). */
+export type PluginStatus = ChildStatus;
 
 export interface ProcessEvents {
   /** The plugin called `start` and the VCPU threads are running. */
   onStarted(): void;
   onVcpuExit: VcpuExitHandler;
-  /** The plugin process ended (or could not be spawned). */
-  onPluginExit(status: PluginStatus, spawnError?: Error): void;
+  /** The plugin process ended. */
+  onPluginExit(status: PluginStatus): void;
 }
 
 export class PluginProcess {
-  private child: ChildProcess | undefined;
-  private status: PluginStatus = { state: 'running' };
+  private child: Child | undefined;
   private readonly connections = new Set<MainConnection>();
   private readonly objects = new Map<number, PluginObject>();
   private readonly ranges = new ReservedRanges();
@@ -113,23 +96,17 @@ export class PluginProcess {
       // (node queues what a full pipe does not take) loses none of it.
       [stderrRead, stderrWrite] = openPipe(this.log, "the plugin's stderr pipe");
       native.fcntl(stderrRead, C.F_SETFL, C.O_NONBLOCK);
-      const child = spawn(plan.file, plan.args, {
-        stdio: ['inherit', 'inherit', stderrWrite, pluginEnd, ...plan.extraFds],
-        env: { ...process.env, CROSVM_SOCKET: '3' },
-        // Its own process group, so that anything it leaves behind can be killed with it.
-        detached: true,
-      });
-      this.child = child;
+      this.child = Child.spawn(
+        {
+          file: plan.file,
+          args: plan.args,
+          env: { ...process.env, CROSVM_SOCKET: '3' },
+          fds: ['inherit', 'inherit', stderrWrite, pluginEnd, ...plan.extraFds],
+          newSession: true,
+        },
+        (status) => this.events.onPluginExit(status),
+      );
       killOnHostExit(this);
-      child.once('error', (e) => {
-        this.status = { state: 'exited', code: 127 };
-        this.stderrClosed();
-        this.events.onPluginExit(this.status, e);
-      });
-      child.once('exit', (code, signal) => {
-        this.status = signal ? { state: 'signaled', signal } : { state: 'exited', code: code ?? 0 };
-        this.events.onPluginExit(this.status);
-      });
       this.stopStderr = forEachLine(
         stderrRead,
         (line) => this.pluginLog(line),
@@ -149,7 +126,7 @@ export class PluginProcess {
 
   /** Running, or how it ended. */
   tryWait(): PluginStatus {
-    return this.status;
+    return this.child?.status ?? { state: 'running' };
   }
 
   /** Resolves once the plugin's stderr has been read to its end. */
@@ -166,15 +143,7 @@ export class PluginProcess {
 
   /** Kills the plugin's whole process group (SIGKILL). */
   killPlugin(): void {
-    const pid = this.child?.pid;
-    if (pid === undefined) return;
-    for (const target of [-pid, pid]) {
-      try {
-        process.kill(target, 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
+    this.child?.killWithGroup();
   }
 
   /** Joins the VCPU threads (bounded); returns the indexes that would not stop. */

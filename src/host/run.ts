@@ -5,7 +5,6 @@
  * threads' exits all arrive as events) and resolves to the outcome.
  */
 import { accessSync, constants as fsConstants, statSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { Kvm, type VmFd } from '../kvm/index.js';
 import { planSandboxedLaunch } from '../sandbox/bubblewrap.js';
 import { diagnoseSandbox } from '../sandbox/diagnosis.js';
@@ -16,6 +15,7 @@ import { writeWithBackpressure, type LineSink } from './lines.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
 import { openTaps, planNetwork, type NetOptions, type Tap } from './net.js';
 import { MAX_CPUS } from './limits.js';
+import { signalName } from './child.js';
 
 export { MAX_CPUS };
 
@@ -213,7 +213,6 @@ async function serve(
   let shuttingDown = false;
   let shutdownTimer: NodeJS.Timeout | undefined;
   let startTimer: NodeJS.Timeout | undefined;
-  let spawnError: Error | undefined;
   let pluginGone!: () => void;
   const pluginExited = new Promise<void>((resolve) => (pluginGone = resolve));
   let pluginTimedOut = false;
@@ -261,10 +260,7 @@ async function serve(
               beginShutdown();
             }
           },
-          onPluginExit: (_status, error) => {
-            spawnError = error;
-            pluginGone();
-          },
+          onPluginExit: () => pluginGone(),
         },
         taps,
       ),
@@ -299,7 +295,7 @@ async function serve(
   await Promise.race([process_.stderrEnded(), delay(KILL_REAP_TIMEOUT_MS)]);
   process_.close();
 
-  const judged = judge(process_.tryWait(), failure, pluginTimedOut, spawnError, settings.sandboxed);
+  const judged = judge(process_.tryWait(), failure, pluginTimedOut, settings.sandboxed);
   const outcome = failure === undefined ? judged : { ...judged, failure };
   if (!outcome.ok && settings.sandboxed && !started) {
     // A jail bubblewrap cannot build looks like a plugin that failed early: say which it was.
@@ -309,19 +305,16 @@ async function serve(
   return outcome;
 }
 
-function judge(
-  status: PluginStatus,
-  failure: string | undefined,
-  timedOut: boolean,
-  spawnError: Error | undefined,
-  sandboxed: boolean,
-): RunOutcome {
-  if (spawnError) return { ok: false, exitCode: 1, message: `could not start the plugin: ${spawnError.message}`, plugin: status };
+function judge(status: PluginStatus, failure: string | undefined, timedOut: boolean, sandboxed: boolean): RunOutcome {
   if (timedOut) return { ok: false, exitCode: 1, message: 'plugin did not exit within timeout (killed)', plugin: status };
   if (status.state === 'signaled') {
-    const number = signalNumber(status.signal);
     const why = failure ? ` after: ${failure}` : '';
-    return { ok: false, exitCode: 128 + number, message: `plugin was killed by signal ${status.signal}${why}`, plugin: status };
+    return {
+      ok: false,
+      exitCode: 128 + status.signalNumber,
+      message: `plugin was killed by signal ${status.signal}${why}`,
+      plugin: status,
+    };
   }
   if (status.state === 'exited' && status.code !== 0) {
     const why = failure ? ` after: ${failure}` : '';
@@ -334,16 +327,6 @@ function judge(
   }
   if (failure) return { ok: false, exitCode: 1, message: failure, plugin: status };
   return { ok: true, exitCode: 0, message: 'plugin exited successfully', plugin: status };
-}
-
-const SIGNALS = osConstants.signals as Readonly<Record<string, number>>;
-
-function signalNumber(signal: NodeJS.Signals): number {
-  return SIGNALS[signal] ?? 0;
-}
-
-function signalName(number: number): string | undefined {
-  return number > 0 ? Object.keys(SIGNALS).find((name) => SIGNALS[name] === number) : undefined;
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,0 +1,89 @@
+/**
+ * Child (src/host/child.ts), the host's way of starting a plugin: real
+ * processes, their exit seen through the pidfd on the event loop.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { C, native } from '../src/native/index.js';
+import { Child, signalName, type ChildOptions, type ChildStatus } from '../src/host/child.js';
+
+/** Runs `sh -c script` as a Child; resolves with the status onExit got, and the status the Child reports then. */
+function runShell(script: string, options: Partial<ChildOptions> = {}): Promise<[ChildStatus, ChildStatus]> {
+  return new Promise((resolve) => {
+    const child: Child = Child.spawn(
+      { file: 'sh', args: ['-c', script], env: process.env, fds: [], newSession: false, ...options },
+      (status) => setImmediate(() => resolve([status, child.status])),
+    );
+    assert.deepEqual(child.status, { state: 'running' });
+  });
+}
+
+test('Child: the exit code, the killing signal by name and number, also one node has no name for', async () => {
+  assert.deepEqual(await runShell('exit 3'), [
+    { state: 'exited', code: 3 },
+    { state: 'exited', code: 3 },
+  ]);
+  const [term] = await runShell('kill -TERM $$');
+  assert.deepEqual(term, { state: 'signaled', signal: 'SIGTERM', signalNumber: 15 });
+  const realTime = C.SIGRTMIN + 2;
+  const [rt] = await runShell(`kill -${realTime} $$`);
+  assert.deepEqual(rt, { state: 'signaled', signal: `SIG${realTime}`, signalNumber: realTime });
+  assert.equal(signalName(9), 'SIGKILL');
+  assert.equal(signalName(0), undefined);
+});
+
+test('Child: descriptors and environment as asked; killWithGroup reaches what the child left in its group', async () => {
+  const fdsBefore = readdirSync('/proc/self/fd').length;
+  const [r, w] = native.pipe2(C.O_CLOEXEC);
+  let grandchild = 0;
+  // The child starts a grandchild in its own (new) session's group, says the
+  // grandchild's pid on fd 3 and waits; killing the group ends both.
+  const ended = new Promise<ChildStatus>((resolve) => {
+    const child = Child.spawn(
+      {
+        file: 'sh',
+        args: ['-c', 'sleep 60 & echo "$WHO $!" >&3; wait'],
+        env: { WHO: 'grandchild', PATH: process.env.PATH },
+        fds: ['inherit', 'inherit', 'inherit', w],
+        newSession: true,
+      },
+      resolve,
+    );
+    native.close(w);
+    const buf = new Uint8Array(64);
+    const line = Buffer.from(buf.subarray(0, native.read(r, buf, 0, buf.length))).toString();
+    const [who, pid] = line.trim().split(' ');
+    assert.equal(who, 'grandchild');
+    grandchild = Number(pid);
+    child.killWithGroup();
+  });
+  assert.deepEqual(await ended, { state: 'signaled', signal: 'SIGKILL', signalNumber: 9 });
+  const deadline = Date.now() + 5000;
+  while (isAlive(grandchild) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.equal(isAlive(grandchild), false, 'the grandchild died with the group');
+  native.close(r);
+  assert.equal(readdirSync('/proc/self/fd').length, fdsBefore, 'the pidfd is closed once the child is reaped');
+});
+
+test('Child: a program that cannot be executed throws at once, with its errno', () => {
+  assert.throws(
+    () => Child.spawn({ file: '/nonexistent/plugin', args: [], env: {}, fds: [], newSession: true }, () => {}),
+    (e: unknown) =>
+      e instanceof Error && 'code' in e && e.code === 'ENOENT' && /cannot execute \/nonexistent\/plugin/.test(e.message),
+  );
+});
+
+/** Whether `pid` is a live process (a zombie counts as gone). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
