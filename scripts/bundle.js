@@ -43,11 +43,12 @@ const commonJs = {
 // read plainly.
 //
 // node:child_process is loaded at its first use, not when the bundle starts:
-// a plain run spawns its plugin through the addon (src/host/child.ts) and
-// never needs it, and loading it (with net and stream, which it brings) was
+// the CLI starts its plugin and the sandbox's helpers through the addon
+// (src/child.ts), and loading it (with net and stream, which it brings) was
 // ~2 ms of every start. commander requires it at load for executable
-// subcommands, which the CLI has none of; the sandbox's helpers call
-// spawnSync. An import of any other name from it fails the build here.
+// subcommands, which the CLI has none of; --plugin-gid-map spawns a
+// user-namespace holder with it. An import of any other name from it fails
+// the build here.
 const lazyChildProcess = {
   name: 'lazy-child-process',
   setup(b) {
@@ -61,7 +62,6 @@ const lazyChildProcess = {
         'let loaded;',
         "const load = () => (loaded ??= require('node:child_process'));",
         'export const spawn = (...args) => load().spawn(...args);',
-        'export const spawnSync = (...args) => load().spawnSync(...args);',
       ].join('\n'),
       loader: 'js',
       resolveDir: '.',

@@ -3,7 +3,7 @@
  * KVM layer directly. Plugins import the SDK from 'plugvisor/plugin'.
  */
 export { runPlugin, validateRunOptions, RunSetupError, type RunOptions, type RunOutcome } from './host/run.js';
-export type { ChildStatus as PluginStatus } from './host/child.js';
+export type { ChildStatus as PluginStatus } from './child.js';
 export type { LogLevel, LogSink } from './host/log.js';
 export type { LineSink } from './host/lines.js';
 export type { NetOptions } from './host/net.js';

@@ -1,12 +1,13 @@
 /**
- * Child (src/host/child.ts), the host's way of starting a plugin: real
- * processes, their exit seen through the pidfd on the event loop.
+ * src/child.ts against real processes: Child, which starts the plugin and
+ * sees its end through the pidfd on the event loop, and runToEnd, which runs
+ * the sandbox's helpers to their end.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { C, native } from '../src/native/index.js';
-import { Child, signalName, type ChildOptions, type ChildStatus } from '../src/host/child.js';
+import { Child, describeEnd, runToEnd, signalName, type ChildOptions, type ChildStatus } from '../src/child.js';
 
 /** Runs `sh -c script` as a Child; resolves with the status onExit got, and the status the Child reports then. */
 function runShell(script: string, options: Partial<ChildOptions> = {}): Promise<[ChildStatus, ChildStatus]> {
@@ -87,3 +88,40 @@ function isAlive(pid: number): boolean {
     return false;
   }
 }
+
+test('runToEnd: the exit status and both outputs, however large, with this process environment and no stdin', () => {
+  const fdsBefore = readdirSync('/proc/self/fd').length;
+  // 1 MiB to each of stdout and stderr, more than a pipe holds: a reader of
+  // one pipe at a time would stall the program on the other.
+  const script = 'head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; echo "$PLUGVISOR_TEST_VAR" >&2; cat; exit 4';
+  process.env.PLUGVISOR_TEST_VAR = 'from the parent';
+  try {
+    const run = runToEnd('sh', ['-c', script], 10_000);
+    assert.deepEqual(run.status, { state: 'exited', code: 4 });
+    assert.equal(run.timedOut, false);
+    assert.equal(run.stdout.length, 1 << 20, 'stdout whole, and nothing from stdin');
+    assert.equal(run.stderr.subarray(1 << 20).toString(), 'from the parent\n');
+    assert.equal(describeEnd(run), 'exit status 4');
+  } finally {
+    delete process.env.PLUGVISOR_TEST_VAR;
+  }
+  assert.equal(readdirSync('/proc/self/fd').length, fdsBefore, 'no fd left open');
+});
+
+test('runToEnd: a program past its time is killed; too much output, or no program, throws', () => {
+  const started = Date.now();
+  const slow = runToEnd('sleep', ['30'], 200);
+  assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+  assert.equal(slow.timedOut, true);
+  assert.deepEqual(slow.status, { state: 'signaled', signal: 'SIGKILL', signalNumber: 9 });
+  assert.equal(describeEnd(slow), 'timed out (killed)');
+  assert.equal(describeEnd(runToEnd('sh', ['-c', 'kill -SEGV $$'], 10_000)), 'killed by SIGSEGV');
+  assert.throws(
+    () => runToEnd('head', ['-c', '2000', '/dev/zero'], 10_000, 1000),
+    /wrote 2000 bytes to its stdout, more than 1000/,
+  );
+  assert.throws(
+    () => runToEnd('/nonexistent/helper', [], 10_000),
+    /cannot execute \/nonexistent\/helper: No such file or directory/,
+  );
+});

@@ -412,31 +412,40 @@ describe('the CLI', () => {
     }
   });
 
-  test("a run that logs nothing loads neither node's child_process nor its net and stream (start-up)", needsKvm, async () => {
-    // Each was ~2 ms of the CLI's start-up (bench/README.md, start-up
-    // profile): the plugin is spawned through the addon, and process.stdout
-    // and process.stderr are only made when written to.
-    const dir = mkdtempSync(path.join(tmpdir(), 'plugvisor-modules-'));
-    try {
-      const probe = path.join(dir, 'probe.cjs');
-      const list = path.join(dir, 'modules.txt');
-      writeFileSync(
-        probe,
-        `process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));`,
-      );
-      const env = { ...process.env, NODE_OPTIONS: `--require ${probe}` };
-      const result = await runCli(['run', '--disable-sandbox', '--plugin', examplePlugin('adder')], { env });
-      assert.equal(result.code, 0, result.stderr);
-      assert.match(result.stdout, /guest computed 2 \+ 7 = 9/);
-      const loaded = readFileSync(list, 'utf8').split('\n');
-      assert.ok(loaded.includes('NativeModule fs'), 'the probe saw the modules node loaded');
-      for (const module of ['child_process', 'net', 'stream']) {
-        assert.equal(loaded.includes(`NativeModule ${module}`), false, `node:${module} was loaded`);
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  for (const sandboxed of SANDBOX_MODES) {
+    test(
+      `a run that logs nothing loads neither node's child_process nor its net and stream (${modeName(sandboxed)})`,
+      needsKvm,
+      async () => {
+        // Each was ~2 ms of the CLI's start-up (bench/README.md, start-up
+        // profile): the plugin and the sandbox's helpers are started through
+        // the addon, and process.stdout and process.stderr are only made when
+        // written to.
+        const dir = mkdtempSync(path.join(tmpdir(), 'plugvisor-modules-'));
+        try {
+          const probe = path.join(dir, 'probe.cjs');
+          const list = path.join(dir, 'modules.txt');
+          // NODE_OPTIONS reaches the (node) plugin too: only the host, which has no CROSVM_SOCKET, writes the list.
+          writeFileSync(
+            probe,
+            `if (process.env.CROSVM_SOCKET === undefined) process.on('exit', () => require('node:fs').writeFileSync(${JSON.stringify(list)}, process.moduleLoadList.join('\\n')));`,
+          );
+          const env = { ...process.env, NODE_OPTIONS: `--require ${probe}` };
+          const mode = sandboxed ? ['--plugin-mount', `${dir}:${dir}:false`] : ['--disable-sandbox'];
+          const result = await runCli(['run', ...mode, '--plugin', examplePlugin('adder')], { env });
+          assert.equal(result.code, 0, result.stderr);
+          assert.match(result.stdout, /guest computed 2 \+ 7 = 9/);
+          const loaded = readFileSync(list, 'utf8').split('\n');
+          assert.ok(loaded.includes('NativeModule fs'), 'the probe saw the modules node loaded');
+          for (const module of ['child_process', 'net', 'stream']) {
+            assert.equal(loaded.includes(`NativeModule ${module}`), false, `node:${module} was loaded`);
+          }
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    );
+  }
 
   test('bad --cpus is refused', async () => {
     const result = await runCli(['run', '--plugin', testPlugin('multi-vcpu'), '--cpus', 'zero']);

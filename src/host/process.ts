@@ -26,7 +26,7 @@ import { encodeVcpuConfig } from './vcpu-config.js';
 import { vmStateAccess } from './vm-state.js';
 import { VcpuSet, type VcpuExitHandler } from './vcpus.js';
 import { openPipe } from './pipes.js';
-import { Child, type ChildStatus } from './child.js';
+import { Child, type ChildStatus } from '../child.js';
 import type { Tap, TapConfig } from './net.js';
 
 /** How to start the plugin (planned by the sandbox, or a plain command line without it). */

@@ -15,7 +15,7 @@ import { writeWithBackpressure, type LineSink } from './lines.js';
 import { PluginProcess, type LaunchPlan, type PluginStatus } from './process.js';
 import { openTaps, planNetwork, type NetOptions, type Tap } from './net.js';
 import { MAX_CPUS } from './limits.js';
-import { signalName } from './child.js';
+import { signalName } from '../child.js';
 
 export { MAX_CPUS };
 

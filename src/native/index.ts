@@ -124,15 +124,15 @@ export interface Native {
   createFdWatcher(fd: number, callback: (revents: number) => void): FdWatcher;
 
   /**
-   * posix_spawnp(3): starts `file` (looked up in PATH when it has no slash)
-   * with `argv` and `envp` ("NAME=value" strings). fd i of the child is
-   * `fds[i]` of this process (`i` itself passes this process's own fd i on,
-   * close-on-exec or not); every other descriptor must be close-on-exec. The
-   * child starts with every
-   * signal at its default action and none blocked, in a new session when
-   * `newSession`. A failed exec (ENOENT, EACCES, ENOEXEC) throws here.
-   * Returns the pid and a pidfd (pidfd_open(2), close-on-exec) that polls
-   * readable once the child has ended; the caller closes it.
+   * posix_spawnp(3): starts `file` (looked up in this process's PATH when
+   * it has no slash) with `argv` and `envp` ("NAME=value" strings). fd i of
+   * the child is `fds[i]` of this process (`i` itself passes this process's
+   * own fd i on, close-on-exec or not); every other descriptor must be
+   * close-on-exec. The child starts with every signal at its default action
+   * and none blocked, in a new session when `newSession`. A failed exec
+   * (ENOENT, EACCES, ENOEXEC) throws here. Returns the pid and a pidfd
+   * (pidfd_open(2), close-on-exec) that polls readable once the child has
+   * ended; the caller closes it.
    */
   spawn(
     file: string,

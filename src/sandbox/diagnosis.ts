@@ -2,8 +2,8 @@
  * Why a jail cannot be built on this machine: bubblewrap's own verdict, and
  * the kernel settings that forbid the user namespaces it needs.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { describeEnd, runToEnd, type Finished } from '../child.js';
 import { jailIdentity, type JailIdentity } from './identity.js';
 import { findOnPath } from './tools.js';
 
@@ -49,39 +49,43 @@ export function diagnoseSandbox(): string | null {
 
 /** Runs bwrap with the namespaces the jail uses; returns an error text or null. */
 function probeBubblewrap(bwrap: string, identity: JailIdentity): string | null {
-  const run = spawnSync(
-    bwrap,
-    [
-      '--unshare-user',
-      '--uid',
-      String(identity.uid),
-      '--gid',
-      String(identity.gid),
-      '--disable-userns',
-      '--unshare-pid',
-      '--unshare-ipc',
-      '--unshare-uts',
-      '--unshare-net',
-      '--cap-drop',
-      'ALL',
-      '--die-with-parent',
-      '--new-session',
-      '--ro-bind',
-      '/',
-      '/',
-      '--proc',
-      '/proc',
-      '--',
+  let run: Finished;
+  try {
+    run = runToEnd(
       bwrap,
-      '--version',
-    ],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 },
-  );
-  if (run.error !== undefined) return `running ${bwrap} failed: ${run.error.message}`;
-  if (run.status === 0) return null;
+      [
+        '--unshare-user',
+        '--uid',
+        String(identity.uid),
+        '--gid',
+        String(identity.gid),
+        '--disable-userns',
+        '--unshare-pid',
+        '--unshare-ipc',
+        '--unshare-uts',
+        '--unshare-net',
+        '--cap-drop',
+        'ALL',
+        '--die-with-parent',
+        '--new-session',
+        '--ro-bind',
+        '/',
+        '/',
+        '--proc',
+        '/proc',
+        '--',
+        bwrap,
+        '--version',
+      ],
+      10_000,
+    );
+  } catch (e) {
+    return `running ${bwrap} failed: ${(e as Error).message}`;
+  }
+  if (run.status.state === 'exited' && run.status.code === 0) return null;
   const hints = userNamespaceHints();
   return (
-    `bubblewrap cannot create the plugin's namespaces: ${(run.stderr || `exit status ${run.status}`).trim()}` +
+    `bubblewrap cannot create the plugin's namespaces: ${run.stderr.toString().trim() || describeEnd(run)}` +
     (hints.length > 0 ? ` (${hints.join('; ')})` : '')
   );
 }

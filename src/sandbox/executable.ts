@@ -3,8 +3,8 @@
  * PT_INTERP, or its `#!` line (and what a `#!/usr/bin/env` line runs), and
  * the shared libraries the system loader lists for it.
  */
-import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readSync, realpathSync } from 'node:fs';
+import { describeEnd, runToEnd, type Finished } from '../child.js';
 
 /** An ELF executable (and its PT_INTERP, if any), or a `#!` script (its interpreter and the line's one argument). */
 export type ExecutableKind =
@@ -78,11 +78,17 @@ export function sharedLibraries(elf: string): string[] {
   // No PT_INTERP and not ET_DYN: a static executable, which needs nothing.
   if (kind.interpreter === undefined && !isSharedObject(elf)) return [];
   const loader = trustedLoader();
-  const run = spawnSync(loader, ['--list', elf], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 10_000 });
-  if (run.error !== undefined) throw new Error(`listing the libraries of ${elf} with ${loader} failed: ${run.error.message}`);
+  let run: Finished;
+  try {
+    run = runToEnd(loader, ['--list', elf], 10_000);
+  } catch (e) {
+    throw new Error(`listing the libraries of ${elf} with ${loader} failed: ${(e as Error).message}`);
+  }
+  const stdout = run.stdout.toString();
+  const stderr = run.stderr.toString();
   const libs: string[] = [];
   const missing: string[] = [];
-  for (const raw of run.stdout.split('\n')) {
+  for (const raw of stdout.split('\n')) {
     const line = raw.trim();
     if (line === '') continue;
     let m = /^(\S+) => not found$/.exec(line);
@@ -93,10 +99,11 @@ export function sharedLibraries(elf: string): string[] {
     m = /^\S+ => (\/\S+) \(0x[0-9a-f]+\)$/.exec(line) ?? /^(\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
     if (m !== null) libs.push(m[1]);
   }
-  if (libs.length === 0 && /statically linked|not a dynamic executable/.test(run.stdout + run.stderr)) return [];
+  if (libs.length === 0 && /statically linked|not a dynamic executable/.test(stdout + stderr)) return [];
   if (missing.length > 0) throw new Error(`${elf} needs shared libraries that cannot be found: ${missing.join(', ')}`);
-  if (run.status !== 0 && libs.length === 0) {
-    throw new Error(`listing the libraries of ${elf} failed: ${run.stderr.trim() || `exit status ${run.status}`}`);
+  const succeeded = run.status.state === 'exited' && run.status.code === 0;
+  if (!succeeded && libs.length === 0) {
+    throw new Error(`listing the libraries of ${elf} failed: ${stderr.trim() || describeEnd(run)}`);
   }
   if (kind.interpreter !== undefined) libs.push(kind.interpreter);
   return [...new Set(libs)];

@@ -3,10 +3,10 @@
  * this module, or the user's) compiled to the raw BPF program bubblewrap's
  * --seccomp reads from an fd.
  */
-import { spawnSync } from 'node:child_process';
 import { accessSync, constants as fsConstants, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describeEnd, runToEnd, type Finished } from '../child.js';
 import { PACKAGE_ROOT } from '../package-root.js';
 import { findHelper } from './tools.js';
 
@@ -24,15 +24,16 @@ export function compileSeccompPolicy(policyFile: string, logFailures = false): B
     throw new Error(`cannot sandbox the plugin: the seccomp policy ${policyFile} is not readable (${(e as Error).message})`);
   }
   const compiler = findHelper('plugvisor-seccomp-compile');
-  const run = spawnSync(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    maxBuffer: 4 << 20,
-    timeout: 10_000,
-  });
-  if (run.error !== undefined) throw new Error(`cannot sandbox the plugin: running ${compiler} failed: ${run.error.message}`);
-  if (run.status !== 0) {
-    const message = run.stderr.toString().trim() || `exit status ${run.status ?? run.signal}`;
-    if (run.status === 2) throw new Error(`cannot sandbox the plugin: bad seccomp policy: ${message}`);
+  let run: Finished;
+  try {
+    run = runToEnd(compiler, [...(logFailures ? ['--log-failures'] : []), policyFile], 10_000);
+  } catch (e) {
+    throw new Error(`cannot sandbox the plugin: running ${compiler} failed: ${(e as Error).message}`);
+  }
+  const code = run.status.state === 'exited' ? run.status.code : undefined;
+  if (code !== 0) {
+    const message = run.stderr.toString().trim() || describeEnd(run);
+    if (code === 2) throw new Error(`cannot sandbox the plugin: bad seccomp policy: ${message}`);
     throw new Error(`cannot sandbox the plugin: ${compiler} failed: ${message}`);
   }
   const bpf = run.stdout;
