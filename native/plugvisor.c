@@ -660,6 +660,13 @@ static char **get_string_array(napi_env env, napi_value value, const char *name)
   return strings;
 }
 
+/* For a child the caller will never hear of: it must not run on, nor stay a zombie. */
+static void kill_and_reap(pid_t pid) {
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+  }
+}
+
 /*
  * spawn(file, argv, envp, fds, newSession): posix_spawnp(3). fd i of the
  * child is fds[i] of this process, passed with dup2 even when fds[i] is i
@@ -769,9 +776,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) {
     int open_err = errno;
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
+    kill_and_reap(pid);
     throw_errno(env, open_err, "pidfd_open", "(for the process just started, now killed)");
     goto out;
   }
@@ -782,9 +787,7 @@ static napi_value js_spawn(napi_env env, napi_callback_info info) {
       napi_set_named_property(env, result, "pidfd", pidfd_value) != napi_ok) {
     /* The caller never learns of the child: do not leave it running. */
     close(pidfd);
-    kill(pid, SIGKILL);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
+    kill_and_reap(pid);
     result = napi_failed(env, "building the spawn result");
   }
 

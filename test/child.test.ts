@@ -5,9 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { C, native } from '../src/native/index.js';
 import { Child, describeEnd, runToEnd, signalName, type ChildOptions, type ChildStatus } from '../src/child.js';
+import { gone } from './support/run.js';
 
 /** Runs `sh -c script` as a Child; resolves with the status onExit got, and the status the Child reports then. */
 function runShell(script: string, options: Partial<ChildOptions> = {}): Promise<[ChildStatus, ChildStatus]> {
@@ -60,9 +61,7 @@ test('Child: descriptors and environment as asked; killWithGroup reaches what th
     child.killWithGroup();
   });
   assert.deepEqual(await ended, { state: 'signaled', signal: 'SIGKILL', signalNumber: 9 });
-  const deadline = Date.now() + 5000;
-  while (isAlive(grandchild) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
-  assert.equal(isAlive(grandchild), false, 'the grandchild died with the group');
+  assert.equal(await gone(grandchild, 5_000), true, 'the grandchild died with the group');
   native.close(r);
   assert.equal(readdirSync('/proc/self/fd').length, fdsBefore, 'the pidfd is closed once the child is reaped');
 });
@@ -74,20 +73,6 @@ test('Child: a program that cannot be executed throws at once, with its errno', 
       e instanceof Error && 'code' in e && e.code === 'ENOENT' && /cannot execute \/nonexistent\/plugin/.test(e.message),
   );
 });
-
-/** Whether `pid` is a live process (a zombie counts as gone). */
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
 test('runToEnd: the exit status and both outputs, however large, with this process environment and no stdin', () => {
   const fdsBefore = readdirSync('/proc/self/fd').length;

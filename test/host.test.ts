@@ -20,6 +20,7 @@ import {
   CLI,
   SANDBOX_MODES,
   examplePlugin,
+  gone,
   modeName,
   processExists,
   reportOf,
@@ -34,15 +35,6 @@ const E = constants.errno;
 const HANG_SKIP =
   'checks host pids the plugin prints, but a jailed plugin sees only its own PID namespace ' +
   '(and has no `sleep` to spawn as the grandchild)';
-
-async function gone(pid: number, withinMs: number): Promise<boolean> {
-  const deadline = Date.now() + withinMs;
-  while (processExists(pid)) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return true;
-}
 
 /** A node process started with piped output, once its stdout (its plugin's) matched a pattern. */
 interface Started {
